@@ -1,0 +1,72 @@
+"""The `nslm` command: one subcommand per pipeline stage, each defined beside the code it drives.
+
+Every area's `cli` module exposes `register(subparsers)`, which adds its subcommand and sets
+`func(args) -> int | None` on the parsed namespace. Heavy imports stay inside those functions so
+that `nslm --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from nslm import __version__
+from nslm.errors import NslmError
+
+# Subcommands in pipeline order: data -> tokenizer -> train -> generate -> eval -> gui, and bench.
+AREAS = (
+    "nslm.data.cli",
+    "nslm.tokenizer.cli",
+    "nslm.train.cli",
+    "nslm.generate.cli",
+    "nslm.eval.cli",
+    "nslm.gui.cli",
+    "nslm.bench.cli",
+)
+
+EPILOG = """example, from TinyStories text to a story:
+  nslm data prepare --train TinyStories-train.txt --valid TinyStories-valid.txt --out data/ts
+  nslm train --preset transformer-1m --data data/ts --out runs/tf1m --max-minutes 10
+  nslm generate --model runs/tf1m "Once upon a time"
+"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps hand-written examples as they are and shows defaults."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nslm",
+        description="Train, sample and evaluate small story language models on TinyStories.",
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"nslm {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in AREAS:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user mistakes print one `error:` line and return a non-zero code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        code = args.func(args)
+    except NslmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
