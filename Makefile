@@ -1,0 +1,33 @@
+# Two commands for a fresh clone:  `make run` (install + main job)  and  `make test` (install + tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build by default; a GPU user sets TORCH_INDEX_URL (see README) to get a CUDA build instead.
+TORCH ?= torch==2.13.0
+TORCH_INDEX_URL ?=
+SHARED ?= ../shared/data/tinystories-std
+TRAIN ?= $(wildcard $(SHARED)/TinyStories-train-sample.txt $(SHARED)/TinyStoriesV2-GPT4-train-sample.txt)
+VALID ?= $(wildcard $(SHARED)/TinyStories-valid-sample.txt)
+DATA ?= data/tinystories
+
+.PHONY: install run test data
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Data folder for the main job: files given by TRAIN/VALID (or the shared sample), else the hub.
+data: install
+	$(BIN)/nslm data prepare $(if $(TRAIN),--train $(TRAIN) $(if $(VALID),--valid $(VALID)),--source hf) --out $(DATA) --if-exists reuse
+
+run: data
+
+test: install
+	$(BIN)/python -m pytest -q
