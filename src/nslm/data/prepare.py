@@ -1,0 +1,263 @@
+"""The whole data pipeline: read -> clean -> train a tokenizer -> token files, into one data folder.
+
+The folder is built under a temporary name and renamed at the end, so an error leaves nothing behind.
+`meta.json` records a fingerprint of the inputs and settings, which lets `--if-exists reuse` return at
+once when the folder already holds the same dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from nslm.atomic import atomic_dir, atomic_write_json
+from nslm.data.cleaning import Cleaner, CleanConfig, finish_vocabulary, vocab_filter
+from nslm.data.reading import HUB_DATASET, expand_inputs, read_file, read_hub, read_stories
+from nslm.data.tokens import SPLITS, build_meta, read_meta, write_meta, write_tokens
+from nslm.errors import NslmError
+from nslm.tokenizer.detok import EOT
+
+IF_EXISTS = ("error", "reuse", "overwrite")
+SOURCES = ("files", "hf")
+DEFAULT_VALID_SHARE = 0.02
+DATA_FILES = ("train.txt", "valid.txt", "report.json", "tokenizer.json", "train.bin", "valid.bin", "meta.json")
+
+
+@dataclass
+class PrepareResult:
+    """What `prepare` made (or found): the folder, its cleaning report and token header."""
+
+    path: Path
+    report: dict
+    meta: dict
+    reused: bool = False
+
+
+def write_stories(stories: Iterable[str], path: Path) -> int:
+    """Write stories in the published layout (each followed by a line `<|endoftext|>`); returns the count."""
+    count = 0
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for story in stories:
+            f.write(story)
+            f.write(f"\n{EOT}\n")
+            count += 1
+    return count
+
+
+def read_cleaned(path: str | Path) -> Iterator[str]:
+    """Stories of a cleaned `train.txt` / `valid.txt` (an empty file yields nothing)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NslmError(f"{path} does not exist; make it with nslm data clean")
+    if path.stat().st_size == 0:
+        return
+    yield from read_file(path, "eot")
+
+
+def _limited(stories: Iterable[str], limit: int | None) -> Iterator[str]:
+    for i, story in enumerate(stories):
+        if limit is not None and i >= limit:
+            return
+        yield story
+
+
+def _bucket(text: str) -> float:
+    """A fixed pseudo-random number in [0, 1) for a story, so the held-out share is reproducible."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") / 2**64
+
+
+def clean_to_folder(folder: str | Path, train: Sequence[str] | None, valid: Sequence[str] | None = None, *,
+                    config: CleanConfig | None = None, valid_share: float = DEFAULT_VALID_SHARE,
+                    split_on: str = "eot", source: str = "files", max_stories: int | None = None,
+                    progress: bool = False) -> dict:
+    """Clean the inputs into `folder`/train.txt and valid.txt and return the cleaning report (a dict).
+
+    Validation stories come from `valid` (files) and are cleaned first, so training stories that repeat
+    them are dropped as leakage. Without `valid`, a `valid_share` of the input stories (chosen by a hash
+    of their text) is held out instead.
+    """
+    folder = Path(folder)
+    config = (config or CleanConfig()).validate()
+    if source not in SOURCES:
+        raise NslmError(f"unknown --source {source!r}; choose one of {', '.join(SOURCES)}")
+    if source == "files" and not train:
+        raise NslmError("no training files given; pass --train FILE... or --source hf to download TinyStories")
+    if not 0.0 < valid_share < 0.5:
+        raise NslmError(f"--valid-share must lie between 0 and 0.5, not {valid_share}")
+    # fail on missing paths before any work starts
+    if train:
+        expand_inputs(train)
+    if valid:
+        expand_inputs(valid)
+
+    def stream(paths, split):
+        if paths:
+            raw = read_stories(paths, split_on)
+        elif source == "hf" and not train:
+            raw = read_hub(split)
+        else:
+            return None
+        return _progress(_limited(raw, max_stories), f"cleaning {split}", progress)
+
+    cleaner = Cleaner(config)
+    train_raw = folder / ".train.unfiltered.txt"
+    valid_raw = folder / ".valid.unfiltered.txt"
+    held_out = None
+    valid_stream = stream(valid, "valid")
+    if valid_stream is not None:
+        write_stories(cleaner.clean(valid_stream, "valid"), valid_raw)
+        write_stories(cleaner.clean(stream(train, "train"), "train"), train_raw)
+    else:
+        held_out = {"share": valid_share, "method": "a hash of each input story's text picks it"}
+        with ExitStack() as stack:
+            files = {s: stack.enter_context(open(p, "w", encoding="utf-8", newline="\n"))
+                     for s, p in (("train", train_raw), ("valid", valid_raw))}
+            for story in stream(train, "train"):
+                split = "valid" if _bucket(story) < valid_share else "train"
+                kept = cleaner.clean_one(story, split)
+                if kept is not None:
+                    files[split].write(f"{kept}\n{EOT}\n")
+    reports = {s: cleaner.report(s) for s in SPLITS}
+    if reports["train"].stories_in == 0:
+        raise NslmError("the training input holds no stories")
+    allowed = None
+    if config.vocab_limit:
+        allowed = {w for w, _ in reports["train"].vocabulary.most_common(config.vocab_limit)}
+    for split, raw_path in (("train", train_raw), ("valid", valid_raw)):
+        stories = read_cleaned(raw_path)
+        if allowed is not None:
+            stories = vocab_filter(stories, allowed, reports[split])
+        write_stories(stories, folder / f"{split}.txt")
+        raw_path.unlink()
+        finish_vocabulary(reports[split])
+    for split in SPLITS:
+        if reports[split].stories_out == 0:
+            raise NslmError(f"no {split} stories are left after cleaning; check the input or loosen the rules "
+                            "(--min-words, --max-words, --no-drop-incomplete, --vocab-limit)")
+    report = {"settings": config.to_dict(), "held_out": held_out,
+              "inputs": {"train": [str(p) for p in train or []] or None,
+                         "valid": [str(p) for p in valid or []] or None,
+                         "source": source if not train else "files"}}
+    report.update({s: reports[s].to_dict() for s in SPLITS})
+    atomic_write_json(folder / "report.json", report)
+    return report
+
+
+def _progress(stories: Iterable[str], desc: str, enabled: bool) -> Iterable[str]:
+    if not enabled:
+        return stories
+    from tqdm import tqdm
+
+    return tqdm(stories, desc=desc, unit=" stories", leave=False)
+
+
+def tokenize_folder(folder: str | Path, tokenizer=None, *, extra_meta: dict | None = None,
+                    progress: bool = False) -> dict:
+    """Write train.bin, valid.bin and meta.json for the cleaned stories in `folder`; returns the meta."""
+    from nslm.tokenizer import Tokenizer
+
+    folder = Path(folder)
+    if tokenizer is None:
+        tokenizer = Tokenizer.load(folder / "tokenizer.json")
+    splits = {}
+    for split in SPLITS:
+        splits[split] = write_tokens(tokenizer, read_cleaned(folder / f"{split}.txt"), folder / f"{split}.bin",
+                                     progress=progress)
+    meta = build_meta(tokenizer, splits, extra_meta)
+    write_meta(folder, meta)
+    return meta
+
+
+def fingerprint(train, valid, settings: dict) -> str:
+    """sha256 over the input files (path, size, modification time) and every setting."""
+    def describe(paths):
+        if not paths:
+            return None
+        return [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in expand_inputs(paths)]
+
+    blob = json.dumps({"train": describe(train), "valid": describe(valid), "settings": settings}, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _is_complete(out: Path, meta: dict) -> bool:
+    names = list(DATA_FILES) + (["casing.json"] if meta.get("tokenizer_kind") == "word" else [])
+    if not all((out / n).is_file() for n in names):
+        return False
+    digest = hashlib.sha256((out / "tokenizer.json").read_bytes()).hexdigest()
+    return digest == meta.get("tokenizer_sha256")
+
+
+def _existing_dataset(out: Path) -> tuple[str, dict | None]:
+    """('absent' | 'empty' | 'data' | 'foreign', meta) for the output path."""
+    if not out.exists():
+        return "absent", None
+    if not out.is_dir():
+        raise NslmError(f"output {out} is a file, not a folder; choose another --out")
+    if not any(out.iterdir()):
+        return "empty", None
+    try:
+        return "data", read_meta(out)
+    except NslmError:
+        return "foreign", None
+
+
+def prepare(train: Sequence[str] | None, valid: Sequence[str] | None, out: str | Path, *,
+            tokenizer_kind: str = "bpe", vocab_size: int | None = None, config: CleanConfig | None = None,
+            valid_share: float = DEFAULT_VALID_SHARE, split_on: str = "eot", source: str = "files",
+            tokenizer_sample: int | None = None, max_stories: int | None = None, if_exists: str = "error",
+            progress: bool = False) -> PrepareResult:
+    """Make the data folder `out` (train/valid.txt, report.json, tokenizer.json, *.bin, meta.json).
+
+    `if_exists`: `error` refuses an existing non-empty folder, `reuse` returns at once when `out` already
+    holds a complete dataset made from the same inputs and settings (and errors otherwise), `overwrite`
+    replaces an earlier data folder (never a foreign one).
+    """
+    from nslm.tokenizer import Tokenizer, train_tokenizer
+    from nslm.tokenizer.core import _check
+
+    out = Path(out)
+    config = (config or CleanConfig()).validate()
+    if if_exists not in IF_EXISTS:
+        raise NslmError(f"unknown --if-exists {if_exists!r}; choose one of {', '.join(IF_EXISTS)}")
+    _check(tokenizer_kind, vocab_size)
+    if tokenizer_sample is not None and tokenizer_sample < 1:
+        raise NslmError(f"--tokenizer-sample must be a positive number of stories, not {tokenizer_sample}")
+    settings = {"clean": config.to_dict(), "tokenizer": tokenizer_kind, "vocab_size": vocab_size,
+                "valid_share": None if valid else valid_share, "split_on": split_on,
+                "source": "files" if train else source, "tokenizer_sample": tokenizer_sample,
+                "max_stories": max_stories}
+    if train:
+        expand_inputs(train)
+    if valid:
+        expand_inputs(valid)
+    fp = fingerprint(train, valid, settings)
+    state, meta = _existing_dataset(out)
+    same = state == "data" and meta.get("prepare", {}).get("fingerprint") == fp and _is_complete(out, meta)
+    if state == "foreign":
+        raise NslmError(f"output folder {out} is not empty and is not an nslm data folder; choose another --out")
+    if state == "data":
+        if if_exists == "reuse" and same:
+            report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+            return PrepareResult(out, report, meta, reused=True)
+        if if_exists != "overwrite":
+            what = "this dataset already" if same else "a different dataset (other inputs or settings)"
+            raise NslmError(f"output folder {out} already holds {what}; pass --if-exists overwrite to "
+                            "replace it or choose another --out")
+    with atomic_dir(out, replace=True) as tmp:
+        report = clean_to_folder(tmp, train, valid, config=config, valid_share=valid_share, split_on=split_on,
+                                 source=source, max_stories=max_stories, progress=progress)
+        texts = _limited(read_cleaned(tmp / "train.txt"), tokenizer_sample)
+        tokenizer = train_tokenizer(tokenizer_kind, texts, vocab_size)
+        tokenizer.save(tmp)
+        tokenizer = Tokenizer.load(tmp / "tokenizer.json")
+        extra = {"prepare": {"fingerprint": fp, "settings": settings}}
+        meta = tokenize_folder(tmp, tokenizer, extra_meta=extra, progress=progress)
+    return PrepareResult(out, report, meta)
+
+
+__all__ = ["PrepareResult", "prepare", "clean_to_folder", "tokenize_folder", "write_stories", "read_cleaned",
+           "fingerprint", "DEFAULT_VALID_SHARE", "HUB_DATASET"]

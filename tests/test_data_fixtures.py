@@ -1,0 +1,26 @@
+"""The shared fixtures give what other tests rely on."""
+
+import json
+
+from nslm.data import load_token_split, read_meta
+from nslm.tokenizer import Tokenizer
+
+
+def test_data_dir_has_the_contract_files(data_dir):
+    for name in ("train.txt", "valid.txt", "report.json", "tokenizer.json", "train.bin", "valid.bin", "meta.json"):
+        assert (data_dir / name).is_file(), name
+    meta = read_meta(data_dir)
+    assert meta["vocab_size"] == 1024 and meta["dtype"] == "uint16" and meta["tokenizer_kind"] == "bpe"
+    train = load_token_split(data_dir, "train")
+    assert len(train) == meta["train"]["tokens"] > 100_000
+    assert int((train == meta["eot_id"]).sum()) == meta["train"]["stories"]
+    tok = Tokenizer.load(data_dir / "tokenizer.json")
+    assert tok.sha256 == meta["tokenizer_sha256"]
+    assert json.loads((data_dir / "report.json").read_text())["valid"]["stories_out"] == meta["valid"]["stories"]
+
+
+def test_make_data_dir_word_has_casing(make_data_dir):
+    folder = make_data_dir("word", 2048)
+    casing = json.loads((folder / "casing.json").read_text())
+    assert casing.get("i") == "I"
+    assert read_meta(folder)["tokenizer_kind"] == "word"
