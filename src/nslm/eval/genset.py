@@ -1,0 +1,103 @@
+"""The generation set: one story per prompt from a fixed prompt list and seed, saved as JSONL.
+
+Default prompts: the 44 story beginnings the TinyStories paper graded with GPT-4
+(`shared/data/tinystories_eval_prompts/Evaluation prompts.yaml`). Any YAML list of strings, JSON list,
+or text file with one prompt per line works too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from nslm.atomic import atomic_write_text
+from nslm.errors import NslmError
+
+PROMPTS_FILE = Path("tinystories_eval_prompts") / "Evaluation prompts.yaml"
+
+
+def default_prompts_path() -> Path | None:
+    """The paper's prompt file in the shared data folder, or None when this machine has none."""
+    from nslm.sample_data import shared_data_dir
+
+    root = shared_data_dir()
+    return root / PROMPTS_FILE if root and (root / PROMPTS_FILE).is_file() else None
+
+
+def load_prompts(path: str | Path | None = None) -> list[str]:
+    """Prompts from a YAML/JSON list or a text file (one per line); the paper's prompts by default."""
+    if path is None:
+        path = default_prompts_path()
+        if path is None:
+            raise NslmError("the TinyStories evaluation prompts were not found; give a prompt file with --prompts.")
+    path = Path(path)
+    if not path.is_file():
+        raise NslmError(f"prompt file {path} does not exist; give a YAML list or a text file with one prompt per line.")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        import yaml
+
+        try:
+            items = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise NslmError(f"prompt file {path} is not valid YAML ({str(exc).splitlines()[0]}).") from exc
+        if not isinstance(items, list) or not all(isinstance(p, str) for p in items):
+            raise NslmError(f"prompt file {path} must hold a list of strings.")
+    else:
+        items = text.splitlines()
+    prompts = [p.strip() for p in items if p and p.strip()]
+    if not prompts:
+        raise NslmError(f"prompt file {path} holds no prompts.")
+    return prompts
+
+
+def generate_set(story_model, prompts: Iterable[str], seed: int = 1234, max_tokens: int = 300,
+                 temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None) -> list[dict]:
+    """One story per prompt; prompt i uses seed `seed + i`, so the set is the same on every run.
+
+    Each record: prompt, completion, text (prompt + completion, formatted), tokens (generated),
+    ended (stopped by itself at the end-of-story token), seed.
+    """
+    from tqdm import tqdm
+
+    records = []
+    prompts = list(prompts)
+    for i, prompt in enumerate(tqdm(prompts, desc="generate", unit="story", leave=False)):
+        story = story_model.generate(prompt, max_tokens=max_tokens, temperature=temperature,
+                                     top_k=top_k, top_p=top_p, seed=seed + i)
+        records.append({
+            "prompt": prompt,
+            "completion": story.completion,
+            "text": story.text,
+            "tokens": int(story.n_tokens),
+            "ended": bool(story.ended),
+            "seed": seed + i,
+        })
+    return records
+
+
+def save_jsonl(records: list[dict], path: str | Path) -> None:
+    """Write records as one JSON object per line (atomically)."""
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def load_jsonl(path: str | Path) -> list[dict]:
+    """Read a generation set; NslmError when the file is missing or not JSONL with a 'completion'."""
+    path = Path(path)
+    if not path.is_file():
+        raise NslmError(f"story file {path} does not exist; make one with `nslm eval generate`.")
+    records = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise NslmError(f"{path} line {n} is not JSON ({exc.msg}).") from exc
+        if not isinstance(rec, dict) or "completion" not in rec:
+            raise NslmError(f"{path} line {n} has no 'completion' field; make the file with `nslm eval generate`.")
+        rec.setdefault("prompt", "")
+        rec.setdefault("text", rec["prompt"] + rec["completion"])
+        records.append(rec)
+    return records

@@ -1,0 +1,225 @@
+"""Grammar: BLiMP minimal pairs zero-shot, and a CoLA acceptability probe on the model's features.
+
+BLiMP: a pair counts as correct only when the grammatical sentence gets a strictly higher total
+log-probability (end-of-story token as the start context) than the ungrammatical one. Ties count as
+wrong, so a model that cannot tell the sentences apart (identical scores, or a word-level model that
+maps both sentences to the same `<unk>`s) scores 0% on them, not 50% or 100%.
+
+CoLA: the language model stays frozen; its `features()` (final hidden states), mean-pooled over the
+sentence's tokens, feed a logistic-regression head trained on `in_domain_train` (class-balanced, L2);
+Matthews correlation is measured on `in_domain_dev` and `out_of_domain_dev`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from nslm.errors import NslmError
+from nslm.eval.scoring import Scorer
+
+
+# ---------------------------------------------------------------- BLiMP
+def load_blimp(folder: str | Path, limit: int | None = None) -> list[dict]:
+    """Minimal pairs from BLiMP's `*.jsonl` files (a folder, or its `data/` subfolder); `limit` per paradigm."""
+    folder = Path(folder)
+    if (folder / "data").is_dir():
+        folder = folder / "data"
+    files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    if not files:
+        raise NslmError(f"no BLiMP files (*.jsonl) in {folder}; give the BLiMP data folder with --blimp.")
+    pairs = []
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f):
+                if limit is not None and n >= limit:
+                    break
+                if not line.strip():
+                    continue
+                rec = json.loads(line)
+                pairs.append({
+                    "good": rec["sentence_good"], "bad": rec["sentence_bad"],
+                    "uid": rec.get("UID", path.stem), "term": rec.get("linguistics_term", "?"),
+                    "field": rec.get("field", "?"),
+                })
+    return pairs
+
+
+def blimp_accuracy(scorer: Scorer, tokenizer, pairs: Sequence[dict], progress=None) -> dict:
+    """Accuracy overall, per phenomenon (`linguistics_term`) and per paradigm (`UID`); ties are wrong."""
+    sentences = [p["good"] for p in pairs] + [p["bad"] for p in pairs]
+    ids = [tokenizer.encode(s) for s in sentences]
+    scores = scorer.total_logprobs(ids, progress)
+    good, bad = scores[: len(pairs)], scores[len(pairs):]
+    correct = good > bad
+    ties = int((good == bad).sum())
+    by_term, by_uid = defaultdict(list), defaultdict(list)
+    for p, ok in zip(pairs, correct):
+        by_term[p["term"]].append(bool(ok))
+        by_uid[p["uid"]].append(bool(ok))
+    result = {
+        "accuracy": float(correct.mean()) if len(pairs) else None,
+        "pairs": len(pairs),
+        "ties": ties,
+        "by_phenomenon": {k: float(np.mean(v)) for k, v in sorted(by_term.items())},
+        "by_paradigm": {k: float(np.mean(v)) for k, v in sorted(by_uid.items())},
+        "chance": 0.5,
+        "method": "total log-probability of each sentence after the end-of-story token; ties count as wrong",
+    }
+    unk = getattr(tokenizer, "unk_id", None)
+    if unk is not None:
+        result["sentences_with_unk"] = int(sum(unk in s for s in ids))
+    return result
+
+
+def evaluate_blimp(story_model, folder: str | Path, limit: int | None = None, batch_size: int = 64) -> dict:
+    """BLiMP accuracy of a loaded `StoryModel`."""
+    from tqdm import tqdm
+
+    pairs = load_blimp(folder, limit)
+    scorer = Scorer(story_model.model, story_model.tokenizer.eot_id, story_model.context_length,
+                    story_model.device, batch_size)
+    with tqdm(total=2 * len(pairs), desc="blimp", unit="sent", leave=False) as bar:
+        result = blimp_accuracy(scorer, story_model.tokenizer, pairs, bar)
+    result["limit_per_paradigm"] = limit
+    return result
+
+
+# ---------------------------------------------------------------- CoLA
+def load_cola(path: str | Path, limit: int | None = None) -> tuple[list[str], np.ndarray]:
+    """Sentences and 0/1 labels of a CoLA raw `.tsv` (source, label, mark, sentence)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NslmError(f"CoLA file {path} does not exist; give the CoLA folder with --cola.")
+    sentences, labels = [], []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 4:
+                if line.strip():
+                    raise NslmError(f"{path} line {n} does not have 4 tab-separated columns.")
+                continue
+            sentences.append(parts[3])
+            labels.append(int(parts[1]))
+            if limit is not None and len(sentences) >= limit:
+                break
+    return sentences, np.array(labels, dtype=np.int64)
+
+
+@torch.no_grad()
+def pooled_features(model: torch.nn.Module, tokenizer, sentences: Sequence[str], context_length: int,
+                    device="cpu", batch_size: int = 64, progress=None) -> np.ndarray:
+    """Mean over each sentence's token positions of `model.features(EOT + sentence)` -> [N, D] float32."""
+    eot = tokenizer.eot_id
+    seqs = [([eot] + tokenizer.encode(s))[:context_length] for s in sentences]
+    out: list[np.ndarray | None] = [None] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(seqs[i]) for i in chunk)
+        idx = torch.full((len(chunk), width), eot, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.float32)
+        for row, i in enumerate(chunk):
+            idx[row, : len(seqs[i])] = torch.tensor(seqs[i])
+            # Position 0 only saw EOT, the same for every sentence; pool the states after sentence tokens.
+            mask[row, 1 if len(seqs[i]) > 1 else 0 : len(seqs[i])] = 1.0
+        feats = model.features(idx.to(device)).float().cpu()
+        pooled = (feats * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        for row, i in enumerate(chunk):
+            out[i] = pooled[row].numpy()
+        if progress is not None:
+            progress.update(len(chunk))
+    return np.stack(out).astype(np.float32)
+
+
+def matthews_corrcoef(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Matthews correlation coefficient of binary labels (0 when a row or column of the table is empty)."""
+    y_true, y_pred = np.asarray(y_true).astype(bool), np.asarray(y_pred).astype(bool)
+    tp = float(np.sum(y_true & y_pred))
+    tn = float(np.sum(~y_true & ~y_pred))
+    fp = float(np.sum(~y_true & y_pred))
+    fn = float(np.sum(y_true & ~y_pred))
+    denom = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return (tp * tn - fp * fn) / denom if denom else 0.0
+
+
+class LinearProbe:
+    """Logistic regression on standardised features: class-balanced loss, L2 penalty, full-batch L-BFGS."""
+
+    def __init__(self, l2: float = 1e-2, steps: int = 200, seed: int = 0):
+        self.l2, self.steps, self.seed = l2, steps, seed
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> "LinearProbe":
+        torch.manual_seed(self.seed)
+        self.mean = x.mean(0)
+        self.std = x.std(0) + 1e-6
+        xt = torch.tensor((x - self.mean) / self.std, dtype=torch.float32)
+        yt = torch.tensor(y, dtype=torch.float32)
+        pos = float(yt.mean()) if len(yt) else 0.5
+        pos = min(max(pos, 1e-3), 1 - 1e-3)
+        weights = torch.where(yt > 0.5, 0.5 / pos, 0.5 / (1 - pos))
+        self.w = torch.zeros(xt.shape[1], requires_grad=True)
+        self.b = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.LBFGS([self.w, self.b], max_iter=self.steps, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            logits = xt @ self.w + self.b
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, yt, weight=weights)
+            loss = loss + self.l2 * (self.w ** 2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        xt = torch.tensor((x - self.mean) / self.std, dtype=torch.float32)
+        with torch.no_grad():
+            return ((xt @ self.w + self.b) > 0).numpy().astype(np.int64)
+
+
+def cola_probe(featurize, train: tuple[list[str], np.ndarray], devs: dict[str, tuple[list[str], np.ndarray]],
+               l2: float = 1e-2) -> dict:
+    """Train the probe on `train` and report MCC and accuracy on each dev set.
+
+    `featurize(sentences) -> [N, D]` is any frozen feature extractor.
+    """
+    x_train = featurize(train[0])
+    probe = LinearProbe(l2=l2).fit(x_train, train[1])
+    result = {"train_rows": len(train[0]), "head": "logistic regression on mean-pooled frozen features "
+              "(standardised, class-balanced, L2 %g, L-BFGS)" % l2}
+    for name, (sentences, labels) in devs.items():
+        pred = probe.predict(featurize(sentences))
+        result[name] = {"rows": len(sentences), "mcc": matthews_corrcoef(labels, pred),
+                        "accuracy": float((pred == labels).mean()),
+                        "majority_accuracy": float(max(labels.mean(), 1 - labels.mean()))}
+    first = next(iter(devs))
+    result["mcc"] = result[first]["mcc"]
+    return result
+
+
+def evaluate_cola(story_model, folder: str | Path, limit: int | None = None, batch_size: int = 64) -> dict:
+    """CoLA MCC of a linear probe on a loaded `StoryModel`'s features; `limit` caps the training rows."""
+    from tqdm import tqdm
+
+    folder = Path(folder)
+    train = load_cola(folder / "in_domain_train.tsv", limit)
+    devs = {"in_domain_dev": load_cola(folder / "in_domain_dev.tsv")}
+    if (folder / "out_of_domain_dev.tsv").is_file():
+        devs["out_of_domain_dev"] = load_cola(folder / "out_of_domain_dev.tsv")
+    total = len(train[0]) + sum(len(d[0]) for d in devs.values())
+    with tqdm(total=total, desc="cola", unit="sent", leave=False) as bar:
+        def featurize(sentences):
+            return pooled_features(story_model.model, story_model.tokenizer, sentences,
+                                   story_model.context_length, story_model.device, batch_size, bar)
+        result = cola_probe(featurize, train, devs)
+    result["limit_train_rows"] = limit
+    return result

