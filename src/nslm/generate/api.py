@@ -1,0 +1,230 @@
+"""The Python face of generation: `nslm.load(path_or_name)` -> StoryModel -> Story.
+
+A run folder (or a shipped model under src/nslm/pretrained/<name>/) holds config.json, tokenizer.json
+and model.safetensors; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from nslm.errors import NslmError
+from nslm.generate.sampling import generate_ids
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
+
+
+@dataclass
+class Story:
+    """A generated story: `text` is prompt + completion, formatted; `ended` says it reached end-of-story."""
+
+    text: str
+    prompt: str
+    completion: str
+    n_tokens: int
+    ended: bool
+    prompt_truncated: bool = False
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def format_story(text: str) -> str:
+    """Story-level touches on decoded text: no outer whitespace and a capital first letter."""
+    text = text.strip()
+    for i, ch in enumerate(text):
+        if ch.isalpha():
+            return text[:i] + ch.upper() + text[i + 1 :]
+        if not (ch in "\"'“‘(" or ch.isspace()):
+            break
+    return text
+
+
+class StoryStream:
+    """Iterate to get text pieces as they are generated; afterwards `.story` holds the whole Story."""
+
+    def __init__(self, model: "StoryModel", prompt_ids: list[int], prompt_text: str, truncated: bool, **options):
+        self._model = model
+        self._prompt_ids = prompt_ids
+        self._prompt_text = prompt_text
+        self._options = options
+        self.prompt_truncated = truncated
+        self.story: Story | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        tok = self._model.tokenizer
+        ids = list(self._prompt_ids)
+        start = 0 if self._prompt_ids[0] != tok.eot_id else 1  # an unconditional start shows no text
+        emitted = ""
+        options = dict(self._options)
+        max_tokens = options.pop("max_tokens")
+        produced = 0
+        for token in generate_ids(self._model.model, self._prompt_ids, max_tokens, tok.eot_id, **options):
+            ids.append(token)
+            produced += 1
+            # emit only text that later tokens cannot change: what decoding without the newest token agrees on
+            now = format_story(tok.decode(ids[start:]))
+            before = format_story(tok.decode(ids[start:-1]))
+            stable = _common_prefix(now, before).rstrip("\ufffd")
+            if stable.startswith(emitted) and len(stable) > len(emitted):
+                yield stable[len(emitted) :]
+                emitted = stable
+        ended = produced < max_tokens
+        text = format_story(tok.decode(ids[start:]))
+        if text.startswith(emitted) and len(text) > len(emitted):
+            yield text[len(emitted) :]
+        prompt_text = format_story(tok.decode(self._prompt_ids[start:]))
+        completion = text[len(prompt_text) :] if text.startswith(prompt_text) else tok.decode(ids[len(self._prompt_ids) :])
+        self.story = Story(text=text, prompt=prompt_text if self.prompt_truncated else self._prompt_text,
+                           completion=completion, n_tokens=produced, ended=ended, prompt_truncated=self.prompt_truncated)
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
+class StoryModel:
+    """A trained model with its tokenizer, ready to tell stories."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, config: dict, device: torch.device, name: str):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.device = device
+        self.name = name
+        self.context_length = model.cfg.context_length
+
+    def __repr__(self) -> str:
+        return f"StoryModel({self.name!r}, {self.model.cfg.arch}, {self.model.param_counts()['total']:,} params)"
+
+    def encode_prompt(self, prompt: str, unconditional: bool = False) -> tuple[list[int], bool]:
+        """Prompt ids (left-truncated to the context window) and whether they were truncated."""
+        if unconditional:
+            return [self.tokenizer.eot_id], False
+        if prompt is None or not str(prompt).strip():
+            raise NslmError("the prompt is empty; give the beginning of a story, e.g. \"Once upon a time\"")
+        ids = self.tokenizer.encode(str(prompt).strip())
+        if not ids:
+            raise NslmError("the prompt encodes to no tokens; give the beginning of a story in words")
+        if len(ids) > self.context_length:
+            return ids[-self.context_length :], True
+        return ids, False
+
+    def stream(self, prompt: str, max_tokens: int = 300, temperature: float = 0.8, top_k: int | None = None,
+               top_p: float | None = None, seed: int | None = None, use_cache: bool = True,
+               unconditional: bool = False) -> StoryStream:
+        """Text pieces as they are generated (their concatenation is the formatted story); after the
+        loop, the returned object's `.story` is the Story."""
+        _check_options(max_tokens, temperature, top_k, top_p)
+        ids, truncated = self.encode_prompt(prompt, unconditional)
+        return StoryStream(self, ids, str(prompt or "").strip(), truncated, max_tokens=max_tokens,
+                           temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, use_cache=use_cache)
+
+    def generate(self, prompt: str, max_tokens: int = 300, temperature: float = 0.8, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None, use_cache: bool = True,
+                 unconditional: bool = False) -> Story:
+        """The whole story for `prompt` (stops at end-of-story or after `max_tokens` new tokens)."""
+        stream = self.stream(prompt, max_tokens, temperature, top_k, top_p, seed, use_cache, unconditional)
+        for _ in stream:
+            pass
+        return stream.story
+
+
+def _check_options(max_tokens, temperature, top_k, top_p) -> None:
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise NslmError(f"max_tokens must be a positive whole number, not {max_tokens!r}")
+    if temperature is None or temperature < 0:
+        raise NslmError(f"temperature must be 0 (greedy) or positive, not {temperature!r}")
+    if top_k is not None and top_k < 1:
+        raise NslmError(f"top_k must be a positive whole number, not {top_k!r}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise NslmError(f"top_p must be in (0, 1], not {top_p!r}")
+
+
+# ---------------------------------------------------------------- finding and loading
+def _pretrained_root() -> Path:
+    return Path(str(resources.files("nslm") / "pretrained"))
+
+
+def list_shipped() -> list[str]:
+    """Names of the models shipped inside the package (src/nslm/pretrained/<name>/)."""
+    root = _pretrained_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file())
+
+
+def resolve(path_or_name: str | Path) -> Path:
+    """A run folder path, or the folder of the shipped model with that name."""
+    path = Path(path_or_name)
+    if path.exists():
+        return path
+    if str(path_or_name) in list_shipped():
+        return _pretrained_root() / str(path_or_name)
+    shipped = list_shipped()
+    hint = f"; shipped models: {', '.join(shipped)}" if shipped else ""
+    raise NslmError(f"no run folder or shipped model called {str(path_or_name)!r}{hint}")
+
+
+def _weights_file(folder: Path) -> Path:
+    best = folder / "model.safetensors"
+    if best.is_file():
+        return best
+    if (folder / "last" / "model.safetensors").is_file():
+        return folder / "last" / "model.safetensors"
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise NslmError(f"{folder} has {pickles[0]} but no model.safetensors; nslm only loads safetensors weights, "
+                        "never pickles (they can run code)")
+    raise NslmError(f"{folder} has no model.safetensors; it is not a finished or checkpointed run")
+
+
+def load(path_or_name: str | Path, device: str | torch.device | None = None) -> StoryModel:
+    """Load a run folder or shipped model by name; any missing or corrupt file is one NslmError."""
+    from nslm.models import ModelConfig, build_model
+    from nslm.tokenizer import Tokenizer
+    from nslm.train.checkpoint import load_weights
+    from nslm.train.loop import pick_device
+
+    folder = resolve(path_or_name)
+    if folder.is_file():
+        raise NslmError(f"{folder} is a file; give the run folder that holds config.json and model.safetensors")
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise NslmError(f"{folder} has no config.json; it is not a run folder made by nslm train")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        model_cfg = ModelConfig.from_dict(config["model"])
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        raise NslmError(f"{config_path} is corrupt or not an nslm run config") from None
+    tok_path = folder / "tokenizer.json"
+    if not tok_path.is_file():
+        raise NslmError(f"{folder} has no tokenizer.json; copy it from the run's data folder")
+    expected_sha = config.get("tokenizer_sha256")
+    if expected_sha and hashlib.sha256(tok_path.read_bytes()).hexdigest() != expected_sha:
+        raise NslmError(f"{tok_path} is not the tokenizer this model was trained with (its hash differs from config.json)")
+    try:
+        tokenizer = Tokenizer.load(tok_path)
+    except NslmError:
+        raise
+    except Exception as exc:  # the tokenizers library raises its own exception types
+        raise NslmError(f"{tok_path} is corrupt ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if tokenizer.vocab_size != model_cfg.vocab_size:
+        raise NslmError(f"{tok_path} has {tokenizer.vocab_size} tokens but the model expects {model_cfg.vocab_size}")
+    model = build_model(model_cfg)
+    load_weights(model, _weights_file(folder))
+    dev = pick_device(device or "auto") if isinstance(device, str) or device is None else torch.device(device)
+    model.to(dev).eval()
+    return StoryModel(model, tokenizer, config, dev, name=folder.name)

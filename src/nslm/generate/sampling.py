@@ -1,0 +1,80 @@
+"""Token-level decoding: temperature, top-k, top-p, and the cached / uncached generation loops.
+
+Both loops show the model exactly the same tokens, so greedy decoding gives the same ids with and
+without the cache. A Transformer sees at most `context_length` tokens: when the window is full it
+keeps the last three quarters and continues (the cache is refilled from those).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """Set to -inf every logit outside the top-k and outside the smallest set with probability >= top_p."""
+    logits = logits.clone()
+    if top_k is not None and 0 < top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1, None]
+        logits[logits < kth] = float("-inf")
+    if top_p is not None and 0 < top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        drop = cum - torch.softmax(sorted_logits, dim=-1) >= top_p  # keep the token that crosses top_p
+        sorted_logits[drop] = float("-inf")
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+def pick_token(logits: torch.Tensor, temperature: float, top_k=None, top_p=None, generator=None) -> int:
+    """The next id from a [V] logit vector; temperature 0 means greedy."""
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(filter_logits(logits.float() / temperature, top_k, top_p), dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def is_windowed(model) -> bool:
+    """Whether the model can only see a fixed window (Transformer) rather than carry a state (RNN)."""
+    return getattr(model.cfg, "arch", "transformer") == "transformer"
+
+
+@torch.no_grad()
+def generate_ids(model, prompt_ids: list[int], max_new_tokens: int, stop_id: int | None = None,
+                 temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
+                 seed: int | None = None, use_cache: bool = True) -> Iterator[int]:
+    """Yield up to `max_new_tokens` new ids after `prompt_ids`, stopping after `stop_id` (not yielded)."""
+    if not prompt_ids:
+        raise ValueError("generation needs at least one prompt token")
+    device = next(model.parameters()).device
+    generator = torch.Generator(device="cpu")
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    ids = list(prompt_ids)
+    ctx = model.cfg.context_length
+    keep = max(1, ctx - ctx // 4)
+    windowed = is_windowed(model)
+    start = max(0, len(ids) - ctx) if windowed else 0
+    cache = model.new_cache(1) if use_cache else None
+    fed = start  # with a cache: ids[start:fed] are already in it
+    for _ in range(max_new_tokens):
+        if windowed and len(ids) - start > ctx:
+            start = len(ids) - keep
+            if cache is not None:
+                cache.reset()
+                fed = start
+        if cache is None:
+            x = torch.tensor([ids[start:]], device=device)
+            logits, _ = model(x)
+        else:
+            x = torch.tensor([ids[fed:]], device=device)
+            logits, _ = model(x, cache=cache)
+            fed = len(ids)
+        token = pick_token(logits[0, -1].float().cpu(), temperature, top_k, top_p, generator)
+        if token == stop_id:
+            return
+        ids.append(token)
+        yield token

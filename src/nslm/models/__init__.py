@@ -1,0 +1,50 @@
+"""Models: ModelConfig, the Transformer and the LSTM/GRU, and named presets (src/nslm/presets/*.json)."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import torch.nn as nn
+
+from nslm.errors import NslmError
+from nslm.models.config import ModelConfig
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """A freshly initialised model for `cfg` (Transformer or RNNLM)."""
+    cfg.validate()
+    if cfg.arch == "transformer":
+        from nslm.models.transformer import Transformer
+
+        return Transformer(cfg)
+    from nslm.models.rnn import RNNLM
+
+    return RNNLM(cfg)
+
+
+def _presets_dir():
+    return resources.files("nslm") / "presets"
+
+
+def list_presets() -> list[str]:
+    """Names of the shipped presets, sorted."""
+    return sorted(p.name[: -len(".json")] for p in _presets_dir().iterdir() if p.name.endswith(".json"))
+
+
+def load_preset(name: str) -> ModelConfig:
+    """The ModelConfig of preset `name`; an unknown name is an NslmError listing the known ones."""
+    path = _presets_dir() / f"{name}.json"
+    if not path.is_file():
+        raise NslmError(f"unknown preset {name!r}; choose one of: {', '.join(list_presets())}")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.pop("description", None)
+    return ModelConfig.from_dict(data)
+
+
+def preset_description(name: str) -> str:
+    data = json.loads((_presets_dir() / f"{name}.json").read_text(encoding="utf-8"))
+    return data.get("description", "")
+
+
+__all__ = ["ModelConfig", "build_model", "list_presets", "load_preset", "preset_description"]

@@ -1,0 +1,68 @@
+"""A recurrent language model (LSTM or GRU) with a tied embedding and a state carried between calls."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nslm.models.config import ModelConfig
+
+
+class RNNState:
+    """The recurrent state after the tokens seen so far (h, or (h, c) for an LSTM); `pos` counts them."""
+
+    def __init__(self):
+        self.hidden = None
+        self.pos = 0
+
+    def reset(self) -> None:
+        self.hidden, self.pos = None, 0
+
+
+class RNNLM(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        rnn_cls = nn.LSTM if cfg.arch == "lstm" else nn.GRU
+        hidden = cfg.hidden_size
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.rnn = rnn_cls(cfg.d_model, hidden, num_layers=cfg.n_layer, batch_first=True,
+                           dropout=cfg.dropout if cfg.n_layer > 1 else 0.0)
+        # the head is the embedding matrix, so the output must come back to the embedding width
+        self.proj = nn.Linear(hidden, cfg.d_model, bias=False) if hidden != cfg.d_model else None
+        nn.init.normal_(self.tok_emb.weight, std=cfg.init_std)
+        if self.proj is not None:
+            nn.init.normal_(self.proj.weight, std=hidden**-0.5)
+
+    def new_cache(self, batch_size: int = 1) -> RNNState:
+        """An empty state for `forward(..., cache=)`."""
+        return RNNState()
+
+    def features(self, idx: torch.Tensor, cache: RNNState | None = None) -> torch.Tensor:
+        """Final hidden states [B, T, d_model] (after the projection, before the output head)."""
+        x = self.drop(self.tok_emb(idx))
+        out, hidden = self.rnn(x, cache.hidden if cache is not None else None)
+        if cache is not None:
+            cache.hidden, cache.pos = hidden, cache.pos + idx.shape[1]
+        out = self.drop(out)
+        return self.proj(out) if self.proj is not None else out
+
+    def forward(self, idx, targets=None, cache: RNNState | None = None):
+        """Logits [B, T, V] and the mean cross-entropy against `targets` (or None)."""
+        logits = F.linear(self.features(idx, cache), self.tok_emb.weight)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    def param_counts(self) -> dict:
+        total = sum(p.numel() for p in self.parameters())
+        embedding = self.tok_emb.weight.numel()
+        return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token: 6 per weight, the tied head included."""
+        return 6 * (self.param_counts()["non_embedding"] + self.cfg.vocab_size * self.cfg.d_model)

@@ -1,0 +1,193 @@
+"""A decoder-only Transformer: tied embeddings, pre-norm blocks, SDPA attention, optional KV cache."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nslm.models.config import ModelConfig
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far; `pos` is how many that is."""
+
+    def __init__(self, cfg: ModelConfig, batch_size: int, device, dtype):
+        head_dim = cfg.d_model // cfg.n_head
+        shape = (cfg.n_layer, batch_size, cfg.n_head, cfg.context_length, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0
+        self.capacity = cfg.context_length
+
+    def reset(self) -> None:
+        self.pos = 0
+
+
+def norm_layer(cfg: ModelConfig) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.d_model, eps=1e-5)
+    return nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+
+
+def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
+    """The fixed sine/cosine position table of "Attention is all you need", shape [length, dim]."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table
+
+
+def rope_tables(length: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles, each [length, head_dim] (angles repeated for both halves)."""
+    inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (i, i + head_dim/2) of x [B, H, T, hd] by the angles of their positions."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.head_dim = cfg.d_model // cfg.n_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.dropout = cfg.dropout
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, rope=None, cache: KVCache | None = None, layer: int = 0):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        drop = self.dropout if self.training else 0.0
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+        else:
+            start, end = cache.pos, cache.pos + T
+            cache.k[layer, :B, :, start:end] = k
+            cache.v[layer, :B, :, start:end] = v
+            k, v = cache.k[layer, :B, :, :end], cache.v[layer, :B, :, :end]
+            # new token i (at position start + i) may look at every cached position up to its own
+            mask = None
+            if T > 1:
+                mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_drop(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.up = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
+        self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        return self.drop(self.down(F.gelu(self.up(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1 = norm_layer(cfg)
+        self.attn = Attention(cfg)
+        self.norm2 = norm_layer(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, rope=None, cache=None, layer=0):
+        x = x + self.attn(self.norm1(x), rope, cache, layer)
+        return x + self.mlp(self.norm2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        if cfg.pos_encoding == "learned":
+            self.pos_emb = nn.Embedding(cfg.context_length, cfg.d_model)
+        elif cfg.pos_encoding == "sinusoidal":
+            self.register_buffer("pos_table", sinusoidal_table(cfg.context_length, cfg.d_model), persistent=False)
+        else:
+            cos, sin = rope_tables(cfg.context_length, cfg.d_model // cfg.n_head, cfg.rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm_f = norm_layer(cfg)
+        self.apply(self._init_weights)
+        # residual projections start smaller so the sum over layers keeps unit scale (GPT-2)
+        for name, p in self.named_parameters():
+            if name.endswith("attn.proj.weight") or name.endswith("mlp.down.weight"):
+                nn.init.normal_(p, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.cfg.init_std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def new_cache(self, batch_size: int = 1) -> KVCache:
+        """An empty KV cache for `forward(..., cache=)`; it holds at most context_length tokens."""
+        p = self.tok_emb.weight
+        return KVCache(self.cfg, batch_size, p.device, p.dtype)
+
+    def features(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Final hidden states [B, T, d_model] (after the last norm, before the output head)."""
+        B, T = idx.shape
+        start = cache.pos if cache is not None else 0
+        if start + T > self.cfg.context_length:
+            raise ValueError(f"{start + T} positions exceed the context length {self.cfg.context_length}")
+        x = self.tok_emb(idx)
+        rope = None
+        if self.cfg.pos_encoding == "learned":
+            x = x + self.pos_emb(torch.arange(start, start + T, device=idx.device))
+        elif self.cfg.pos_encoding == "sinusoidal":
+            x = x + self.pos_table[start : start + T].to(x.dtype)
+        else:
+            rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, cache, i)
+        if cache is not None:
+            cache.pos += T
+        return self.norm_f(x)
+
+    def forward(self, idx, targets=None, cache: KVCache | None = None):
+        """Logits [B, T, V] and the mean cross-entropy against `targets` (or None)."""
+        h = self.features(idx, cache)
+        logits = F.linear(h, self.tok_emb.weight)  # tied: the output head is the embedding matrix
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    def param_counts(self) -> dict:
+        total = sum(p.numel() for p in self.parameters())
+        embedding = self.tok_emb.weight.numel()
+        if self.cfg.pos_encoding == "learned":
+            embedding += self.pos_emb.weight.numel()
+        return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token: 6 per weight (incl. the tied head) plus attention scores."""
+        c = self.cfg
+        matmul_weights = self.param_counts()["non_embedding"] + c.vocab_size * c.d_model
+        return 6 * matmul_weights + 12 * c.n_layer * c.d_model * c.context_length

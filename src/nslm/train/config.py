@@ -1,0 +1,132 @@
+"""TrainConfig (the `train` part of config.json) and the dotted `--set section.field=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from nslm.errors import NslmError
+
+DTYPES = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Limits: the first of max_steps / max_tokens / max_minutes reached ends the run;
+    with none given, max_steps=2000. The learning-rate schedule follows the same progress."""
+
+    batch_size: int = 32  # windows per micro-step (per process under DDP)
+    grad_accum: int = 1
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    max_steps: int | None = None
+    max_tokens: int | None = None
+    max_minutes: float | None = None
+    stop_after_steps: int | None = None  # stop early as if interrupted (resume later continues the schedule)
+    eval_interval: int = 200
+    eval_tokens: int = 131072  # validation splits larger than this are estimated on fixed windows
+    log_interval: int = 10
+    sample_tokens: int = 48
+    sample_prompt: str = "Once upon a time"
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+    deterministic: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise NslmError(f"unknown training setting {unknown[0]!r}; known settings: {', '.join(sorted(names))}")
+        return cls(**d).validate()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def resolved_limits(self) -> tuple[int | None, int | None, float | None]:
+        """(max_steps, max_tokens, max_minutes) with the default step limit when none is set."""
+        if self.max_steps is None and self.max_tokens is None and self.max_minutes is None:
+            return 2000, None, None
+        return self.max_steps, self.max_tokens, self.max_minutes
+
+    def validate(self) -> "TrainConfig":
+        def positive_int(name, allow_none=False, allow_zero=False):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if allow_zero else 1):
+                raise NslmError(f"train.{name} must be a {'non-negative' if allow_zero else 'positive'} whole number, not {v!r}")
+
+        for name in ("batch_size", "grad_accum", "eval_interval", "log_interval", "eval_tokens"):
+            positive_int(name)
+        for name in ("max_steps", "max_tokens", "stop_after_steps"):
+            positive_int(name, allow_none=True)
+        for name in ("warmup_steps", "sample_tokens", "seed"):
+            positive_int(name, allow_zero=True)
+        if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
+            raise NslmError(f"train.lr must be a positive learning rate below 1, not {self.lr!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise NslmError(f"train.min_lr_ratio must be in [0, 1], not {self.min_lr_ratio!r}")
+        if not 0 <= self.weight_decay < 10:
+            raise NslmError(f"train.weight_decay must be non-negative, not {self.weight_decay!r}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise NslmError("train.beta1 and train.beta2 must be in [0, 1)")
+        if not self.grad_clip >= 0:
+            raise NslmError(f"train.grad_clip must be 0 (off) or positive, not {self.grad_clip!r}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise NslmError(f"train.max_minutes must be positive, not {self.max_minutes!r}")
+        if self.device not in DEVICES:
+            raise NslmError(f"train.device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise NslmError(f"train.dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        return self
+
+
+def parse_value(text: str):
+    """A --set value: JSON when it parses (numbers, true/false/null, lists), else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(sections: dict[str, dict], assignments: list[str]) -> None:
+    """Apply `section.field=value` strings to the dicts in `sections` (e.g. {"model": {...}, "train": {...}})."""
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        section, dot, field = key.strip().partition(".")
+        if not sep or not dot or not field:
+            raise NslmError(f"--set expects section.field=value (e.g. model.n_layer=6), not {item!r}")
+        if section not in sections:
+            raise NslmError(f"--set {item!r}: the section must be one of {', '.join(sections)}")
+        sections[section][field] = parse_value(value.strip())
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A JSON or TOML file with optional `model` and `train` tables (and/or a `preset` name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NslmError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise NslmError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
+    if not isinstance(data, dict) or set(data) - {"model", "train", "preset"}:
+        raise NslmError(f"config file {path} may only hold the tables 'preset', 'model' and 'train'")
+    return data

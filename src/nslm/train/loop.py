@@ -1,0 +1,467 @@
+"""The training loop: config -> data -> model -> optimizer -> steps, with evaluation, checkpoints,
+progress, metrics and exact resume. Runs as one process or under torchrun (DistributedDataParallel)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from nslm import __version__
+from nslm.atomic import atomic_write_json, atomic_write_text
+from nslm.errors import NslmError
+from nslm.models import ModelConfig, build_model
+from nslm.train import checkpoint
+from nslm.train.config import TrainConfig
+from nslm.train.windows import TokenFile, batch_generator, random_batch, validation_windows
+
+
+# ---------------------------------------------------------------- hardware
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AMX or AVX-512-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """`auto` picks CUDA, then MPS, then CPU; an explicit device that is absent is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise NslmError("--device cuda was asked for but this PyTorch sees no CUDA GPU; use --device cpu")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise NslmError("--device mps was asked for but MPS is not available; use --device cpu")
+    return torch.device(name)
+
+
+def pick_autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """bf16 where the hardware does it natively (`auto`), None for fp32."""
+    if name == "fp32":
+        return None
+    supported = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (device.type == "cpu" and cpu_has_bf16())
+    if name == "bf16":
+        if device.type == "mps" or (device.type == "cuda" and not supported):
+            raise NslmError(f"--dtype bf16 is not supported on {device}; use --dtype fp32")
+        return torch.bfloat16
+    return torch.bfloat16 if supported else None
+
+
+# ---------------------------------------------------------------- schedule
+def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warmup over `warmup_steps`, then cosine decay to lr * min_lr_ratio as progress goes 0 -> 1."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    cosine = 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices (embeddings, linear and recurrent weights), not on norms and biases."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+
+
+# ---------------------------------------------------------------- distributed
+class Dist:
+    """Rank, world size and helpers; a single process is rank 0 of 1."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.active = False
+
+    def start(self, device: torch.device) -> None:
+        if self.world > 1 and not dist.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group(backend)
+            self.active = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def any(self, flag: bool, device) -> bool:
+        """True on every rank when any rank says True (so all ranks stop at the same step)."""
+        if not self.active:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t)
+        return bool(t.item() > 0)
+
+    def gather(self, obj) -> list:
+        if not self.active:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def stop(self) -> None:
+        if self.active and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """A hash of every weight's bytes, to compare models across processes."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- the trainer
+class Trainer:
+    """One training run in `run_dir` (see docs/ARCHITECTURE.md, "Run folder")."""
+
+    def __init__(self, run_config: dict, run_dir: Path, resume: bool):
+        self.run_config = run_config
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.tcfg = TrainConfig.from_dict(run_config["train"])
+        self.mcfg = ModelConfig.from_dict(run_config["model"])
+        self.meta = run_config["data"]
+        self.dist = Dist()
+        self.device = pick_device(self.tcfg.device, self.dist.local_rank)
+        self.dist.start(self.device)
+        self.amp_dtype = pick_autocast_dtype(self.tcfg.dtype, self.device)
+        self.stop_signal: str | None = None
+        self.max_steps, self.max_tokens, self.max_minutes = self.tcfg.resolved_limits()
+        self.tokens_per_step = self.tcfg.batch_size * self.tcfg.grad_accum * self.mcfg.context_length * self.dist.world
+
+    # ---- set-up
+    def setup(self) -> None:
+        torch.manual_seed(self.tcfg.seed)
+        if self.tcfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        self.train_tokens = TokenFile(self.meta, "train")
+        self.valid_tokens = TokenFile(self.meta, "valid")
+        self.model = build_model(self.mcfg).to(self.device)
+        self.optimizer = make_optimizer(self.model, self.tcfg, self.device)
+        self.step, self.tokens_seen, self.elapsed_before = 0, 0, 0.0
+        self.best_val = float("inf")
+        if self.resume:
+            self._restore()
+        self.net = self.model
+        if self.tcfg.compile:
+            self.net = torch.compile(self.net)
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DDP(self.net, device_ids=ids)
+        x, y, self.val_estimated = validation_windows(self.valid_tokens.tokens, self.mcfg.context_length, self.tcfg.eval_tokens)
+        self.val_x, self.val_y = x, y
+        self.tokenizer = None
+        try:
+            from nslm.tokenizer import Tokenizer
+
+            self.tokenizer = Tokenizer.load(self.run_dir / "tokenizer.json") if self.dist.main else None
+        except (ImportError, NslmError):
+            self.tokenizer = None
+
+    def _restore(self) -> None:
+        state, rng = checkpoint.load_last(self.run_dir, self.model, self.optimizer)
+        self.step = int(state["step"])
+        self.tokens_seen = int(state["tokens"])
+        self.elapsed_before = float(state["elapsed_s"])
+        self.best_val = float(state.get("best_val_loss") or float("inf"))
+        key = f"cpu_rank{self.dist.rank}" if f"cpu_rank{self.dist.rank}" in rng else "cpu_rank0"
+        if key in rng:
+            torch.set_rng_state(rng[key])
+        cuda_key = f"cuda_rank{self.dist.rank}"
+        if self.device.type == "cuda" and cuda_key in rng:
+            torch.cuda.set_rng_state(rng[cuda_key], self.device)
+        if self.dist.main:
+            self._trim_metrics(self.step)
+
+    def _trim_metrics(self, step: int) -> None:
+        """Drop metric lines written after the checkpoint we resume from (a crash can leave some)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+    # ---- helpers
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.time() - self.started)
+
+    def progress(self) -> float:
+        parts = []
+        if self.max_steps:
+            parts.append(self.step / self.max_steps)
+        if self.max_tokens:
+            parts.append(self.tokens_seen / self.max_tokens)
+        if self.max_minutes:
+            parts.append(self.elapsed() / (60 * self.max_minutes))
+        return min(1.0, max(parts))
+
+    def status(self, state: str, **extra) -> None:
+        if not self.dist.main:
+            return
+        atomic_write_json(self.run_dir / "status.json", {
+            "state": state, "pid": os.getpid(), "step": self.step, "max_steps": self.max_steps,
+            "progress": round(self.progress(), 4) if hasattr(self, "started") else 0.0,
+            "updated": now_iso(), **extra})
+
+    def log(self, record: dict) -> None:
+        if self.dist.main:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # ---- one optimisation step
+    def train_step(self) -> float:
+        """One optimizer update over grad_accum micro-batches; returns the mean loss."""
+        lr = learning_rate(self.tcfg, self.step, self.progress())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.net.train()
+        total = 0.0
+        for micro in range(self.tcfg.grad_accum):
+            gen = batch_generator(self.tcfg.seed, self.dist.rank, self.step, micro)
+            x, y = random_batch(self.train_tokens.tokens, self.tcfg.batch_size, self.mcfg.context_length, gen)
+            if self.step == self.start_step and micro == 0:
+                self.first_batch_sha = hashlib.sha256(x.numpy().tobytes()).hexdigest()
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            last = micro == self.tcfg.grad_accum - 1
+            sync = nullcontext() if (last or not self.dist.active) else self.net.no_sync()
+            with sync, self.autocast():
+                _, loss = self.net(x, y)
+            (loss / self.tcfg.grad_accum).backward()
+            total += loss.item()
+        if self.tcfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens_seen += self.tokens_per_step
+        self.last_lr = lr
+        return total / self.tcfg.grad_accum
+
+    # ---- evaluation
+    @torch.no_grad()
+    def evaluate(self, batch_size: int = 32) -> dict:
+        """Validation loss, perplexity and bits per byte over the validation windows, and a greedy sample."""
+        self.model.eval()
+        nats, count = 0.0, 0
+        for i in range(0, len(self.val_x), batch_size):
+            x = self.val_x[i : i + batch_size].to(self.device)
+            y = self.val_y[i : i + batch_size].to(self.device)
+            with self.autocast():
+                logits, _ = self.model(x)
+            nats += F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
+            count += int((y != -100).sum())
+        val_loss = nats / max(count, 1)
+        # bits per byte: nats per token times tokens per byte of the whole split, in bits
+        n_valid = len(self.valid_tokens)
+        bpb = val_loss * n_valid / math.log(2) / self.valid_tokens.bytes if self.valid_tokens.bytes else None
+        record = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)), "val_bpb": bpb,
+                  "val_tokens": count, "val_estimated": self.val_estimated}
+        record["sample"] = self.sample()
+        return record
+
+    def sample(self) -> str | None:
+        if self.tokenizer is None or self.tcfg.sample_tokens == 0:
+            return None
+        from nslm.generate.sampling import generate_ids
+
+        prompt = self.tokenizer.encode(self.tcfg.sample_prompt) or [self.tokenizer.eot_id]
+        was_training = self.model.training
+        self.model.eval()
+        with self.autocast():
+            ids = list(generate_ids(self.model, prompt, self.tcfg.sample_tokens, self.tokenizer.eot_id, temperature=0))
+        self.model.train(was_training)
+        return self.tokenizer.decode(prompt + ids)
+
+    # ---- checkpoints
+    def rng_states(self) -> dict[str, torch.Tensor]:
+        states = self.dist.gather(torch.get_rng_state())
+        rng = {f"cpu_rank{r}": s for r, s in enumerate(states)}
+        if self.device.type == "cuda":
+            for r, s in enumerate(self.dist.gather(torch.cuda.get_rng_state(self.device).cpu())):
+                rng[f"cuda_rank{r}"] = s
+        return rng
+
+    def save_last(self) -> None:
+        rng = self.rng_states()  # every rank takes part in the gather
+        if not self.dist.main:
+            return
+        state = {"step": self.step, "tokens": self.tokens_seen, "elapsed_s": self.elapsed(),
+                 "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
+                 "data_position": {"seed": self.tcfg.seed, "next_step": self.step, "world_size": self.dist.world},
+                 "saved": now_iso()}
+        checkpoint.save_last(self.run_dir, self.model, self.optimizer, state, rng)
+
+    def save_best_if_better(self, val_loss: float) -> bool:
+        if val_loss >= self.best_val:
+            return False
+        self.best_val = val_loss
+        if self.dist.main:
+            checkpoint.save_weights(self.model, self.run_dir / "model.safetensors")
+        return True
+
+    # ---- the run
+    def done(self) -> bool:
+        return self.progress() >= 1.0 or (self.tcfg.stop_after_steps is not None and self.step >= self.tcfg.stop_after_steps)
+
+    def run(self) -> dict:
+        """Train to the limit, a stop signal, or an error; returns the final status record."""
+        self.setup()
+        self.start_step = self.step
+        self.first_batch_sha = None
+        self.started = time.time()
+        self.last_lr = 0.0
+        handlers = self._catch_signals()
+        self.status("running")
+        bar = self._progress_bar()
+        window_t, window_tokens = time.time(), 0
+        result_state = "finished"
+        try:
+            while True:
+                stop = self.dist.any(self.stop_signal is not None or self.done(), self.device)
+                if stop:
+                    break
+                loss = self.train_step()
+                if not math.isfinite(loss):
+                    raise NslmError(f"the training loss became {loss} at step {self.step}; lower train.lr or use --dtype fp32")
+                window_tokens += self.tokens_per_step
+                if self.step % self.tcfg.log_interval == 0 or self.done():
+                    tok_s = window_tokens / max(time.time() - window_t, 1e-9)
+                    window_t, window_tokens = time.time(), 0
+                    self._log_train(loss, tok_s, bar)
+                if self.step % self.tcfg.eval_interval == 0 and not self.done():
+                    self._eval_and_checkpoint(bar)
+            if self.stop_signal is not None or (self.tcfg.stop_after_steps and self.step >= self.tcfg.stop_after_steps
+                                                and self.progress() < 1.0):
+                result_state = "stopped"
+            else:
+                self._eval_and_checkpoint(bar)
+        except BaseException:
+            if bar is not None:
+                bar.close()
+            self.status("failed", message="training failed; see the error printed by nslm train")
+            self._restore_signals(handlers)
+            self.dist.stop()
+            raise
+        if result_state == "stopped":
+            self.save_last()
+            if self.dist.main and not (self.run_dir / "model.safetensors").exists():
+                checkpoint.save_weights(self.model, self.run_dir / "model.safetensors")
+        self._finish_ddp_record()
+        if bar is not None:
+            bar.close()
+        if self.dist.main and result_state == "finished":
+            self._plot()
+        self.status(result_state, best_val_loss=None if math.isinf(self.best_val) else self.best_val,
+                    tokens=self.tokens_seen, elapsed_s=round(self.elapsed(), 2))
+        self._restore_signals(handlers)
+        self.dist.stop()
+        return {"state": result_state, "step": self.step, "best_val_loss": self.best_val,
+                "elapsed_s": self.elapsed(), "signal": self.stop_signal}
+
+    def _log_train(self, loss: float, tok_s: float, bar) -> None:
+        progress = self.progress()
+        elapsed = self.elapsed()
+        eta = elapsed * (1 - progress) / progress if progress > 0 else None
+        record = {"event": "train", "step": self.step, "tokens": self.tokens_seen, "elapsed_s": round(elapsed, 3),
+                  "train_loss": loss, "lr": self.last_lr, "tokens_per_s": round(tok_s, 1),
+                  "progress": round(progress, 5), "eta_s": None if eta is None else round(eta, 1)}
+        self.log(record)
+        if bar is not None:
+            bar.n = round(100 * progress, 1)
+            bar.set_postfix_str(f"step {self.step} loss {loss:.3f} {tok_s:,.0f} tok/s", refresh=False)
+            bar.refresh()
+        self.status("running")
+
+    def _eval_and_checkpoint(self, bar) -> None:
+        if self.dist.main:
+            result = self.evaluate()
+            improved = self.save_best_if_better(result["val_loss"])
+            self.log({"event": "eval", "step": self.step, "tokens": self.tokens_seen,
+                      "elapsed_s": round(self.elapsed(), 3), "train_loss": None, "lr": self.last_lr,
+                      "progress": round(self.progress(), 5), "eta_s": None, "best": improved, **result})
+            if bar is not None:
+                bpb = f"{result['val_bpb']:.3f}" if result["val_bpb"] is not None else "?"
+                bar.write(f"step {self.step}: val loss {result['val_loss']:.3f}, ppl {result['val_ppl']:.1f}, "
+                          f"bpb {bpb}{' (estimate)' if self.val_estimated else ''} | {result['sample']!r}")
+        self.dist.barrier()
+        self.save_last()
+
+    def _finish_ddp_record(self) -> None:
+        """Under DDP, record each rank's pid, first batch and final weights (for checks and debugging)."""
+        if not self.dist.active:
+            return
+        rows = self.dist.gather({"rank": self.dist.rank, "pid": os.getpid(), "first_batch_sha256": self.first_batch_sha,
+                                 "weights_sha256": weights_sha256(self.model)})
+        if self.dist.main:
+            atomic_write_json(self.run_dir / "ddp.json", {"world_size": self.dist.world, "ranks": rows})
+
+    def _progress_bar(self):
+        if not self.dist.main:
+            return None
+        from tqdm import tqdm
+
+        bar = tqdm(total=100, unit="%", desc=self.run_dir.name, dynamic_ncols=True,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
+        bar.n = round(100 * self.progress(), 1)
+        return bar
+
+    def _plot(self) -> None:
+        from nslm.train.plot import plot_loss
+
+        plot_loss(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+
+    # ---- signals: Ctrl-C / SIGTERM finish the step, save, and exit cleanly
+    def _catch_signals(self):
+        def handler(signum, frame):
+            self.stop_signal = signal.Signals(signum).name
+
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread (e.g. called from a GUI worker)
+                pass
+        return old
+
+    def _restore_signals(self, old) -> None:
+        for sig, h in old.items():
+            signal.signal(sig, h)

@@ -1,0 +1,134 @@
+"""Setting up a run folder (new or resumed) and running the trainer in it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from nslm import __version__
+from nslm.atomic import atomic_write_json
+from nslm.errors import NslmError
+from nslm.models import ModelConfig, build_model, load_preset
+from nslm.train.config import TrainConfig, apply_overrides, read_config_file
+from nslm.train.windows import read_data_folder
+
+DEFAULT_PRESET = "transformer-1m"
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _checked_data(data_dir: str | Path) -> dict:
+    meta = read_data_folder(data_dir)
+    actual = file_sha256(Path(meta["path"]) / "tokenizer.json")
+    if actual != meta["tokenizer_sha256"]:
+        raise NslmError(f"{data_dir}/tokenizer.json does not match its meta.json (the token files were made with "
+                        "another tokenizer); re-run `nslm data prepare`")
+    return meta
+
+
+def prepare_run(out: str | Path | None = None, data: str | Path | None = None, preset: str | None = None,
+                config_file: str | Path | None = None, overrides: list[str] | None = None,
+                train_options: dict | None = None, resume: str | Path | None = None) -> tuple[dict, Path]:
+    """Resolve every setting of a run and (on the main process) create or update its folder.
+
+    `train_options` are TrainConfig fields from dedicated flags (limits, device, dtype, compile).
+    Returns (config.json's dict, run folder).
+    """
+    overrides = list(overrides or [])
+    train_options = {k: v for k, v in (train_options or {}).items() if v is not None}
+    if resume:
+        return _prepare_resume(Path(resume), data, overrides, train_options, preset, config_file)
+    if out is None or data is None:
+        raise NslmError("nslm train needs --data DIR and --out RUN (or --resume RUN)")
+    file_cfg = read_config_file(config_file) if config_file else {}
+    preset = preset or file_cfg.get("preset") or DEFAULT_PRESET
+    model = load_preset(preset).to_dict()
+    model.update(file_cfg.get("model", {}))
+    train = TrainConfig().to_dict()
+    train.update(file_cfg.get("train", {}))
+    train.update(train_options)
+    apply_overrides({"model": model, "train": train}, overrides)
+    meta = _checked_data(data)
+    model["vocab_size"] = int(meta["vocab_size"])  # the data decides the vocabulary
+    mcfg = ModelConfig.from_dict(model)
+    tcfg = TrainConfig.from_dict(train)
+    if mcfg.context_length + 1 > int(meta["train"]["tokens"]):
+        raise NslmError(f"the training split of {data} has {meta['train']['tokens']} tokens, fewer than one window "
+                        f"of {mcfg.context_length + 1}; lower model.context_length or use more data")
+    run_config = {
+        "preset": preset,
+        "model": mcfg.to_dict(),
+        "train": tcfg.to_dict(),
+        "data": meta,
+        "tokenizer_sha256": meta["tokenizer_sha256"],
+        "nslm_version": __version__,
+        "params": build_model(mcfg).param_counts(),
+    }
+    run_dir = Path(out)
+    if is_main_process():
+        _create_run_folder(run_dir, run_config)
+    return run_config, run_dir
+
+
+def _create_run_folder(run_dir: Path, run_config: dict) -> None:
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        if (run_dir / "config.json").exists():
+            raise NslmError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+        raise NslmError(f"{run_dir} exists and is not empty; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data_path = Path(run_config["data"]["path"])
+    for name in ("tokenizer.json", "casing.json"):
+        if (data_path / name).is_file():
+            shutil.copyfile(data_path / name, run_dir / f".{name}.tmp")
+            os.replace(run_dir / f".{name}.tmp", run_dir / name)
+    atomic_write_json(run_dir / "config.json", run_config)
+
+
+def read_run_config(run_dir: Path) -> dict:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise NslmError(f"{run_dir} is not a run folder (no config.json); start a run with nslm train --out {run_dir}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise NslmError(f"{path} is corrupt (not JSON)") from None
+
+
+def _prepare_resume(run_dir: Path, data, overrides, train_options, preset, config_file) -> tuple[dict, Path]:
+    if preset or config_file:
+        raise NslmError("--resume continues a run with its own settings; drop --preset and --config")
+    run_config = read_run_config(run_dir)
+    meta = _checked_data(data or run_config["data"]["path"])
+    if meta["tokenizer_sha256"] != run_config["tokenizer_sha256"]:
+        raise NslmError(f"the data folder {meta['path']} was made with another tokenizer than the run {run_dir}; "
+                        "resume with the run's own data folder (--data)")
+    if (run_dir / "tokenizer.json").is_file() and file_sha256(run_dir / "tokenizer.json") != run_config["tokenizer_sha256"]:
+        raise NslmError(f"{run_dir}/tokenizer.json does not match the run's config.json; the run folder was altered")
+    train = dict(run_config["train"], stop_after_steps=None)
+    if any(k in train_options for k in ("max_steps", "max_tokens", "max_minutes")):
+        train.update(max_steps=None, max_tokens=None, max_minutes=None)
+    train.update(train_options)
+    model = dict(run_config["model"])
+    apply_overrides({"model": model, "train": train}, overrides)
+    if model != run_config["model"]:
+        raise NslmError("--resume cannot change model settings; start a new run for another model")
+    run_config = dict(run_config, train=TrainConfig.from_dict(train).to_dict(), data=meta)
+    if is_main_process():
+        atomic_write_json(run_dir / "config.json", run_config)
+    return run_config, run_dir
+
+
+def train_run(run_config: dict, run_dir: Path, resume: bool = False) -> dict:
+    """Train in `run_dir` as `run_config` says; returns the final status (state, step, best_val_loss...)."""
+    from nslm.train.loop import Trainer
+
+    return Trainer(run_config, run_dir, resume).run()
