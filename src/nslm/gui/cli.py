@@ -1,0 +1,48 @@
+"""`nslm gui`: serve the web app on 127.0.0.1 and print its address."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "gui",
+        help="open the web app: pick a model, train, tell stories, rate them",
+        description="Serve the nslm web app (Gradio) and print its address. It lists the models shipped "
+                    "with nslm and those in the runs folder, starts and watches training runs, tells "
+                    "stories as they are generated and saves ratings.",
+        epilog="example:\n  nslm gui --runs-dir runs --data data/tinystories --port 7860",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: 7860, or the next free one)")
+    parser.add_argument("--runs-dir", default="runs", help="folder of training runs (default: runs)")
+    parser.add_argument("--data", default="data/tinystories",
+                        help="default data folder for new runs and the novelty index (default: data/tinystories)")
+    parser.add_argument("--db", default=None,
+                        help="ratings database (default: $NSLM_HOME/ratings.sqlite, NSLM_HOME defaults to ~/.nslm)")
+    parser.add_argument("--reports-dir", default="reports", help="folder of evaluation reports (default: reports)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from nslm.errors import NslmError
+    from nslm.gui.app import build_app, launch
+
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise NslmError(f"--port must be between 1 and 65535, not {args.port}")
+    app = build_app(runs_dir=args.runs_dir, data_dir=args.data, db_path=args.db, reports_dir=args.reports_dir)
+    try:
+        url = launch(app, host=args.host, port=args.port)
+    except OSError as exc:
+        raise NslmError(f"cannot serve on {args.host}:{args.port or 7860} ({exc}); pick another --port") from None
+    print(f"nslm gui: open {url} in your browser (Ctrl-C to stop)", flush=True)
+    try:
+        app.block_thread()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+    return 0

@@ -1,0 +1,262 @@
+"""Read the run folders the GUI shows: which models exist, their settings, metrics and training state.
+
+Everything here reads files only (config.json, status.json, metrics.jsonl), so every browser tab and
+every restart of the app sees the same state, and a folder deleted or half-written meanwhile never
+raises: it shows as missing or unreadable instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from nslm.errors import NslmError
+
+# A model name is one folder name: no separators, no "..", nothing hidden.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+RUN_PREFIX = "run:"
+SHIPPED_PREFIX = "shipped:"
+
+
+def shipped_dir() -> Path:
+    """The folder of models shipped inside the package (`src/nslm/pretrained`)."""
+    return Path(__file__).resolve().parent.parent / "pretrained"
+
+
+def check_name(name: str) -> str:
+    """Return `name` if it is a plain folder name, else raise NslmError."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
+        raise NslmError(
+            f"{name!r} is not a valid name: use letters, digits, '.', '_' and '-' only, "
+            "starting with a letter or digit."
+        )
+    return name
+
+
+def child_folder(root: Path, name: str) -> Path:
+    """`root/name` after checking that it cannot point outside `root` (names, `..` or symlinks)."""
+    check_name(name)
+    root = Path(root).resolve()
+    path = (root / name).resolve()
+    if path.parent != root:
+        raise NslmError(f"{name!r} points outside {root}; pick a model from the list.")
+    return path
+
+
+def model_path(key: str, runs_dir: Path) -> Path:
+    """Resolve a model key (`run:NAME` or `shipped:NAME`) to its folder, refusing path tricks."""
+    if not isinstance(key, str) or not key:
+        raise NslmError("No model selected: pick one in the Models tab.")
+    if key.startswith(RUN_PREFIX):
+        return child_folder(runs_dir, key[len(RUN_PREFIX):])
+    if key.startswith(SHIPPED_PREFIX):
+        return child_folder(shipped_dir(), key[len(SHIPPED_PREFIX):])
+    raise NslmError(f"{key!r} is not a model of this app; pick a model from the list.")
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object from `path`, or None when the file is missing, half-written or not an object."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The objects of `metrics.jsonl`, skipping a line that is still being written."""
+    try:
+        text = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def read_status(run_dir: Path) -> dict:
+    """The run's `status.json`, or {} when absent."""
+    return read_json(Path(run_dir) / "status.json") or {}
+
+
+def pid_alive(pid) -> bool:
+    """True if process `pid` exists and is not a zombie."""
+    try:
+        pid = int(pid)
+    except (TypeError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    # Field 3, after the parenthesised command name, is the state; Z = exited but not reaped.
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def best_eval(metrics: list[dict]) -> dict | None:
+    """The evaluation line with the lowest validation loss (the checkpoint `nslm.load` reads)."""
+    evals = [m for m in metrics if m.get("event") == "eval" and isinstance(m.get("val_loss"), (int, float))]
+    return min(evals, key=lambda m: m["val_loss"]) if evals else None
+
+
+def human_count(n) -> str:
+    """1234567 -> '1.23M'."""
+    if not isinstance(n, (int, float)):
+        return "—"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))
+
+
+def describe_arch(model: dict) -> str:
+    """'transformer 4L d128 rope' / 'lstm 2L h256' from a config's model section."""
+    arch = str(model.get("arch", "?"))
+    layers = model.get("n_layer")
+    if arch == "transformer":
+        parts = [arch, f"{layers}L" if layers else "", f"d{model.get('d_model')}" if model.get("d_model") else ""]
+        parts.append(str(model.get("pos_encoding") or ""))
+    else:
+        hidden = model.get("rnn_hidden") or model.get("d_model")
+        parts = [arch, f"{layers}L" if layers else "", f"h{hidden}" if hidden else ""]
+    return " ".join(p for p in parts if p)
+
+
+def _date(status: dict, folder: Path) -> str:
+    updated = status.get("updated")
+    stamp = None
+    if isinstance(updated, (int, float)):
+        stamp = dt.datetime.fromtimestamp(updated)
+    elif isinstance(updated, str):
+        try:
+            stamp = dt.datetime.fromisoformat(updated.replace("Z", "+00:00"))
+        except ValueError:
+            stamp = None
+    if stamp is None:
+        try:
+            stamp = dt.datetime.fromtimestamp((folder / "config.json").stat().st_mtime)
+        except OSError:
+            return "—"
+    return stamp.strftime("%Y-%m-%d %H:%M")
+
+
+@dataclass
+class ModelEntry:
+    """One row of the model list."""
+
+    key: str
+    name: str
+    kind: str  # "run" or "shipped"
+    path: Path
+    arch: str = "?"
+    params: str = "—"
+    tokenizer: str = "—"
+    train_tokens: str = "—"
+    val_bpb: str = "—"
+    date: str = "—"
+    state: str = "—"
+    loadable: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({'shipped' if self.kind == 'shipped' else 'run'})"
+
+    def row(self) -> list[str]:
+        return [self.name, self.kind, self.arch, self.params, self.tokenizer, self.train_tokens,
+                self.val_bpb, self.date, self.state]
+
+
+TABLE_HEADERS = ["model", "kind", "architecture", "parameters", "tokenizer", "training tokens",
+                 "val bits/byte", "date", "state"]
+
+
+def describe_folder(folder: Path, key: str, kind: str) -> ModelEntry:
+    """Read one run-layout folder into a ModelEntry; unreadable parts show as '—' or '?'."""
+    entry = ModelEntry(key=key, name=folder.name, kind=kind, path=folder)
+    config = read_json(folder / "config.json")
+    status = read_status(folder)
+    if config is None:
+        entry.state = "not a run folder (no readable config.json)"
+        return entry
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    params = config.get("params") if isinstance(config.get("params"), dict) else {}
+    entry.arch = describe_arch(model)
+    entry.params = human_count(params.get("total"))
+    vocab = data.get("vocab_size") or model.get("vocab_size")
+    kind_name = data.get("tokenizer_kind")
+    if kind_name or vocab:
+        entry.tokenizer = f"{kind_name or '?'}-{vocab}" if vocab else str(kind_name)
+    metrics = read_metrics(folder)
+    tokens = [m.get("tokens") for m in metrics if isinstance(m.get("tokens"), (int, float))]
+    if tokens:
+        entry.train_tokens = human_count(max(tokens))
+    best = best_eval(metrics)
+    if best and isinstance(best.get("val_bpb"), (int, float)):
+        entry.val_bpb = f"{best['val_bpb']:.3f}"
+    entry.date = _date(status, folder)
+    entry.state = str(status.get("state") or ("shipped" if kind == "shipped" else "—"))
+    if entry.state == "running" and not pid_alive(status.get("pid")):
+        entry.state = "interrupted"
+    entry.loadable = (folder / "model.safetensors").is_file()
+    return entry
+
+
+def _shipped_names() -> list[str]:
+    try:
+        from nslm.generate.api import list_shipped
+
+        names = []
+        for item in list_shipped():
+            name = item if isinstance(item, str) else getattr(item, "name", None) or (
+                item.get("name") if isinstance(item, dict) else None)
+            if name:
+                names.append(Path(str(name)).name)
+        return names
+    except ImportError:
+        root = shipped_dir()
+        return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file()) if root.is_dir() else []
+
+
+def list_models(runs_dir: Path) -> list[ModelEntry]:
+    """Shipped models first, then the runs folder's subfolders, newest first."""
+    entries = []
+    for name in _shipped_names():
+        try:
+            folder = child_folder(shipped_dir(), name)
+        except NslmError:
+            continue
+        if folder.is_dir():
+            entries.append(describe_folder(folder, SHIPPED_PREFIX + name, "shipped"))
+    runs = []
+    runs_dir = Path(runs_dir)
+    if runs_dir.is_dir():
+        for folder in runs_dir.iterdir():
+            if not folder.is_dir() or not NAME_PATTERN.match(folder.name):
+                continue
+            try:
+                mtime = folder.stat().st_mtime
+            except OSError:
+                continue
+            runs.append((mtime, describe_folder(folder, RUN_PREFIX + folder.name, "run")))
+    entries += [entry for _, entry in sorted(runs, key=lambda r: r[0], reverse=True)]
+    return entries

@@ -1,0 +1,202 @@
+"""Telling stories in the app: loaded models shared by all users, sampling checks, and the closest
+training story.
+
+Models are loaded once and shared; each has a lock so that two users asking the same model at once
+take turns instead of interleaving in one model, and a run whose best checkpoint changed (training
+still going) is reloaded on the next request.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from nslm.errors import NslmError
+from nslm.gui.overlap import mark_shared, shared_ngram_share
+from nslm.gui.runs import model_path
+
+MAX_PROMPT_CHARS = 20_000
+MAX_NEW_TOKENS = 2048
+
+
+@dataclass
+class Sampling:
+    """Checked sampling settings, in the form `StoryModel.stream` takes them."""
+
+    max_tokens: int
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    seed: int | None
+
+    def kwargs(self) -> dict:
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_k": self.top_k,
+                "top_p": self.top_p, "seed": self.seed}
+
+
+def _number(value, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise NslmError(f"{what} must be a number, not {value!r}.") from None
+    if not math.isfinite(number):
+        raise NslmError(f"{what} must be a finite number, not {value!r}.")
+    return number
+
+
+def check_prompt(prompt) -> str:
+    """The prompt, or NslmError when it is empty or absurdly long."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise NslmError('Write the beginning of a story first, for example "Once upon a time, there was a".')
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise NslmError(f"The prompt is {len(prompt):,} characters long; keep it under {MAX_PROMPT_CHARS:,}.")
+    return prompt.strip()
+
+
+def check_sampling(temperature, top_k, top_p, max_tokens, seed) -> Sampling:
+    """Turn the form's values into Sampling; a value out of range is an NslmError naming the range."""
+    temperature = _number(temperature, "Temperature")
+    if not 0 <= temperature <= 5:
+        raise NslmError(f"Temperature must be between 0 (always the likeliest word) and 5, not {temperature:g}.")
+    top_k_v = _number(top_k if top_k not in (None, "") else 0, "Top-k")
+    if top_k_v != int(top_k_v) or not 0 <= top_k_v <= 1_000_000:
+        raise NslmError(f"Top-k must be a whole number, 0 to switch it off, not {top_k_v:g}.")
+    top_p_v = _number(top_p if top_p not in (None, "") else 1, "Top-p")
+    if not 0 < top_p_v <= 1:
+        raise NslmError(f"Top-p must be above 0 and at most 1 (1 switches it off), not {top_p_v:g}.")
+    max_v = _number(max_tokens, "Max tokens")
+    if max_v != int(max_v) or not 1 <= max_v <= MAX_NEW_TOKENS:
+        raise NslmError(f"Max tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, not {max_v:g}.")
+    seed_v = None
+    if seed not in (None, "") and _number(seed, "Seed") >= 0:
+        seed_f = _number(seed, "Seed")
+        if seed_f != int(seed_f) or seed_f >= 2**63:
+            raise NslmError(f"Seed must be a whole number (or empty / -1 for a random one), not {seed!r}.")
+        seed_v = int(seed_f)
+    return Sampling(int(max_v), temperature, int(top_k_v) or None, top_p_v if top_p_v < 1 else None, seed_v)
+
+
+class ModelCache:
+    """Loaded StoryModels by key, shared across sessions, with one lock per model."""
+
+    def __init__(self, runs_dir: Path, capacity: int = 4):
+        self.runs_dir = Path(runs_dir)
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._models: OrderedDict[str, tuple[object, threading.Lock, float]] = OrderedDict()
+
+    def get(self, key: str):
+        """(StoryModel, its lock) for a model key; NslmError when the folder is gone or unreadable."""
+        import nslm
+
+        path = model_path(key, self.runs_dir)
+        weights = path / "model.safetensors"
+        if not path.is_dir():
+            self.forget(key)
+            raise NslmError(f"The model folder '{path.name}' no longer exists (was it deleted?); "
+                            "press Refresh in the Models tab and pick another model.")
+        try:
+            stamp = weights.stat().st_mtime
+        except OSError:
+            stamp = -1.0
+        with self._lock:
+            cached = self._models.get(key)
+            if cached is not None and cached[2] == stamp:
+                self._models.move_to_end(key)
+                return cached[0], cached[1]
+            model = nslm.load(str(path))
+            lock = cached[1] if cached is not None else threading.Lock()
+            self._models[key] = (model, lock, stamp)
+            self._models.move_to_end(key)
+            while len(self._models) > self.capacity:
+                self._models.popitem(last=False)
+            return model, lock
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._models.pop(key, None)
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._models)
+
+
+def prompt_note(model, prompt: str) -> str:
+    """A sentence when the prompt does not fit the model's context window (it is cut from the left)."""
+    try:
+        n = len(model.tokenizer.encode(prompt))
+    except Exception:  # a tokenizer problem shows when generating; the note is only a courtesy
+        return ""
+    context = int(getattr(model, "context_length", 0) or 0)
+    if context and n >= context:
+        return (f"The prompt is {n} tokens, longer than this model's context window of {context}: "
+                "only its end was used.")
+    return ""
+
+
+def end_note(ended: bool, max_tokens: int) -> str:
+    return ("The story ended by itself." if ended else
+            f"Stopped at the limit of {max_tokens} tokens before the story ended; raise Max tokens for more.")
+
+
+def story_stream(model, prompt: str, sampling: Sampling):
+    """Yield the story text so far, piece by piece; returns (ended, prompt_truncated) at the end."""
+    stream = model.stream(prompt, **sampling.kwargs())
+    text = ""
+    pieces = 0
+    while True:
+        try:
+            piece = next(stream)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        text += piece
+        pieces += 1
+        yield text
+    ended = getattr(result, "ended", None)
+    truncated = getattr(result, "prompt_truncated", None)
+    if ended is None:
+        completion = text[len(prompt):] if text.startswith(prompt) else text
+        ended = len(model.tokenizer.encode(completion)) < sampling.max_tokens if completion.strip() else True
+    return bool(ended), bool(truncated)
+
+
+class NeighbourFinder:
+    """The closest training story to a text, from the novelty index of the model's data folder."""
+
+    def __init__(self, fallback_data: Path | None):
+        self.fallback_data = Path(fallback_data) if fallback_data else None
+        self._lock = threading.Lock()
+        self._indexes: dict[Path, object] = {}
+
+    def data_dir(self, model) -> Path | None:
+        data = (getattr(model, "config", None) or {}).get("data") or {}
+        for candidate in (data.get("path"), self.fallback_data):
+            if candidate and (Path(candidate) / "novelty-index" / "meta.json").is_file():
+                return Path(candidate)
+        return None
+
+    def html(self, model, story: str) -> str:
+        """HTML for the 'closest training story' panel (escaped, shared 4-grams marked)."""
+        data = self.data_dir(model)
+        if data is None:
+            return ("<p class='nslm-muted'>No novelty index for this model's data folder yet. Build it with "
+                    "<code>nslm eval novelty --data DIR</code> to see the closest training story here.</p>")
+        from nslm.eval.novelty import NoveltyIndex
+
+        try:
+            with self._lock:
+                index = self._indexes.get(data)
+                if index is None:
+                    index = self._indexes[data] = NoveltyIndex.load(data)
+                neighbour, cosine = index.nearest(story)
+        except NslmError as exc:
+            return f"<p class='nslm-warn'>{html.escape(str(exc))}</p>"
+        share = shared_ngram_share(story, neighbour, 4)
+        return (f"<div class='nslm-neighbour'><p><b>cosine similarity {cosine:.3f}</b> · "
+                f"{share:.0%} of the story's 4-grams also in this training story (marked)</p>"
+                f"<p>{mark_shared(neighbour, story, 4)}</p></div>")

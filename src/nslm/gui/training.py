@@ -1,0 +1,185 @@
+"""Start, stop and resume `nslm train` as a detached process, and tell its state from the run folder.
+
+The GUI never trains in its own process: closing the page or restarting the app leaves training
+running, and every tab reads the same files. Besides the run folder (written by `nslm train`), the
+launcher keeps `<runs>/.nslm-gui/<name>.json` (pid, command, start time) and `<name>.log` (the
+process's output), so a run that dies before writing `status.json` still shows why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from nslm.atomic import atomic_write_json
+from nslm.errors import NslmError
+from nslm.gui.runs import child_folder, pid_alive, read_json, read_status
+
+ACTIVE_STATES = ("starting", "running", "stopping")
+
+
+def default_run_name(preset: str) -> str:
+    """'<preset>-<date>-<time>', a fresh folder name for a new run."""
+    return f"{preset}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+
+
+class TrainingLauncher:
+    """Runs at most one `nslm train` process for a runs folder and reports every run's state."""
+
+    def __init__(self, runs_dir: Path, python: str = sys.executable):
+        self.runs_dir = Path(runs_dir)
+        self.meta_dir = self.runs_dir / ".nslm-gui"
+        self.python = python
+        self._lock = threading.Lock()
+        self._children: dict[int, subprocess.Popen] = {}
+
+    # ----- reading state -------------------------------------------------------------------------
+    def _record(self, name: str) -> dict | None:
+        return read_json(self.meta_dir / f"{name}.json")
+
+    def _alive(self, pid) -> bool:
+        child = self._children.get(pid)
+        if child is not None:
+            # Reap our own finished children so they do not linger as zombies.
+            return child.poll() is None
+        return pid_alive(pid)
+
+    def state(self, name: str) -> str:
+        """starting | running | stopping | finished | stopped | failed | interrupted | missing."""
+        run_dir = self.runs_dir / name
+        record = self._record(name) or {}
+        launched_alive = bool(record) and self._alive(record.get("pid"))
+        status_path = run_dir / "status.json"
+        status = read_status(run_dir)
+        try:
+            status_fresh = status_path.stat().st_mtime >= record.get("started", 0) - 1
+        except OSError:
+            status_fresh = False
+        if launched_alive:
+            if record.get("stopping"):
+                return "stopping"
+            if status and status_fresh and status.get("state") == "running":
+                return "running"
+            if status and status_fresh and status.get("state") in ("finished", "stopped", "failed"):
+                return "stopping"  # saving its last checkpoint before exiting
+            return "starting"
+        if status:
+            state = str(status.get("state", "unknown"))
+            if state == "running":
+                return "running" if self._alive(status.get("pid")) else "interrupted"
+            return state
+        if record:
+            return "stopped" if record.get("stopping") else "failed"
+        return "missing" if not run_dir.exists() else "unknown"
+
+    def active_run(self) -> str | None:
+        """The name of the run being trained now (by this app or by `nslm train` elsewhere), or None."""
+        names = set()
+        if self.meta_dir.is_dir():
+            names |= {p.stem for p in self.meta_dir.glob("*.json")}
+        if self.runs_dir.is_dir():
+            names |= {p.parent.name for p in self.runs_dir.glob("*/status.json")}
+        for name in sorted(names):
+            if self.state(name) in ACTIVE_STATES:
+                return name
+        return None
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        """The last lines of the run's process output (progress bars collapsed to their last state)."""
+        try:
+            text = (self.meta_dir / f"{name}.log").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        # tqdm redraws with "\r"; keep what each line showed last.
+        cleaned = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
+        return "\n".join([line for line in cleaned if line.strip()][-lines:])
+
+    def failure_reason(self, name: str) -> str:
+        """The `error: ...` line of a failed run's output, or its last lines."""
+        tail = self.log_tail(name, 30)
+        errors = [line for line in tail.splitlines() if line.startswith("error:")]
+        if errors:
+            return errors[-1]
+        return tail.splitlines()[-1] if tail else "no output"
+
+    # ----- acting -----------------------------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str]) -> int:
+        self.meta_dir.mkdir(parents=True, exist_ok=True)
+        command = [self.python, "-m", "nslm", "train", *args]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(self.meta_dir / f"{name}.log", "ab") as log:
+            child = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, env=env,
+            )
+        self._children[child.pid] = child
+        atomic_write_json(self.meta_dir / f"{name}.json",
+                          {"pid": child.pid, "command": command, "started": time.time()})
+        return child.pid
+
+    def _refuse_if_busy(self) -> None:
+        active = self.active_run()
+        if active:
+            raise NslmError(
+                f"Run '{active}' is still training: stop it or wait until it finishes before starting "
+                "another (one run at a time keeps the machine responsive)."
+            )
+
+    def start(self, name: str, train_args: list[str]) -> str:
+        """Start `nslm train <train_args> --out <runs>/<name>`; returns the run name."""
+        with self._lock:
+            run_dir = child_folder(self.runs_dir, name)
+            self._refuse_if_busy()
+            if run_dir.exists() or (self.meta_dir / f"{name}.json").exists():
+                raise NslmError(f"A run named '{name}' already exists: pick another name, or resume it.")
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            self._spawn(name, [*train_args, "--out", str(run_dir)])
+            return name
+
+    def resume(self, name: str) -> str:
+        """Continue a stopped or interrupted run from its last checkpoint."""
+        with self._lock:
+            run_dir = child_folder(self.runs_dir, name)
+            state = self.state(name)
+            if state in ACTIVE_STATES:
+                raise NslmError(f"Run '{name}' is {state} already.")
+            if state == "finished":
+                raise NslmError(f"Run '{name}' has finished its budget; start a new run to train more.")
+            self._refuse_if_busy()
+            if not (run_dir / "last" / "state.json").is_file():
+                raise NslmError(f"Run '{name}' has no saved checkpoint to resume from (last/state.json is missing).")
+            self._spawn(name, ["--resume", str(run_dir)])
+            return name
+
+    def stop(self, name: str) -> str:
+        """Ask a run to save a checkpoint and exit (SIGTERM); returns a message for the page."""
+        with self._lock:
+            child_folder(self.runs_dir, name)
+            state = self.state(name)
+            if state not in ("starting", "running"):
+                raise NslmError(f"Run '{name}' is not training (it is {state}).")
+            record = self._record(name) or {}
+            status = read_status(self.runs_dir / name)
+            pid = record.get("pid") if self._alive(record.get("pid")) else status.get("pid")
+            if not self._alive(pid) or not _is_training_process(pid):
+                raise NslmError(f"Run '{name}' has no live training process to stop.")
+            os.kill(int(pid), signal.SIGTERM)
+            record.update({"pid": int(pid), "stopping": True, "started": record.get("started", time.time())})
+            atomic_write_json(self.meta_dir / f"{name}.json", record)
+            return f"Stopping '{name}': it saves a checkpoint and exits; resume it any time."
+
+
+def _is_training_process(pid) -> bool:
+    """Guard against signalling a recycled pid: the process must be an `nslm train`."""
+    try:
+        cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return sys.platform != "linux"
+    args = [part.decode(errors="replace") for part in cmdline]
+    return "train" in args and any("nslm" in part for part in args)
