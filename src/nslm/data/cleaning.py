@@ -28,8 +28,10 @@ _WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _KEY_RE = re.compile(r"[^a-z0-9]+")
 # A complete story ends with sentence punctuation, maybe followed by closing quotes or brackets.
 _COMPLETE_RE = re.compile(r"[.!?…][\"'”’)\]]*\s*$")
-# A closing quote exported as cp1252 mojibake loses its last byte (0x9d): `â€` before a space/end.
-_LOST_CLOSING_QUOTE_RE = re.compile("â€(?=[\\s\\x9d]|$)\\x9d?")
+# A closing quote (E2 80 9D) read as cp1252 loses its last byte, which cp1252 lacks: `â€` followed by
+# anything that is not a cp1252 continuation byte was a `”`.
+_CP1252_CONTINUATION = bytes(range(0x80, 0xC0)).decode("cp1252", errors="ignore")
+_LOST_CLOSING_QUOTE_RE = re.compile(f"â€(?![{re.escape(_CP1252_CONTINUATION)}])\\x9d?")
 _MOJIBAKE_RE = re.compile("â€|Ã[\\x80-\\xbf]|Â[\\x80-\\xbf]|\ufffd|†")
 _CONTROL_RE = re.compile("[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]")
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‟": '"', "″": '"', "«": '"', "»": '"',
@@ -84,12 +86,18 @@ def fix_encoding(text: str) -> str:
     return ftfy.fix_text(text, config)
 
 
+def unreadable_spot(text: str) -> str | None:
+    """Where a story still holds replacement characters, control bytes or mojibake (None: readable)."""
+    match = _MOJIBAKE_RE.search(text) or _CONTROL_RE.search(text)
+    if match:
+        return repr(text[max(0, match.start() - 30):match.end() + 10])
+    letters = sum(ch.isalpha() for ch in text)
+    return "mostly not letters" if letters < 0.5 * len(text) else None
+
+
 def is_unreadable(text: str) -> bool:
     """True when a story still holds replacement characters, control bytes or mojibake."""
-    if _MOJIBAKE_RE.search(text) or _CONTROL_RE.search(text):
-        return True
-    letters = sum(ch.isalpha() for ch in text)
-    return letters < 0.5 * len(text)
+    return unreadable_spot(text) is not None
 
 
 def normalize_whitespace(text: str) -> str:
@@ -226,8 +234,9 @@ class Cleaner:
             if fixed != text:
                 rep.change("encoding", text, fixed)
             text = fixed
-        if is_unreadable(text):
-            rep.drop("unreadable", original)
+        spot = unreadable_spot(text)
+        if spot is not None:
+            rep.drop("unreadable", original, f"at {spot}")
             return None
         if cfg.normalize_whitespace:
             text = self._fix(rep, "whitespace", text, normalize_whitespace)

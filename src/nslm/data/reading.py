@@ -160,10 +160,10 @@ def _looks_like_jsonl(path: Path) -> bool:
     if not first.startswith("{"):
         return False
     try:
-        json.loads(first)
-        return True
+        record = json.loads(first)
     except ValueError:
         return False
+    return isinstance(record, dict) and ("story" in record or "text" in record)
 
 
 def _story_of(record, path: Path, where: str) -> str:
