@@ -208,7 +208,8 @@ class NoveltyIndex:
         if n == 0:
             raise NslmError(f"{train} holds no stories.")
         embedder = embedder or load_embedder()
-        dim = int(embedder.get_sentence_embedding_dimension())
+        get_dim = getattr(embedder, "get_embedding_dimension", None) or embedder.get_sentence_embedding_dimension
+        dim = int(get_dim())
         started = time.time()
         try:
             with atomic_dir(folder, replace=True) as tmp:
@@ -307,17 +308,21 @@ class NoveltyIndex:
         where, cos = self.search([text])
         return self.story(int(where[0])), float(cos[0])
 
-    def ngram_overlap(self, text: str, n: int = 4) -> float | None:
-        """Share of the text's word n-grams that occur in the training stories (None: fewer than n words)."""
-        h = ngram_hashes(text, n)
+    def ngram_overlap(self, text: str, n: int = 4, skip_words: int = 0) -> float | None:
+        """Share of the text's word n-grams that occur in the training stories (None: no n-gram counted).
+
+        N-grams that end within the first `skip_words` words (a given prompt) are not counted.
+        """
+        h = ngram_hashes(text, n)[max(0, skip_words - n + 1):]
         return float(self.ngrams[n].contains(h).mean()) if len(h) else None
 
 
 def novelty_report(index: NoveltyIndex, records: list[dict], top: int = 5) -> dict:
     """Novelty figures for generated stories (records of a generation set).
 
-    The nearest neighbour is found for the whole story (prompt + completion); n-gram overlap and the
-    longest common substring are measured on the completion only, the part the model wrote.
+    The nearest neighbour is found for the whole story (prompt + completion). N-gram overlap counts the
+    n-grams that end in the completion (the part the model wrote; an n-gram may start in the prompt), and
+    the longest common substring is taken between the completion and the nearest training story.
     """
     if not records:
         raise NslmError("no generated stories to measure novelty on.")
@@ -325,12 +330,13 @@ def novelty_report(index: NoveltyIndex, records: list[dict], top: int = 5) -> di
     items = []
     for rec, i, c in zip(records, where, cos):
         neighbour = index.story(int(i))
+        skip = len(words(rec["prompt"]))
         lcs = longest_common_substring(rec["completion"], neighbour)
         items.append({
             "prompt": rec["prompt"], "completion": rec["completion"], "text": rec["text"],
             "nearest_index": int(i), "nearest_story": neighbour, "cosine": float(c),
-            "ngram4_overlap": index.ngram_overlap(rec["completion"], 4),
-            "ngram5_overlap": index.ngram_overlap(rec["completion"], 5),
+            "ngram4_overlap": index.ngram_overlap(rec["text"], 4, skip),
+            "ngram5_overlap": index.ngram_overlap(rec["text"], 5, skip),
             "lcs_chars": len(lcs), "lcs_words": len(words(lcs)), "lcs_text": lcs,
         })
 

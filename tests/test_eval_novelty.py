@@ -1,0 +1,87 @@
+"""Novelty: a copied training story is found with cosine ~1 and full n-gram overlap; the index is reused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nslm.errors import NslmError
+from nslm.eval import novelty
+from nslm.sample_data import std_files, synthetic_stories
+
+
+def real_stories(n: int) -> list[str]:
+    std = std_files()
+    if std is None:
+        return [f"{s} It was day {i}." for i, s in enumerate(synthetic_stories(n, seed=3))]
+    return [s for _, _, s in novelty.iter_stories(std[0][0], limit=n)]
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("novelty-data")
+    stories = real_stories(40)
+    (folder / "train.txt").write_text("".join(f"{s}\n<|endoftext|>\n" for s in stories), encoding="utf-8")
+    return novelty.NoveltyIndex.build(folder, batch_size=16, ngram_chunk=500), stories
+
+
+def test_copied_story_has_cosine_one_and_full_ngram_overlap(index):
+    idx, stories = index
+    copied = stories[17]
+    found, cos = idx.nearest(copied)
+    assert found == copied and cos == pytest.approx(1.0, abs=2e-3)
+    assert idx.ngram_overlap(copied, 4) == 1.0 and idx.ngram_overlap(copied, 5) == 1.0
+
+
+def test_new_story_is_less_similar_and_has_low_overlap(index):
+    idx, _ = index
+    text = "The robot counted seven purple volcanoes while the accountant sang opera about taxes on Mars."
+    _, cos = idx.nearest(text)
+    assert cos < 0.6
+    assert idx.ngram_overlap(text, 4) < 0.2
+
+
+def test_report_on_generated_records(index):
+    idx, stories = index
+    prompt, rest = stories[3][:40], stories[3][40:]
+    records = [
+        {"prompt": prompt, "completion": rest, "text": stories[3]},
+        {"prompt": "Once upon a time", "completion": " a zebra flew a kite over the sea of pudding.",
+         "text": "Once upon a time a zebra flew a kite over the sea of pudding."},
+    ]
+    report = novelty.novelty_report(idx, records, top=1)
+    first = report["items"][0]
+    assert first["nearest_story"] == stories[3] and first["ngram4_overlap"] == 1.0
+    assert first["lcs_chars"] == len(rest.rstrip()) or first["lcs_chars"] >= len(rest) - 1
+    assert report["most_similar"][0]["completion"] == rest
+    assert report["stories"] == 2 and report["index_stories"] == 40
+    assert 0 < report["mean_max_cosine"] <= 1.0
+
+
+def test_index_is_saved_and_reused(index):
+    idx, _ = index
+    data_dir = idx.train_path.parent
+    assert (data_dir / "novelty-index" / "meta.json").is_file()
+    again = novelty.NoveltyIndex.load_or_build(data_dir, limit=10)
+    assert len(again) == 40  # the full index covers a smaller request: nothing rebuilt
+    assert np.array_equal(np.asarray(again.embeddings), np.asarray(idx.embeddings))
+
+
+def test_ngram_set_chunks_agree_with_a_python_set():
+    texts = real_stories(12)
+    hashes = [novelty.ngram_hashes(t, 4) for t in texts]
+    chunks = [np.unique(np.concatenate(hashes[:6])), np.unique(np.concatenate(hashes[6:]))]
+    store = novelty.NgramSet(chunks)
+    probe = np.concatenate([hashes[0][:5], hashes[11][:5], novelty.ngram_hashes("zebra pudding kite sea flew high", 4)])
+    expected = np.isin(probe, np.concatenate(hashes))
+    assert np.array_equal(store.contains(probe), expected) and expected[:10].all() and not expected[10:].any()
+
+
+def test_ngram_hashes_are_stable_words_not_punctuation():
+    assert np.array_equal(novelty.ngram_hashes("The cat, sat on the mat!", 4), novelty.ngram_hashes("the cat sat on THE mat", 4))
+    assert len(novelty.ngram_hashes("too short", 4)) == 0
+
+
+def test_missing_train_file_is_an_error(tmp_path):
+    with pytest.raises(NslmError, match="train.txt"):
+        novelty.NoveltyIndex.build(tmp_path)
