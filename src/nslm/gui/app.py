@@ -28,8 +28,8 @@ from nslm.gui.storytelling import (  # noqa: E402
     check_prompt,
     check_sampling,
     end_note,
-    prompt_note,
     story_stream,
+    truncation_note,
 )
 from nslm.gui.train_form import FIELDS, check_form, data_summary  # noqa: E402
 from nslm.gui.training import ACTIVE_STATES, TrainingLauncher, default_run_name  # noqa: E402
@@ -150,10 +150,7 @@ class Context:
     def rating_store(self):
         from nslm.eval.human import RatingStore
 
-        if self.db_path is not None:
-            return RatingStore(self.db_path)
-        home = Path(os.environ.get("NSLM_HOME", Path.home() / ".nslm"))
-        return RatingStore(home / "ratings.sqlite")
+        return RatingStore(self.db_path)  # None: the store's default, $NSLM_HOME/ratings.sqlite
 
 
 # ----- Models tab -------------------------------------------------------------------------------------
@@ -295,7 +292,7 @@ def _models_tab(ctx: Context) -> dict:
                              label="Models (shipped with nslm and in the runs folder)", elem_id="model-table")
         with gr.Row():
             choice = gr.Dropdown(all_choices, value=ctx.default_model(), label="Model", scale=3,
-                                 elem_id="models-choice")
+                                 allow_custom_value=True, elem_id="models-choice")
             load = gr.Button("Load", variant="primary", scale=1, elem_id="load-model")
             refresh = gr.Button("Refresh list", scale=1, elem_id="refresh-models")
         message = gr.Markdown(elem_id="load-message")
@@ -395,7 +392,8 @@ def _story_tab(ctx: Context, default_model: str | None) -> dict:
     with gr.Tab("Tell a story", id="story"):
         with gr.Row():
             with gr.Column(scale=3):
-                model = gr.Dropdown(ctx.model_choices(), value=default_model, label="Model", elem_id="story-model")
+                model = gr.Dropdown(ctx.model_choices(), value=default_model, label="Model", allow_custom_value=True,
+                                    elem_id="story-model")
                 prompt = gr.Textbox(DEFAULT_PROMPT, lines=3, label="Beginning of the story",
                                     placeholder=DEFAULT_PROMPT, elem_id="story-prompt")
                 with gr.Accordion("Sampling", open=False):
@@ -429,8 +427,10 @@ def _compare_tab(ctx: Context, default_model: str | None) -> dict:
     with gr.Tab("Compare", id="compare"):
         gr.Markdown("The same prompt and seed on two models, side by side.")
         with gr.Row():
-            model_a = gr.Dropdown(choices, value=default_model, label="Model A", elem_id="compare-a")
-            model_b = gr.Dropdown(choices, value=second, label="Model B", elem_id="compare-b")
+            model_a = gr.Dropdown(choices, value=default_model, label="Model A", allow_custom_value=True,
+                                  elem_id="compare-a")
+            model_b = gr.Dropdown(choices, value=second, label="Model B", allow_custom_value=True,
+                                  elem_id="compare-b")
         prompt = gr.Textbox(DEFAULT_PROMPT, lines=2, label="Beginning of the story", elem_id="compare-prompt")
         with gr.Accordion("Sampling", open=False):
             sampling = _sampling_controls("compare")
@@ -451,7 +451,7 @@ def _eval_tab(ctx: Context, default_model: str | None) -> dict:
     with gr.Tab("Evaluate", id="evaluate"):
         with gr.Row():
             model = gr.Dropdown(ctx.model_choices(loadable_only=False), value=default_model, label="Model",
-                                scale=3, elem_id="eval-model")
+                                scale=3, allow_custom_value=True, elem_id="eval-model")
             show = gr.Button("Show evaluation", scale=1, elem_id="eval-show")
         ratings = gr.Markdown(elem_id="eval-ratings")
         report = gr.Markdown(elem_id="eval-report")
@@ -581,7 +581,7 @@ def _wire_train(ctx: Context, app, t: dict) -> None:
 
 
 def _generate(ctx: Context, key, prompt, temperature, top_k, top_p, max_tokens, seed):
-    """Yield (story so far, note); shared by the story and compare tabs."""
+    """Yield (story so far, note, model or None); the last item carries the model. Shared by two tabs."""
     try:
         prompt = check_prompt(prompt)
         sampling = check_sampling(temperature, top_k, top_p, max_tokens, seed)
@@ -594,30 +594,30 @@ def _generate(ctx: Context, key, prompt, temperature, top_k, top_p, max_tokens, 
         if not waited:
             waited = True
             yield "", "⏳ Another story is being told with this model; yours starts as soon as it ends.", None
+    text, truncated = "", False
+    started = time.time()
     try:
-        started = time.time()
-        truncated_note = prompt_note(model, prompt)
-        text = ""
         stream = story_stream(model, prompt, sampling)
         while True:
             try:
-                text = next(stream)
+                text, truncated = next(stream)
             except StopIteration as stop:
-                ended, _ = stop.value
+                story = stop.value
                 break
-            yield text, truncated_note, None
+            yield text, truncation_note(model) if truncated else "", None
     except NslmError as exc:
-        yield text if "text" in locals() else "", warn(str(exc)), None
+        yield text, warn(str(exc)), None
         return
-    except Exception as exc:
+    except Exception as exc:  # one failed request must not take the app down
         log.exception("generation failed")
-        yield "", warn(f"Generation failed: {type(exc).__name__}: {exc}"), None
+        yield text, warn(f"Generation failed: {type(exc).__name__}: {exc}"), None
         return
     finally:
         lock.release()
-    notes = [n for n in (truncated_note, end_note(ended, sampling.max_tokens),
-                         f"({time.time() - started:.1f} s)") if n]
-    yield text, " ".join(notes), model
+    ended = bool(story.ended) if story is not None else True
+    notes = [truncation_note(model) if truncated else "", end_note(ended, sampling.max_tokens),
+             f"({time.time() - started:.1f} s)"]
+    yield (story.text if story is not None else text), " ".join(n for n in notes if n), model
 
 
 def _wire_story(ctx: Context, s: dict) -> None:

@@ -125,17 +125,10 @@ class ModelCache:
             return list(self._models)
 
 
-def prompt_note(model, prompt: str) -> str:
-    """A sentence when the prompt does not fit the model's context window (it is cut from the left)."""
-    try:
-        n = len(model.tokenizer.encode(prompt))
-    except Exception:  # a tokenizer problem shows when generating; the note is only a courtesy
-        return ""
-    context = int(getattr(model, "context_length", 0) or 0)
-    if context and n >= context:
-        return (f"The prompt is {n} tokens, longer than this model's context window of {context}: "
-                "only its end was used.")
-    return ""
+def truncation_note(model) -> str:
+    """Said when the prompt did not fit the model's context window (it was cut from the left)."""
+    context = getattr(model, "context_length", "?")
+    return f"The prompt is longer than this model's context window ({context} tokens): only its end was used."
 
 
 def end_note(ended: bool, max_tokens: int) -> str:
@@ -144,25 +137,14 @@ def end_note(ended: bool, max_tokens: int) -> str:
 
 
 def story_stream(model, prompt: str, sampling: Sampling):
-    """Yield the story text so far, piece by piece; returns (ended, prompt_truncated) at the end."""
+    """Yield (story text so far, prompt truncated?) while generating; returns the finished Story."""
     stream = model.stream(prompt, **sampling.kwargs())
+    truncated = bool(getattr(stream, "prompt_truncated", False))
     text = ""
-    pieces = 0
-    while True:
-        try:
-            piece = next(stream)
-        except StopIteration as stop:
-            result = stop.value
-            break
+    for piece in stream:
         text += piece
-        pieces += 1
-        yield text
-    ended = getattr(result, "ended", None)
-    truncated = getattr(result, "prompt_truncated", None)
-    if ended is None:
-        completion = text[len(prompt):] if text.startswith(prompt) else text
-        ended = len(model.tokenizer.encode(completion)) < sampling.max_tokens if completion.strip() else True
-    return bool(ended), bool(truncated)
+        yield text, truncated
+    return stream.story
 
 
 class NeighbourFinder:

@@ -107,6 +107,8 @@ def check_form(preset, data, width, layers, context, lr, batch, budget_kind, bud
     layers_v, errors["layers"] = _whole(layers, 1, 64, "Layers")
     context_v, errors["context"] = _whole(context, 8, 8192, "Context")
     lr_v, errors["lr"] = _positive(lr, 1.0, "Learning rate")
+    if lr_v is None or lr_v >= 1.0:  # AdamW on these models diverges long before 1
+        lr_v, errors["lr"] = None, "Learning rate must be a number above 0 and below 1 (e.g. 0.002)."
     batch_v, errors["batch"] = _whole(batch, 1, 4096, "Batch")
     if budget_kind == "tokens":
         budget_v, errors["budget"] = _whole(budget, 1, 10**13, "Token budget")

@@ -1,0 +1,186 @@
+"""The GUI's pieces without a server: run listing, name checks, training state, form checks, marks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nslm.errors import NslmError
+from nslm.gui import runs as runlib
+from nslm.gui.overlap import mark_shared, shared_ngram_share
+from nslm.gui.reports import latest_report
+from nslm.gui.storytelling import check_prompt, check_sampling
+from nslm.gui.train_form import check_form, parse_extra
+from nslm.gui.training import TrainingLauncher
+
+
+def write_run(folder, *, state="finished", pid=None, metrics=(), total=1_050_000, weights=True):
+    folder.mkdir(parents=True)
+    config = {"model": {"arch": "transformer", "n_layer": 4, "d_model": 128, "pos_encoding": "rope",
+                        "vocab_size": 4096},
+              "data": {"tokenizer_kind": "bpe", "vocab_size": 4096}, "params": {"total": total}}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "status.json").write_text(json.dumps({"state": state, "pid": pid or 0, "step": 10, "max_steps": 100,
+                                                    "updated": "2026-11-26T10:00:00+00:00"}))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    if weights:
+        (folder / "model.safetensors").write_bytes(b"x")
+    return folder
+
+
+def test_names_that_could_leave_the_folder_are_refused(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (tmp_path / "secret").mkdir()
+    (runs / "link").symlink_to(tmp_path / "secret")
+    for bad in ["..", "../secret", "a/b", "/etc", ".hidden", "", "x" * 200, "run\0"]:
+        with pytest.raises(NslmError):
+            runlib.child_folder(runs, bad)
+    with pytest.raises(NslmError, match="outside"):
+        runlib.child_folder(runs, "link")
+    assert runlib.child_folder(runs, "tf-1m_v2.0") == (runs / "tf-1m_v2.0").resolve()
+    with pytest.raises(NslmError):
+        runlib.model_path("run:../secret", runs)
+    with pytest.raises(NslmError):
+        runlib.model_path("/etc/passwd", runs)
+    with pytest.raises(NslmError, match="No model selected"):
+        runlib.model_path("", runs)
+
+
+def test_model_list_reads_run_folders_and_survives_foreign_ones(tmp_path):
+    runs = tmp_path / "runs"
+    metrics = [
+        {"event": "train", "step": 10, "tokens": 5000, "train_loss": 5.0},
+        {"event": "eval", "step": 10, "tokens": 5000, "val_loss": 4.0, "val_bpb": 1.900},
+        {"event": "train", "step": 20, "tokens": 10000, "train_loss": 4.5},
+        {"event": "eval", "step": 20, "tokens": 10000, "val_loss": 3.5, "val_bpb": 1.500},
+    ]
+    write_run(runs / "good", metrics=metrics)
+    (runs / "good" / "metrics.jsonl").open("a").write('{"event": "train", "step": 2')  # being written
+    (runs / "foreign").mkdir()
+    (runs / "foreign" / "notes.txt").write_text("not a run")
+    (runs / ".nslm-gui").mkdir()
+    entries = {e.name: e for e in runlib.list_models(runs)}
+    assert set(entries) == {"good", "foreign"}
+    good = entries["good"]
+    assert good.row() == ["good", "run", "transformer 4L d128 rope", "1.05M", "bpe-4096", "10.00k", "1.500",
+                          "2026-11-26 10:00", "finished"]
+    assert good.loadable and good.key == "run:good"
+    assert not entries["foreign"].loadable
+    assert "not a run folder" in entries["foreign"].state
+
+
+def test_a_running_status_whose_process_is_gone_reads_as_interrupted(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_run(tmp_path / "runs" / "crashed", state="running", pid=dead.pid)
+    launcher = TrainingLauncher(tmp_path / "runs")
+    assert launcher.state("crashed") == "interrupted"
+    assert launcher.active_run() is None
+    assert runlib.list_models(tmp_path / "runs")[0].state == "interrupted"
+    assert launcher.state("nothing-here") == "missing"
+
+
+def test_a_second_run_is_refused_while_one_trains(tmp_path, data_dir):
+    runs = tmp_path / "runs"
+    write_run(runs / "busy", state="running", pid=os.getpid())
+    launcher = TrainingLauncher(runs)
+    assert launcher.active_run() == "busy"
+    with pytest.raises(NslmError, match="'busy' is still training"):
+        launcher.start("another", ["--preset", "transformer-1m", "--data", str(data_dir)])
+    assert not (runs / "another").exists()
+    with pytest.raises(NslmError, match="is running already"):
+        launcher.resume("busy")
+    # this test process is not an `nslm train`, so stop must not signal it
+    with pytest.raises(NslmError, match="no live training process"):
+        launcher.stop("busy")
+
+
+def test_a_process_that_dies_before_writing_status_is_failed_with_its_error(tmp_path):
+    runs = tmp_path / "runs"
+    launcher = TrainingLauncher(runs)
+    launcher.start("bad", ["--preset", "no-such-preset", "--data", str(tmp_path)])
+    deadline = time.time() + 60
+    while launcher.state("bad") == "starting" and time.time() < deadline:
+        time.sleep(0.2)
+    assert launcher.state("bad") == "failed"
+    assert launcher.failure_reason("bad").startswith("error:")
+    with pytest.raises(NslmError, match="already exists"):
+        launcher.start("bad", ["--preset", "transformer-1m"])
+
+
+def test_shared_ngrams_are_marked_and_html_is_escaped():
+    story = "Once upon a time, there was a <script>cat</script>. The cat liked to play with a red ball."
+    neighbour = "once upon a time there was a dog. The cat liked to play in the sun."
+    html = mark_shared(neighbour, story, 4)
+    assert html.startswith("<mark>once upon a time there was a</mark>")
+    assert "<mark>The cat liked to play</mark> in the sun." in html
+    assert "<script>" not in mark_shared(story, neighbour, 4)
+    assert "&lt;script&gt;" in mark_shared(story, neighbour, 4)
+    assert shared_ngram_share("a b c d e", "a b c d e") == 1.0
+    assert shared_ngram_share("a b c d e", "e d c b a") == 0.0
+
+
+def test_sampling_values_are_checked_with_a_reason():
+    ok = check_sampling(0.8, 0, 1.0, 300, -1)
+    assert (ok.temperature, ok.top_k, ok.top_p, ok.max_tokens, ok.seed) == (0.8, None, None, 300, None)
+    assert check_sampling(0, 40, 0.9, 10, 7).kwargs() == {"max_tokens": 10, "temperature": 0.0, "top_k": 40,
+                                                         "top_p": 0.9, "seed": 7}
+    for args, reason in [((99, 0, 1, 10, 1), "Temperature"), ((float("nan"), 0, 1, 10, 1), "Temperature"),
+                         ((1, -3, 1, 10, 1), "Top-k"), ((1, 2.5, 1, 10, 1), "Top-k"), ((1, 0, 0, 10, 1), "Top-p"),
+                         ((1, 0, 1, 0, 1), "Max tokens"), ((1, 0, 1, 10**9, 1), "Max tokens"),
+                         ((1, 0, 1, 10, 1.5), "Seed"), ((1, 0, 1, 10, "x"), "Seed")]:
+        with pytest.raises(NslmError, match=reason):
+            check_sampling(*args)
+    with pytest.raises(NslmError, match="beginning of a story"):
+        check_prompt("   ")
+
+
+def test_train_form_shows_reasons_per_field_and_the_parameter_count(data_dir):
+    from nslm.models import build_model, load_preset
+
+    ok = check_form("transformer-1m", str(data_dir), 128, 4, 256, 2e-3, 32, "minutes", 5, "tf", "")
+    assert ok.ok, ok.errors
+    cfg = load_preset("transformer-1m")
+    cfg.vocab_size = 1024
+    total = build_model(cfg).param_counts()["total"]
+    assert f"{runlib.human_count(total)} parameters" in ok.params_text
+    assert "bpe" in ok.data_text and "1024" in ok.data_text
+    assert ok.args[:4] == ["--preset", "transformer-1m", "--data", str(data_dir)]
+    assert "--max-minutes" in ok.args and "train.lr=0.002" in ok.args
+
+    bad = check_form("transformer-1m", str(data_dir / "nope"), 130, 0, 256, -1, 2.5, "tokens", 0, "../x", "lr")
+    assert set(bad.errors) == {"data", "layers", "lr", "batch", "budget", "name", "extra"}
+    assert "does not exist" in bad.errors["data"]
+    assert "Layers must be between" in bad.errors["layers"]
+    assert "below 1" in check_form("transformer-1m", str(data_dir), 128, 4, 256, 1, 8, "minutes", 1, "tf", "").errors["lr"]
+    assert "not a valid name" in bad.errors["name"]
+    heads = check_form("transformer-1m", str(data_dir), 130, 4, 256, 1e-3, 8, "minutes", 1, "tf", "")
+    assert set(heads.errors) == {"width"} and "n_head" in heads.errors["width"]
+    assert parse_extra("train.eval_interval=10, model.n_head=2\ntrain.log_interval=1") == (
+        ["train.eval_interval=10", "model.n_head=2", "train.log_interval=1"], None)
+
+
+def test_latest_report_is_the_newest_that_names_the_model(tmp_path):
+    model = tmp_path / "runs" / "tf"
+    model.mkdir(parents=True)
+    reports = tmp_path / "reports"
+    for name, models, age in [("old", ["runs/tf"], 100), ("new", ["runs/tf", "runs/lstm"], 10),
+                              ("other", ["runs/lstm"], 0)]:
+        folder = reports / name
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps({"models": {m: {} for m in models}}))
+        (folder / "report.md").write_text(f"# {name}\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n![loss](loss.png)\n")
+        (folder / "loss.png").write_bytes(b"png")
+        stamp = time.time() - age
+        os.utime(folder / "results.json", (stamp, stamp))
+    report = latest_report(model, reports)
+    assert report.folder == reports / "new"
+    assert "# new" in report.markdown and "![loss]" not in report.markdown
+    assert report.images == [reports / "new" / "loss.png"]
+    assert latest_report(tmp_path / "runs" / "gru", reports) is None
