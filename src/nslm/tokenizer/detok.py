@@ -48,6 +48,10 @@ def _join_contractions(tokens: list[str]) -> list[str]:
             out[-1] = f"{out[-1]}'{nxt}"
             i += 2
             continue
+        if tok == "." and out and set(out[-1]) == {"."}:  # . . . -> ...
+            out[-1] += "."
+            i += 1
+            continue
         out.append(tok)
         i += 1
     return out
@@ -77,9 +81,9 @@ def _format_piece(text: str, casing: dict[str, str]) -> str:
             open_single = not open_single
         elif tok == "-" and pieces and i + 1 < len(tokens) and _is_word(tokens[i + 1]):
             glue_this = glue_next = True  # ice - cream -> ice-cream
-        elif len(tok) == 1 and tok in ATTACH_LEFT:
+        elif set(tok) <= ATTACH_LEFT:
             glue_this = True
-            if tok in SENTENCE_END:
+            if tok in SENTENCE_END:  # one mark ends a sentence; an ellipsis often does not
                 capital_next = True
         elif len(tok) == 1 and tok in ATTACH_RIGHT:
             glue_next = True
