@@ -1,0 +1,331 @@
+"""Every action of the web app through its own API client (gradio_client), on a tiny trained model.
+
+The app runs in this process on a free 127.0.0.1 port; training runs it starts are real `nslm train`
+processes with the tiniest settings.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+# The smallest model that still learns something: enough to test every screen in seconds.
+TINY_MODEL = ["model.d_model=32", "model.n_layer=1", "model.n_head=2", "model.d_ff=64", "model.context_length=64"]
+TINY_TRAIN = ["train.batch_size=8", "train.eval_interval=10", "train.eval_tokens=2048", "train.log_interval=2",
+              "train.warmup_steps=2", "train.sample_tokens=16"]
+# The Train form's "extra settings" box for a tiny run started from the page.
+TINY_EXTRA = "\n".join(["model.n_head=2", "model.d_ff=64", *TINY_TRAIN])
+_TINY_RUNS: dict[str, Path] = {}
+
+
+def tiny_run(data_dir: Path, folder: Path, steps: int = 20) -> Path:
+    """A finished tiny run folder made with the real training code (made once per test session)."""
+    if "tiny" not in _TINY_RUNS:
+        from nslm.train.run import prepare_run, train_run
+
+        config, run_dir = prepare_run(out=folder, data=data_dir, preset="transformer-1m",
+                                      overrides=TINY_MODEL + TINY_TRAIN, train_options={"max_steps": steps})
+        train_run(config, run_dir)
+        _TINY_RUNS["tiny"] = run_dir
+    return _TINY_RUNS["tiny"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(tmp: Path, data_dir: Path):
+    """Launch the app on a free port with its own runs, reports and ratings; returns a namespace."""
+    from nslm.gui.app import build_app, launch
+
+    runs = tmp / "runs"
+    runs.mkdir()
+    shutil.copytree(tiny_run(data_dir, tmp.parent / f"{tmp.name}-source" / "tiny"), runs / "tiny")
+    app = build_app(runs_dir=runs, data_dir=data_dir, db_path=tmp / "ratings.sqlite", reports_dir=tmp / "reports")
+    url = launch(app, port=free_port())
+    return SimpleNamespace(app=app, url=url, runs=runs, reports=tmp / "reports", db=tmp / "ratings.sqlite",
+                           data=data_dir)
+
+
+def stop_all_training(gui) -> None:
+    launcher = gui.app.nslm_context.launcher
+    for name in [p.name for p in gui.runs.iterdir()]:
+        if launcher.state(name) in ("starting", "running"):
+            launcher.stop(name)
+    deadline = time.time() + 60
+    while launcher.active_run() and time.time() < deadline:
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def gui(tmp_path_factory, data_dir):
+    gui = serve(tmp_path_factory.mktemp("gui"), data_dir)
+    yield gui
+    stop_all_training(gui)
+    gui.app.close()
+
+
+@pytest.fixture(scope="module")
+def client(gui):
+    from gradio_client import Client
+
+    return Client(gui.url, verbose=False)
+
+
+def tell(client, prompt="Once upon a time", model="run:tiny", temperature=0.8, top_k=0, top_p=1.0,
+         max_tokens=40, seed=7):
+    return client.predict(model, prompt, temperature, top_k, top_p, max_tokens, seed, api_name="/tell")
+
+
+def wait_for(fetch, test, timeout=90.0, every=0.5):
+    """Call `fetch` until `test(value)` holds; returns the value (fails the test on timeout)."""
+    deadline = time.time() + timeout
+    value = fetch()
+    while not test(value):
+        if time.time() > deadline:
+            pytest.fail(f"timed out waiting; last value: {value!r}"[:2000])
+        time.sleep(every)
+        value = fetch()
+    return value
+
+
+# ----- Models ------------------------------------------------------------------------------------------
+
+
+def test_model_list_shows_runs_with_their_figures(client, gui):
+    (gui.runs / "foreign").mkdir()
+    (gui.runs / "foreign" / "weights.pt").write_bytes(b"\x80\x04not really")
+    table = client.predict(api_name="/refresh_models")[0]
+    rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
+    tiny = rows["tiny"]
+    config = json.loads((gui.runs / "tiny" / "config.json").read_text())
+    assert tiny["architecture"] == "transformer 1L d32 rope"
+    assert tiny["parameters"].endswith("k") and abs(float(tiny["parameters"][:-1]) * 1e3 - config["params"]["total"]) < 10
+    assert tiny["tokenizer"] == "bpe-1024"
+    assert tiny["state"] == "finished" and float(tiny["val bits/byte"]) > 0
+    assert "not a run folder" in rows["foreign"]["state"]
+
+
+def test_loading_a_model_and_loading_errors_are_messages(client, gui):
+    message, story_model, _ = client.predict("run:tiny", api_name="/load_model")
+    assert message.startswith("✅ Loaded **tiny**") and "context 64 tokens" in message
+    assert story_model["value"] == "run:tiny"
+    message, _, _ = client.predict("run:foreign", api_name="/load_model")
+    assert message.startswith("⚠️") and "not a run folder" in message
+    corrupt = gui.runs / "corrupt"
+    shutil.copytree(gui.runs / "tiny", corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"garbage" * 10)
+    client.predict(api_name="/refresh_models")
+    message, _, _ = client.predict("run:corrupt", api_name="/load_model")
+    assert message.startswith("⚠️") and "corrupt" in message
+    for bad in ["run:../tiny", "run:..", "shipped:../../etc", "/etc/passwd"]:
+        message, _, _ = client.predict(bad, api_name="/load_model")
+        assert message.startswith("⚠️"), bad
+    assert client.predict("run:tiny", api_name="/load_model")[0].startswith("✅")  # still serving
+
+
+def test_no_file_outside_the_served_folders_can_be_fetched(gui):
+    secret = gui.runs.parent / "secret.txt"
+    secret.write_text("do not serve")
+    for path in ["/etc/passwd", str(secret), f"{gui.runs}/../secret.txt", str(gui.db)]:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{gui.url}gradio_api/file={path}")
+        assert err.value.code in (403, 404), path
+
+
+def test_binds_to_localhost_by_default(gui):
+    assert gui.url.startswith("http://127.0.0.1:")
+
+
+# ----- Tell a story --------------------------------------------------------------------------------------
+
+
+def test_story_streams_and_says_how_it_ended(client):
+    job = client.submit("run:tiny", "Once upon a time", 0.8, 0, 1.0, 30, 11, api_name="/tell")
+    updates = list(job)
+    stories = [u[0] for u in updates if u[0]]
+    assert len(stories) >= 5, "the story should arrive in pieces"
+    assert all(later.startswith(earlier) for earlier, later in zip(stories, stories[1:]))
+    story, note, neighbour = updates[-1]
+    assert story.startswith("Once upon a time")
+    assert "ended by itself" in note or "Stopped at the limit of 30 tokens" in note
+    assert "novelty index" in neighbour  # none built for this data folder
+    assert tell(client, max_tokens=30, seed=11)[0] == story  # the same seed tells the same story
+
+
+def test_greedy_story_equals_the_python_api(client, gui):
+    import nslm
+
+    expected = nslm.load(str(gui.runs / "tiny")).generate("Once upon a time", max_tokens=25, temperature=0)
+    story, note, _ = tell(client, temperature=0, max_tokens=25)
+    assert story == expected.text
+    assert ("ended by itself" in note) == expected.ended
+
+
+def test_bad_prompts_and_absurd_sampling_values_get_a_clear_message(client):
+    from gradio_client.exceptions import AppError
+
+    assert "beginning of a story" in tell(client, prompt="   ")[1]
+    story, note, _ = tell(client, prompt="Once upon a time there was a dog. " * 20, max_tokens=10)
+    assert "longer than this model's context window (64 tokens)" in note and story
+    assert "Top-k must be a whole number" in tell(client, top_k=-5)[1]
+    assert "Seed must be a whole number" in tell(client, seed=1e30)[1]
+    with pytest.raises(AppError, match="greater than maximum"):
+        tell(client, temperature=1e9)  # the slider's own bound
+    assert "no longer exists" in tell(client, model="run:ghost")[1]
+    assert tell(client)[0].startswith("Once upon a time")  # and the app still serves
+
+
+def test_two_users_generating_at_once_both_get_their_story(client, gui):
+    from gradio_client import Client
+
+    other = Client(gui.url, verbose=False)
+    jobs = [c.submit("run:tiny", "Once upon a time", 0.8, 0, 1.0, 60, seed, api_name="/tell")
+            for c, seed in ((client, 1), (other, 2))]
+    results = [job.result(timeout=120) for job in jobs]
+    for story, note, _ in results:
+        assert story.startswith("Once upon a time")
+        assert "ended by itself" in note or "Stopped at the limit" in note
+
+
+def test_compare_runs_the_same_prompt_and_seed_on_two_models(client, gui):
+    shutil.copytree(gui.runs / "tiny", gui.runs / "twin")
+    story_a, note_a, story_b, note_b = client.predict("run:tiny", "run:twin", "Once upon a time", 0.8, 0, 1.0,
+                                                      30, 5, api_name="/compare")
+    assert story_a.startswith("Once upon a time") and story_a == story_b  # same weights, same seed
+    assert note_a and note_b
+    assert "Pick two models" in client.predict("run:tiny", "", "Once", 0.8, 0, 1.0, 30, 5, api_name="/compare")[1]
+
+
+def test_a_run_folder_deleted_while_the_app_is_open(client, gui):
+    shutil.copytree(gui.runs / "tiny", gui.runs / "doomed")
+    client.predict(api_name="/refresh_models")
+    assert client.predict("run:doomed", api_name="/load_model")[0].startswith("✅")
+    shutil.rmtree(gui.runs / "doomed")
+    assert "no longer exists" in tell(client, model="run:doomed")[1]
+    assert "no longer" in client.predict("run:doomed", api_name="/load_model")[0]
+    assert "doomed" not in [r[0] for r in client.predict(api_name="/refresh_models")[0]["data"]]
+    assert "no longer exists" in client.predict("doomed", api_name="/watch_run")[0]
+    assert "no longer exists" in client.predict("run:doomed", api_name="/show_report")[1] + \
+        client.predict("run:doomed", api_name="/show_report")[0]
+
+
+# ----- Rate and evaluate ------------------------------------------------------------------------------------
+
+
+def test_ratings_are_saved_to_the_shared_store(client, gui):
+    from nslm.eval.human import RatingStore
+
+    story = tell(client)[0]
+    message = client.predict("run:tiny", "Once upon a time", story, 7, 4, 6, "short but sweet", "ana",
+                             api_name="/rate")
+    assert message.startswith("✅ Saved")
+    saved = RatingStore(gui.db).ratings("tiny")[0]
+    assert (saved.grammar, saved.creativity, saved.consistency, saved.rater, saved.story) == (7, 4, 6, "ana", story)
+    assert "Generate a story first" in client.predict("run:tiny", "x", "", 5, 5, 5, "", "", api_name="/rate")
+    ratings, _, _ = client.predict("run:tiny", api_name="/show_report")
+    assert "Human ratings for tiny" in ratings and "grammar 7.00" in ratings
+
+
+def test_evaluation_tab_shows_the_latest_report(client, gui):
+    from matplotlib.figure import Figure
+
+    assert "No evaluation report for **tiny**" in client.predict("run:tiny", api_name="/show_report")[1]
+    report = gui.reports / "tiny-report"
+    report.mkdir(parents=True)
+    (report / "results.json").write_text(json.dumps({"models": {str(gui.runs / "tiny"): {"bits_per_byte": 2.5}}}))
+    (report / "report.md").write_text("# Evaluation\n\n| model | bits per byte |\n|---|---|\n| tiny | 2.500 |\n\n"
+                                      "![bpb](bpb.png)\n")
+    fig = Figure(figsize=(2, 2))
+    fig.add_subplot().plot([1, 2], [2, 1])
+    fig.savefig(report / "bpb.png")
+    _, markdown, plots = client.predict("run:tiny", api_name="/show_report")
+    assert "| tiny | 2.500 |" in markdown and "![bpb]" not in markdown
+    assert len(plots) == 1 and Path(plots[0]["image"]).read_bytes()[:4] == b"\x89PNG"
+
+
+# ----- Train ------------------------------------------------------------------------------------------------
+
+
+def form(gui, **changes):
+    values = dict(preset="transformer-1m", data=str(gui.data), width=32, layers=1, context=32, lr=0.003, batch=4,
+                  budget_kind="tokens", budget=50_000_000, name="live", extra=TINY_EXTRA)
+    values.update(changes)
+    return list(values.values())
+
+
+def test_train_form_reasons_and_live_parameter_count(client, gui):
+    from nslm.gui.train_form import FIELDS
+
+    out = client.predict(*form(gui), api_name="/check_train_form")
+    errors, params, data_info = dict(zip(FIELDS, out[:len(FIELDS)])), out[-2], out[-1]
+    assert not any(errors.values()), errors
+    assert "parameters" in params and "bpe" in data_info
+    out = client.predict(*form(gui, width=30, lr=-1, data="/nowhere", batch=0), api_name="/check_train_form")
+    errors = dict(zip(FIELDS, out[:len(FIELDS)]))
+    assert "n_head" in errors["width"] and "Learning rate" in errors["lr"]
+    assert "does not exist" in errors["data"] and "Batch" in errors["batch"]
+    message, *_ = client.predict(*form(gui, width=30), api_name="/start_training")
+    assert "Fix the marked fields" in message
+    assert not (gui.runs / "live").exists()
+
+
+def run_view(client, name):
+    header, bar, stats, _plot, sample, _log = client.predict(name, api_name="/watch_run")
+    step = int(bar.split("data-step='")[1].split("'")[0])
+    state = bar.split("data-state='")[1].split("'")[0]
+    return SimpleNamespace(header=header, step=step, state=state, stats=stats, sample=sample)
+
+
+def test_training_starts_stops_and_resumes_in_its_own_process(client, gui):
+    message, run = client.predict(*form(gui, name="api-run"), api_name="/start_training")[:2]
+    assert "Started **api-run**" in message and run["value"] == "api-run"
+    view = wait_for(lambda: run_view(client, "api-run"), lambda v: v.state == "running" and v.step >= 4)
+    second = client.predict(*form(gui, name="second"), api_name="/start_training")[0]
+    assert "'api-run' is still training" in second and not (gui.runs / "second").exists()
+    assert "stopping" in client.predict("api-run", api_name="/stop_training").lower()
+    stopped = wait_for(lambda: run_view(client, "api-run"), lambda v: v.state == "stopped")
+    assert stopped.step >= view.step
+    assert (gui.runs / "api-run" / "last" / "state.json").is_file()
+    assert "Resuming" in client.predict("api-run", api_name="/resume_training")
+    resumed = wait_for(lambda: run_view(client, "api-run"), lambda v: v.state == "running" and v.step > stopped.step)
+    assert "validation loss" in resumed.stats or resumed.step < 10
+    client.predict("api-run", api_name="/stop_training")
+    wait_for(lambda: run_view(client, "api-run"), lambda v: v.state == "stopped")
+    assert "not training" in client.predict("api-run", api_name="/stop_training")
+    table = client.predict(api_name="/refresh_models")[0]
+    assert "api-run" in [row[0] for row in table["data"]]  # listed without restarting the app
+
+
+def test_nslm_gui_command_prints_its_address_and_serves(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "nslm", "gui", "--runs-dir", str(tmp_path / "runs"),
+                             "--port", str(port), "--db", str(tmp_path / "r.sqlite")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        address = f"http://127.0.0.1:{port}/"
+        wait_for(lambda: "".join(lines), lambda text: address in text or proc.poll() is not None, timeout=90)
+        assert address in "".join(lines), "".join(lines)
+        page = urllib.request.urlopen(address).read().decode()
+        assert "<title>nslm" in page or "gradio" in page.lower()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
