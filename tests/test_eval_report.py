@@ -1,0 +1,101 @@
+"""`nslm eval all --quick` end to end on two tiny trained models (a Transformer and an LSTM)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nslm.cli import main
+from nslm.eval import report
+
+TINY = ["--set", "model.d_model=32", "--set", "model.context_length=64", "--set", "train.batch_size=8",
+        "--set", "train.eval_interval=5", "--set", "train.log_interval=2", "--set", "train.warmup_steps=2",
+        "--max-steps", "6"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_dir):
+    folder = tmp_path_factory.mktemp("runs")
+    made = []
+    for preset, extra in (("transformer-1m", ["--set", "model.n_layer=1", "--set", "model.n_head=2",
+                                              "--set", "model.d_ff=64"]),
+                          ("lstm-1m", ["--set", "model.n_layer=1", "--set", "model.rnn_hidden=48"])):
+        out = folder / preset
+        assert main(["train", "--preset", preset, "--data", str(data_dir), "--out", str(out), *TINY, *extra]) == 0
+        made.append(out)
+    return made
+
+
+@pytest.mark.slow
+def test_eval_all_quick_writes_a_side_by_side_report(runs, data_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    args = ["eval", "all", *sum((["--model", str(r)] for r in runs), []), "--data", str(data_dir), "--out", str(out),
+            "--quick", "--val-max-tokens", "3000", "--prompt-limit", "2", "--max-new-tokens", "24",
+            "--index-limit", "40", "--index-dir", str(tmp_path / "index"), "--blimp-limit", "2",
+            "--cola-limit", "60", "--hellaswag-limit", "8"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "bits per byte" in printed and "report:" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["models"]) == {"transformer-1m", "lstm-1m"}
+    assert results["seed"] == 1234 and results["quick"] and results["versions"]["torch"]
+    for name, res in results["models"].items():
+        s = res["summary"]
+        for key in ("bits_per_byte", "perplexity", "blimp.accuracy", "cola.mcc", "hellaswag.accuracy",
+                    "novelty.mean_max_cosine", "novelty.ngram4_overlap"):
+            assert s[key] is not None, (name, key)
+        # Barely trained models: far from perfect, far better than nothing.
+        assert 1.0 < s["bits_per_byte"] < 4.0 and 1 < s["perplexity"] < 1024
+        assert res["config"]["model"]["arch"] in ("transformer", "lstm")
+        assert res["likelihood"]["tokens"] <= 3000 and res["blimp"]["pairs"] == 67 * 2
+        assert res["hellaswag"]["items"] == 8 and res["generation"]["stories"] == 2
+        assert "judge" in res["skipped"]  # no grader given: said so, nothing invented
+        assert (out / f"stories-{name}.jsonl").is_file()
+    for file in ("report.md", "report.html", "loss_curves.png", "bpb_vs_params.png", "novelty_hist.png",
+                 "blimp_phenomena.png"):
+        assert (out / file).stat().st_size > 100, file
+    md = (out / "report.md").read_text()
+    assert "| measure | transformer-1m | lstm-1m |" in md and "nearest training story" in md
+
+
+def test_missing_data_skips_only_that_step(runs, data_dir, tmp_path):
+    out = tmp_path / "r"
+    opts = report.EvalOptions(steps=("likelihood", "blimp", "hellaswag"), val_max_tokens=2000,
+                              blimp=str(tmp_path / "no-blimp"), hellaswag_limit=4)
+    results = report.run_all([str(runs[0])], str(data_dir), out, opts)
+    res = results["models"]["transformer-1m"]
+    assert "does not exist" in res["skipped"]["blimp"]
+    assert res["summary"]["bits_per_byte"] and res["summary"]["hellaswag.accuracy"] is not None
+    assert (out / "report.md").is_file()
+
+
+def test_bad_input_is_one_sentence(tmp_path, capsys, data_dir):
+    assert main(["eval", "all", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["eval", "likelihood", "--model", str(tmp_path / "nope"), "--data", str(data_dir)]) == 2
+    assert not (tmp_path / "r").exists()
+
+
+def test_subcommands_on_a_trained_model(runs, data_dir, tmp_path, capsys):
+    run = str(runs[1])
+    stories = tmp_path / "s.jsonl"
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Once upon a time, there was a\nTom and Sue went to the\n")
+    assert main(["eval", "generate", "--model", run, "--prompts", str(prompts), "--max-new-tokens", "16",
+                 "--out", str(stories)]) == 0
+    rows = [json.loads(line) for line in stories.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["Once upon a time, there was a", "Tom and Sue went to the"]
+    assert all({"completion", "tokens", "ended"} <= set(r) for r in rows)
+    again = tmp_path / "s2.jsonl"
+    main(["eval", "generate", "--model", run, "--prompts", str(prompts), "--max-new-tokens", "16", "--out", str(again)])
+    assert again.read_text() == stories.read_text()  # fixed seed: the same set again
+    assert main(["eval", "likelihood", "--model", run, "--max-tokens", "2000", "--json", str(tmp_path / "l.json")]) == 0
+    assert json.loads((tmp_path / "l.json").read_text())["bits_per_byte"] > 0
+    assert main(["eval", "hellaswag", "--model", run, "--limit", "4"]) == 0
+    assert main(["eval", "blimp", "--model", run, "--blimp-limit", "1"]) == 0
+    assert main(["eval", "novelty", "--data", str(data_dir), "--stories", str(stories), "--index-limit", "30",
+                 "--index-dir", str(tmp_path / "ix")]) == 0
+    out = capsys.readouterr().out
+    assert "HellaSwag accuracy" in out and "BLiMP accuracy" in out and "4-grams seen in training" in out
