@@ -156,3 +156,11 @@ def test_prepare_from_hub_mocked(monkeypatch, tmp_path, story_files):
 def test_path_helpers_are_paths(story_files):
     train, valid = story_files
     assert all(isinstance(p, Path) and p.is_file() for p in [*train, valid])
+
+
+def test_split_on_applies_only_to_files_without_separators(tmp_path):
+    eot = tmp_path / "a.txt"
+    eot.write_text("".join(f"{s}\n{EOT}\n" for s in STORIES))
+    plain = tmp_path / "b.txt"
+    plain.write_text("One line story.\nAnother line story.\n")
+    assert list(read_stories([eot, plain], split_on="lines")) == STORIES + ["One line story.", "Another line story."]

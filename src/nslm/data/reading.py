@@ -58,7 +58,8 @@ def read_stories(paths: Iterable[str | os.PathLike], split_on: str = "eot") -> I
     """Yield the raw text of every story in `paths` (files, folders, globs), in order.
 
     `split_on` says how plain text files separate stories: `eot` (a `<|endoftext|>` line, the
-    published layout; a file without any is an error), `blank-lines` or `lines`.
+    published layout; a file without any is an error), `blank-lines` or `lines` (used only for files
+    that hold no `<|endoftext|>`, so a mix of layouts can be read in one call).
     """
     if split_on not in SPLIT_MODES:
         raise NslmError(f"unknown --split-on {split_on!r}; choose one of {', '.join(SPLIT_MODES)}")
@@ -72,6 +73,8 @@ def read_file(path: Path, split_on: str = "eot") -> Iterator[str]:
     if path.suffix.lower() in JSON_SUFFIXES:
         reader = _read_jsonl(path) if _looks_like_jsonl(path) else _read_json(path)
     else:
+        if split_on != "eot" and _has_separator(path):
+            split_on = "eot"  # --split-on is for files without separators; the published layout wins
         reader = _read_text(path, split_on)
     count = 0
     for story in reader:
@@ -92,6 +95,11 @@ def _check_readable(path: Path) -> None:
         raise NslmError(f"{path} is empty")
     if b"\x00" in head or _binary_share(head) > 0.1:
         raise NslmError(f"{path} is not text (binary data); give TinyStories .txt, .json or .jsonl files")
+
+
+def _has_separator(path: Path) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return EOT in f.read(MAX_STORY_CHARS)
 
 
 def _binary_share(head: bytes) -> float:
