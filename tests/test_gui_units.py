@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -184,3 +185,51 @@ def test_latest_report_is_the_newest_that_names_the_model(tmp_path):
     assert "# new" in report.markdown and "![loss]" not in report.markdown
     assert report.images == [reports / "new" / "loss.png"]
     assert latest_report(tmp_path / "runs" / "gru", reports) is None
+
+
+def test_closest_story_panel_shows_cosine_and_marks_shared_ngrams(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from nslm.eval import novelty
+    from nslm.gui.storytelling import NeighbourFinder
+
+    data = tmp_path / "data"
+    (data / "novelty-index").mkdir(parents=True)
+    (data / "novelty-index" / "meta.json").write_text("{}")
+    asked = []
+
+    class FakeIndex:
+        def nearest(self, text):
+            asked.append(text)
+            return "Once upon a time there was a <b>dog</b> who liked to run.", 0.912
+
+    monkeypatch.setattr(novelty.NoveltyIndex, "load", classmethod(lambda cls, data_dir, folder=None: FakeIndex()))
+    model = SimpleNamespace(config={"data": {"path": str(data)}})
+    html = NeighbourFinder(None).html(model, "Once upon a time there was a cat who liked to run.")
+    assert asked == ["Once upon a time there was a cat who liked to run."]
+    assert "cosine similarity 0.912" in html
+    assert "<mark>Once upon a time there was a</mark>" in html and "<mark>who liked to run</mark>" in html
+    assert "&lt;b&gt;dog&lt;/b&gt;" in html and "<b>dog" not in html
+    without = NeighbourFinder(None).html(SimpleNamespace(config={"data": {"path": str(tmp_path)}}), "story")
+    assert "No novelty index" in without
+
+
+def test_the_app_starts_with_a_shipped_model_ready_or_a_friendly_empty_state(monkeypatch, tmp_path, data_dir):
+    from test_gui_api import tiny_run
+
+    from nslm.gui.app import build_app, empty_state
+
+    shipped = tmp_path / "pretrained"
+    shutil.copytree(tiny_run(data_dir, tmp_path / "source" / "tiny"), shipped / "tiny-shipped")
+    monkeypatch.setattr(runlib, "shipped_dir", lambda: shipped)
+    monkeypatch.setattr("nslm.generate.api._pretrained_root", lambda: shipped)
+    ctx = build_app(runs_dir=tmp_path / "runs", data_dir=data_dir).nslm_context
+    assert ctx.default_model() == "shipped:tiny-shipped"
+    assert ctx.cache.loaded() == ["shipped:tiny-shipped"]  # loaded before the first page opens
+    assert empty_state(ctx) == ""
+    assert runlib.list_models(tmp_path / "runs")[0].row()[:2] == ["tiny-shipped", "shipped"]
+
+    monkeypatch.setattr(runlib, "shipped_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr("nslm.generate.api._pretrained_root", lambda: tmp_path / "none")
+    ctx = build_app(runs_dir=tmp_path / "no-runs").nslm_context
+    assert ctx.default_model() is None and "No model yet" in empty_state(ctx)

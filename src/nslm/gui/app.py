@@ -58,7 +58,7 @@ def theme() -> gr.themes.Base:
 
 
 def warn(message: str) -> str:
-    return f"⚠️ {message}"
+    return f"⚠ {message}"
 
 
 def friendly(fn):
@@ -176,7 +176,7 @@ def load_message(entry: runlib.ModelEntry | None, model) -> str:
     cfg = getattr(model, "config", {}) or {}
     params = (cfg.get("params") or {}).get("total")
     name = entry.name if entry else getattr(model, "name", "model")
-    return (f"✅ Loaded **{name}**: {runlib.describe_arch(cfg.get('model') or {})}, "
+    return (f"✓ Loaded **{name}**: {runlib.describe_arch(cfg.get('model') or {})}, "
             f"{runlib.human_count(params)} parameters, context {getattr(model, 'context_length', '?')} tokens. "
             "Go to **Tell a story**.")
 
@@ -363,7 +363,7 @@ def _train_tab(ctx: Context) -> dict:
                 bar = gr.HTML(progress_html(0, 0, 0, "none"), elem_id="run-progress")
                 stats = gr.Markdown(elem_id="run-stats")
                 plot = gr.Plot(label="Loss", elem_id="run-plot")
-                sample = gr.Textbox(label="Latest sample story (at the last evaluation)", lines=4,
+                sample = gr.Textbox(label="Latest sample story (at the last evaluation)", lines=3, max_lines=6,
                                     interactive=False, elem_id="run-sample")
                 with gr.Accordion("Process output", open=False):
                     log_tail = gr.Textbox(lines=8, interactive=False, show_label=False, elem_id="run-log")
@@ -535,7 +535,7 @@ def _wire_train(ctx: Context, app, t: dict) -> None:
             name = ctx.launcher.start(str(values[9]).strip(), result.args)
         except NslmError as exc:
             return [warn(str(exc)), gr.skip(), *shown]
-        return [f"🚀 Started **{name}** in its own process; closing this page does not stop it.",
+        return [f"Started **{name}** in its own process; closing this page does not stop it.",
                 gr.update(choices=ctx.run_names() + [name], value=name), *shown]
 
     t["start"].click(start, form_inputs, [t["start_message"], t["run"], *error_outputs], api_name="start_training")
@@ -546,9 +546,9 @@ def _wire_train(ctx: Context, app, t: dict) -> None:
                 return warn("Pick a run first.")
             try:
                 if verb == "stop":
-                    return "🛑 " + ctx.launcher.stop(name)
+                    return ctx.launcher.stop(name)
                 ctx.launcher.resume(name)
-                return f"▶️ Resuming **{name}** from its last checkpoint."
+                return f"Resuming **{name}** from its last checkpoint."
             except NslmError as exc:
                 return warn(str(exc))
 
@@ -593,7 +593,7 @@ def _generate(ctx: Context, key, prompt, temperature, top_k, top_p, max_tokens, 
     while not lock.acquire(timeout=0.25):
         if not waited:
             waited = True
-            yield "", "⏳ Another story is being told with this model; yours starts as soon as it ends.", None
+            yield "", "Waiting: another story is being told with this model; yours starts as soon as it ends.", None
     text, truncated = "", False
     started = time.time()
     try:
@@ -661,7 +661,7 @@ def _wire_story(ctx: Context, s: dict) -> None:
         store = ctx.rating_store()
         store.add(model=path.name, prompt=str(prompt or ""), story=str(story), comment=str(comment or ""),
                   rater=str(rater or "").strip() or "anonymous", **scores)
-        return (f"✅ Saved: grammar {scores['grammar']}, creativity {scores['creativity']}, "
+        return (f"✓ Saved: grammar {scores['grammar']}, creativity {scores['creativity']}, "
                 f"consistency {scores['consistency']} for **{path.name}**.")
 
     s["save"].click(rate, [s["model"], s["prompt"], s["story"], s["grammar"], s["creativity"], s["consistency"],
@@ -675,7 +675,7 @@ def _wire_compare(ctx: Context, c: dict) -> None:
             return
         story_a = note_a = ""
         for story_a, note_a, _ in _generate(ctx, key_a, prompt, temperature, top_k, top_p, max_tokens, seed):
-            yield story_a, note_a, "", "⏳ waiting for model A…"
+            yield story_a, note_a, "", "waiting for model A…"
         for story_b, note_b, _ in _generate(ctx, key_b, prompt, temperature, top_k, top_p, max_tokens, seed):
             yield story_a, note_a, story_b, note_b
 

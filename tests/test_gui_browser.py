@@ -1,0 +1,209 @@
+"""The web app in a real browser: Playwright driving Debian's headless Chromium (no browser download).
+
+Load a model, type a prompt and watch the story end; start a tiny training run, watch its progress
+and loss curve advance, stop it. Screenshots of every screen go to artifacts/screenshots/, and the
+three main screens are copied to docs/img/ for the README.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from test_gui_api import TINY_EXTRA, serve, stop_all_training
+
+from nslm.generate.api import list_shipped
+from nslm.gui import runs as runlib
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+REPO = Path(__file__).resolve().parent.parent
+SHOTS = REPO / "artifacts" / "screenshots"
+README_SHOTS = {"models": "gui-models.png", "train": "gui-train.png", "story": "gui-story.png"}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                                     "(apt-get install chromium; .ci/run does this)"),
+]
+
+
+@pytest.fixture(scope="module")
+def gui(tmp_path_factory, data_dir):
+    gui = serve(tmp_path_factory.mktemp("browser-gui"), data_dir)
+    yield gui
+    stop_all_training(gui)
+    gui.app.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, gui):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    outside = []
+    page.on("request", lambda request: outside.append(request.url)
+            if not request.url.startswith(("http://127.0.0.1", "data:", "blob:")) else None)
+    page.goto(gui.url)
+    page.wait_for_selector("#model-table")
+    yield page
+    context.close()
+    assert not outside, f"the page asked the internet for {outside[:3]}"
+
+
+def screenshot(page, name: str) -> None:
+    """Save a screenshot as a test artefact; the README's three screens also go to docs/img/."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(300)  # let the last update paint
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    if name in README_SHOTS:
+        (REPO / "docs" / "img").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SHOTS / f"{name}.png", REPO / "docs" / "img" / README_SHOTS[name])
+
+
+def pick(page, element_id: str, label: str) -> None:
+    """Choose `label` in a Gradio dropdown."""
+    page.locator(f"#{element_id} input").click()
+    page.get_by_role("option", name=label, exact=True).click()
+
+
+def set_number(page, element_id: str, value) -> None:
+    box = page.locator(f"#{element_id} input")
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def wait_until(check, timeout: float = 90.0, every: float = 0.3):
+    deadline = time.time() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.time() > deadline:
+            pytest.fail("timed out waiting in the browser")
+        time.sleep(every)
+
+
+def test_load_a_model_and_tell_a_story(page, gui):
+    table = page.locator("#model-table")
+    assert "tiny" in table.inner_text() and "transformer 1L d32 rope" in table.inner_text()
+    pick(page, "models-choice", "tiny (run)")
+    page.locator("#load-model").click()
+    page.wait_for_selector("#load-message:has-text('Loaded')")
+    assert "context 64 tokens" in page.locator("#load-message").inner_text()
+    screenshot(page, "models")
+
+    page.get_by_role("tab", name="Tell a story").click()
+    assert page.locator("#story-model input").input_value() == "tiny (run)"
+    if list_shipped():  # a trained shipped model tells a nicer story for the README's screenshot
+        pick(page, "story-model", f"{list_shipped()[0]} (shipped)")
+    prompt = page.locator("#story-prompt textarea")
+    prompt.fill("Once upon a time, there was a little cat")
+    page.locator("#story-generate").click()
+    note = page.locator("#story-note")
+    page.wait_for_selector("#story-note:has-text('ended by itself'), #story-note:has-text('Stopped at the limit')",
+                           timeout=90_000)
+    story = page.locator("#story-text textarea").input_value()
+    assert story.startswith("Once upon a time, there was a little cat") and len(story) > 50
+    assert "ended by itself" in note.inner_text() or "Stopped at the limit of 300 tokens" in note.inner_text()
+    page.wait_for_selector("#story-neighbour:has-text('novelty index')")
+    screenshot(page, "story")
+
+    page.locator("#rate-comment textarea").fill("a cat story")
+    page.locator("#rate-save").click()
+    page.wait_for_selector("#rate-message:has-text('Saved')")
+
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-generate").click()
+    page.wait_for_selector("#compare-note-b:has-text('ended by itself'), #compare-note-b:has-text('Stopped at')",
+                           timeout=90_000)
+    screenshot(page, "compare")
+
+    page.get_by_role("tab", name="Evaluate").click()
+    pick(page, "eval-model", "tiny (run)")
+    page.locator("#eval-show").click()
+    page.wait_for_selector("#eval-ratings:has-text('Human ratings for tiny')")
+    screenshot(page, "evaluate")
+
+
+def test_empty_prompt_is_a_message_not_a_dead_page(page):
+    page.get_by_role("tab", name="Tell a story").click()
+    page.locator("#story-prompt textarea").fill("")
+    page.locator("#story-generate").click()
+    page.wait_for_selector("#story-note:has-text('beginning of a story')")
+    page.locator("#story-prompt textarea").fill("Once upon a time")
+    page.locator("#story-generate").click()
+    page.wait_for_selector("#story-note:has-text('ended by itself'), #story-note:has-text('Stopped at the limit')",
+                           timeout=90_000)
+
+
+def progress(page) -> tuple[int, str, int]:
+    """(step, state, train points) as the live view shows them now."""
+    bar = page.locator("#run-progress .nslm-progress")
+    stats = page.locator("#run-stats").inner_text()
+    points = int(stats.split(" train points")[0].rsplit(" ", 1)[-1]) if " train points" in stats else 0
+    return int(bar.get_attribute("data-step") or 0), bar.get_attribute("data-state") or "", points
+
+
+def test_start_watch_and_stop_a_training_run(page, gui, browser):
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-data textarea, #train-data input").first.fill(str(gui.data))
+    set_number(page, "train-width", 30)  # 4 heads cannot split 30
+    page.wait_for_selector("#error-width:has-text('n_head')")
+    set_number(page, "train-width", 32)
+    wait_until(lambda: "n_head" not in page.locator("#error-width").inner_text(), 15)
+    set_number(page, "train-layers", 1)
+    set_number(page, "train-context", 32)
+    set_number(page, "train-lr", 0.003)
+    set_number(page, "train-batch", 4)
+    page.locator("#train-budget-kind").get_by_label("tokens").check()
+    set_number(page, "train-budget", 300_000)  # minutes of work: progress shows, the test stops it early
+    page.locator("#train-name input, #train-name textarea").first.fill("browser-run")
+    page.get_by_text("More settings").click()
+    extra = page.locator("#train-extra textarea")
+    extra.wait_for(state="visible")
+    wait_until(lambda: extra.fill(TINY_EXTRA) or extra.press("Tab") or
+               (page.wait_for_timeout(300) or extra.input_value() == TINY_EXTRA), 15)
+    wait_until(lambda: "parameters" in page.locator("#train-params").inner_text(), 15)
+    params_text = page.locator("#train-params").inner_text()
+    assert "k parameters" in params_text, params_text
+    page.locator("#train-start").click()
+    page.wait_for_selector("#train-message:has-text('Started')")
+    config = wait_until(lambda: runlib.read_json(gui.runs / "browser-run" / "config.json"), 60)
+    assert (config["model"]["d_model"], config["model"]["n_head"], config["train"]["eval_interval"]) == (32, 2, 10)
+
+    step, state, points = wait_until(lambda: (lambda p: p if p[1] == "running" and p[0] > 0 else None)(progress(page)))
+    curve = wait_until(lambda: page.locator("#run-plot img").first.get_attribute("src"))
+    later = wait_until(lambda: (lambda p: p if p[0] > step and p[2] > points else None)(progress(page)))
+    assert later[0] > step  # the progress moved on its own (the page's timer), and so did the curve:
+    wait_until(lambda: page.locator("#run-plot img").first.get_attribute("src") != curve, 30)
+    wait_until(lambda: "validation loss" in page.locator("#run-stats").inner_text())
+    assert float(page.locator("#run-progress .nslm-progress").get_attribute("data-progress")) > 0
+    screenshot(page, "train")
+
+    # a second tab sees the same run, read from the run folder
+    other = browser.new_page(viewport={"width": 1280, "height": 900})
+    other.goto(gui.url)
+    other.get_by_role("tab", name="Train").click()
+    wait_until(lambda: other.locator("#train-run input").input_value() == "browser-run", 30)
+    other.close()
+
+    page.locator("#train-stop").click()
+    page.wait_for_selector("#train-message:has-text('Stopping')")
+    wait_until(lambda: progress(page)[1] == "stopped")
+    assert (gui.runs / "browser-run" / "last" / "state.json").is_file()
+    screenshot(page, "train-stopped")
