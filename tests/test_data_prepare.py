@@ -171,3 +171,17 @@ def test_every_subcommand_help_has_an_example(capsys):
         with pytest.raises(SystemExit):
             main([*cmd, "--help"])
         assert "example:" in capsys.readouterr().out
+
+
+def test_switches_reach_the_cleaner(story_files, tmp_path):
+    out = tmp_path / "raw"
+    assert main(_args(story_files, out, "--no-normalize-quotes", "--no-drop-incomplete", "--no-near-dup",
+                      "--min-words", "0")) == 0
+    settings = read_meta(out)["prepare"]["settings"]["clean"]
+    assert settings["normalize_quotes"] is False and settings["drop_incomplete"] is False
+    assert settings["dedup_near"] is False and settings["fix_encoding"] is True and settings["min_words"] == 0
+
+
+def test_area_without_step_prints_help(capsys):
+    assert main(["data"]) == 2 and "prepare" in capsys.readouterr().out
+    assert main(["tokenizer"]) == 2 and "report" in capsys.readouterr().out

@@ -104,3 +104,14 @@ def test_empty_corpus_and_bad_file(tmp_path):
         Tokenizer.load(bad)
     with pytest.raises(NslmError, match="does not exist"):
         Tokenizer.load(tmp_path / "nope.json")
+
+
+def test_sha256_is_that_of_the_file_bytes(data_dir, tmp_path):
+    import hashlib
+    import json
+
+    compact = tmp_path / "tokenizer.json"
+    compact.write_text(json.dumps(json.loads((data_dir / "tokenizer.json").read_text())))
+    tok = Tokenizer.load(compact)
+    assert tok.sha256 == hashlib.sha256(compact.read_bytes()).hexdigest()
+    assert tok.encode("Once upon a time.") == Tokenizer.load(data_dir).encode("Once upon a time.")

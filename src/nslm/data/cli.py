@@ -37,23 +37,23 @@ def add_clean_args(p: argparse.ArgumentParser) -> None:
                    help="how plain text files separate stories")
     p.add_argument("--max-stories", type=int, help="read at most this many stories per split (quick tries)")
     g = p.add_argument_group("cleaning rules")
-    g.add_argument("--no-fix-encoding", dest="fix_encoding", action="store_false",
+    g.add_argument("--no-fix-encoding", dest="fix_encoding", action="store_false", default=argparse.SUPPRESS,
                    help="do not repair mojibake such as â€™ with ftfy")
-    g.add_argument("--no-normalize-whitespace", dest="normalize_whitespace", action="store_false",
+    g.add_argument("--no-normalize-whitespace", dest="normalize_whitespace", action="store_false", default=argparse.SUPPRESS,
                    help="keep spaces and blank lines as they are")
-    g.add_argument("--no-normalize-quotes", dest="normalize_quotes", action="store_false",
+    g.add_argument("--no-normalize-quotes", dest="normalize_quotes", action="store_false", default=argparse.SUPPRESS,
                    help="keep curly quotes (by default they become straight quotes, and … becomes ...)")
-    g.add_argument("--no-drop-incomplete", dest="drop_incomplete", action="store_false",
+    g.add_argument("--no-drop-incomplete", dest="drop_incomplete", action="store_false", default=argparse.SUPPRESS,
                    help="keep stories that do not end with . ! or ?")
     g.add_argument("--min-words", type=int, default=d.min_words, help="drop stories with fewer words (0: off)")
     g.add_argument("--max-words", type=int, default=d.max_words, help="drop stories with more words (0: off)")
-    g.add_argument("--no-dedup", dest="dedup_exact", action="store_false",
+    g.add_argument("--no-dedup", dest="dedup_exact", action="store_false", default=argparse.SUPPRESS,
                    help="keep exact duplicates (same letters and digits)")
-    g.add_argument("--no-near-dup", dest="dedup_near", action="store_false", help="keep near duplicates")
+    g.add_argument("--no-near-dup", dest="dedup_near", action="store_false", default=argparse.SUPPRESS, help="keep near duplicates")
     g.add_argument("--near-dup-threshold", type=float, default=d.near_threshold,
                    help="MinHash LSH Jaccard threshold on word 3-grams")
     g.add_argument("--num-perm", type=int, default=d.num_perm, help="MinHash permutations (memory grows with it)")
-    g.add_argument("--no-leakage-check", dest="drop_leakage", action="store_false",
+    g.add_argument("--no-leakage-check", dest="drop_leakage", action="store_false", default=argparse.SUPPRESS,
                    help="keep training stories that repeat validation stories")
     g.add_argument("--vocab-limit", type=int, metavar="N",
                    help="keep only stories whose words all lie in the N most frequent training words")
@@ -62,11 +62,14 @@ def add_clean_args(p: argparse.ArgumentParser) -> None:
 def config_from_args(args):
     from nslm.data.cleaning import CleanConfig
 
-    return CleanConfig(fix_encoding=args.fix_encoding, normalize_whitespace=args.normalize_whitespace,
-                       normalize_quotes=args.normalize_quotes, drop_incomplete=args.drop_incomplete,
-                       min_words=args.min_words, max_words=args.max_words, dedup_exact=args.dedup_exact,
-                       dedup_near=args.dedup_near, near_threshold=args.near_dup_threshold,
-                       num_perm=args.num_perm, drop_leakage=args.drop_leakage, vocab_limit=args.vocab_limit)
+    def on(name: str) -> bool:  # the --no-... switches leave no attribute unless given
+        return getattr(args, name, True)
+
+    return CleanConfig(fix_encoding=on("fix_encoding"), normalize_whitespace=on("normalize_whitespace"),
+                       normalize_quotes=on("normalize_quotes"), drop_incomplete=on("drop_incomplete"),
+                       min_words=args.min_words, max_words=args.max_words, dedup_exact=on("dedup_exact"),
+                       dedup_near=on("dedup_near"), near_threshold=args.near_dup_threshold,
+                       num_perm=args.num_perm, drop_leakage=on("drop_leakage"), vocab_limit=args.vocab_limit)
 
 
 def register(subparsers) -> None:

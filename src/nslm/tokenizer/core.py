@@ -41,6 +41,7 @@ class Tokenizer:
             raise NslmError(f"the tokenizer has no {EOT} token; train it with nslm tokenizer train")
         self.eot_id: int = eot
         self.unk_id: int | None = hf.token_to_id(UNK) if kind == "word" else None
+        self._file_sha256: str | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -52,7 +53,9 @@ class Tokenizer:
 
     @property
     def sha256(self) -> str:
-        """sha256 of the bytes `save` writes to tokenizer.json (and `load` read)."""
+        """sha256 of the tokenizer.json bytes: those `load` read, else those `save` writes."""
+        if self._file_sha256 is not None:
+            return self._file_sha256
         return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
 
     def encode(self, text: str) -> list[int]:
@@ -75,7 +78,9 @@ class Tokenizer:
         """Write tokenizer.json (+ casing.json for word-level) into `folder`; returns tokenizer.json."""
         folder = Path(folder)
         path = folder / "tokenizer.json"
-        atomic_write_bytes(path, self.to_json().encode("utf-8"))
+        data = self.to_json().encode("utf-8")
+        atomic_write_bytes(path, data)
+        self._file_sha256 = hashlib.sha256(data).hexdigest()
         if self.kind == "word":
             atomic_write_json(folder / "casing.json", dict(sorted(self.casing.items())))
         return path
@@ -104,7 +109,9 @@ class Tokenizer:
                 casing = json.loads(casing_path.read_text(encoding="utf-8"))
             except ValueError as exc:
                 raise NslmError(f"{casing_path} is not valid JSON; delete it or retrain the tokenizer") from exc
-        return cls(hf, kind, casing)
+        tokenizer = cls(hf, kind, casing)
+        tokenizer._file_sha256 = hashlib.sha256(raw).hexdigest()
+        return tokenizer
 
     def __repr__(self) -> str:
         return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
