@@ -36,3 +36,16 @@ def test_report_cli_side_by_side(make_data_dir, data_dir, tmp_path, capsys):
     assert [r["kind"] for r in rows] == ["bpe", "char"] and rows[0]["stories"] == rows[1]["stories"]
     assert main(["tokenizer", "report", paths[0], "--valid", str(data_dir / "valid.txt"), "--markdown"]) == 0
     assert capsys.readouterr().out.startswith("| measure |")
+
+
+def test_tokenizer_train_cli_errors(data_dir, tmp_path, capsys):
+    args = ["tokenizer", "train", "--input", str(data_dir / "valid.txt"), "--out", str(tmp_path / "t")]
+    assert main([*args, "--kind", "unigram"]) == 2
+    assert "unknown tokenizer kind 'unigram'" in capsys.readouterr().err
+    assert main([*args, "--kind", "bpe", "--vocab-size", "10"]) == 2
+    assert "too small" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+    assert main([*args, "--kind", "char"]) == 0
+    assert Tokenizer.load(tmp_path / "t").kind == "char"
+    assert main([*args, "--kind", "char"]) == 2
+    assert "already holds a tokenizer.json" in capsys.readouterr().err
