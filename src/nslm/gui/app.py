@@ -538,7 +538,14 @@ def _wire_train(ctx: Context, app, t: dict) -> None:
         return [f"Started **{name}** in its own process; closing this page does not stop it.",
                 gr.update(choices=ctx.run_names() + [name], value=name), *shown]
 
-    t["start"].click(start, form_inputs, [t["start_message"], t["run"], *error_outputs], api_name="start_training")
+    def fresh_name(preset, message):
+        return default_run_name(preset) if str(message).startswith("Started") else gr.skip()
+
+    # every page, and every successful start, proposes a new run name
+    t["start"].click(start, form_inputs, [t["start_message"], t["run"], *error_outputs],
+                     api_name="start_training").then(fresh_name, [fields["preset"], t["start_message"]],
+                                                      fields["name"], api_visibility="private")
+    app.load(default_run_name, fields["preset"], fields["name"], api_visibility="private")
 
     def act(verb):
         def handler(name):
