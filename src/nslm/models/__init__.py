@@ -38,13 +38,24 @@ def load_preset(name: str) -> ModelConfig:
     if not path.is_file():
         raise NslmError(f"unknown preset {name!r}; choose one of: {', '.join(list_presets())}")
     data = json.loads(path.read_text(encoding="utf-8"))
-    data.pop("description", None)
+    for key in ("description", "train"):
+        data.pop(key, None)
     return ModelConfig.from_dict(data)
 
 
+def _preset_data(name: str) -> dict:
+    load_preset(name)  # the same check and message for an unknown name
+    return json.loads((_presets_dir() / f"{name}.json").read_text(encoding="utf-8"))
+
+
 def preset_description(name: str) -> str:
-    data = json.loads((_presets_dir() / f"{name}.json").read_text(encoding="utf-8"))
-    return data.get("description", "")
+    """The one-line description stored with a preset."""
+    return _preset_data(name).get("description", "")
 
 
-__all__ = ["ModelConfig", "build_model", "list_presets", "load_preset", "preset_description"]
+def preset_train_defaults(name: str) -> dict:
+    """Training settings a preset recommends (its optional `train` table, e.g. a learning rate)."""
+    return dict(_preset_data(name).get("train", {}))
+
+
+__all__ = ["ModelConfig", "build_model", "list_presets", "load_preset", "preset_description", "preset_train_defaults"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from nslm import __version__
 from nslm.atomic import atomic_write_json
 from nslm.errors import NslmError
-from nslm.models import ModelConfig, build_model, load_preset
+from nslm.models import ModelConfig, build_model, load_preset, preset_train_defaults
 from nslm.train.config import TrainConfig, apply_overrides, read_config_file
 from nslm.train.windows import read_data_folder
 
@@ -54,6 +54,7 @@ def prepare_run(out: str | Path | None = None, data: str | Path | None = None, p
     model = load_preset(preset).to_dict()
     model.update(file_cfg.get("model", {}))
     train = TrainConfig().to_dict()
+    train.update(preset_train_defaults(preset))
     train.update(file_cfg.get("train", {}))
     train.update(train_options)
     apply_overrides({"model": model, "train": train}, overrides)

@@ -1,0 +1,120 @@
+"""Models: preset sizes, config checks, shapes, and that the KV cache / carried state change nothing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nslm.errors import NslmError
+from nslm.generate.sampling import filter_logits, generate_ids
+from nslm.models import ModelConfig, build_model, list_presets, load_preset
+
+torch.set_num_threads(2)
+
+
+@pytest.mark.parametrize("name", ["transformer-1m", "lstm-1m", "gru-1m"])
+def test_one_million_presets_have_about_a_million_parameters(name):
+    cfg = load_preset(name)
+    assert cfg.vocab_size == 4096
+    counts = build_model(cfg).param_counts()
+    assert 0.85e6 <= counts["total"] <= 1.15e6, counts
+    assert counts["embedding"] == 4096 * cfg.d_model
+    assert counts["embedding"] + counts["non_embedding"] == counts["total"]
+
+
+def test_presets_include_larger_models_for_comparison():
+    names = list_presets()
+    assert {"transformer-1m", "lstm-1m", "gru-1m", "transformer-4m"} <= set(names)
+    assert build_model(load_preset("transformer-4m")).param_counts()["total"] > 3.5e6
+
+
+def test_unknown_preset_names_the_known_ones():
+    with pytest.raises(NslmError, match="transformer-1m"):
+        load_preset("transformer-1b")
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"context_length": 0}, "context_length"),
+    ({"n_head": 3}, "divide"),
+    ({"dropout": -0.1}, "dropout"),
+    ({"dropout": 1.0}, "dropout"),
+    ({"vocab_size": 1}, "vocab_size"),
+    ({"d_model": -8}, "d_model"),
+    ({"pos_encoding": "alibi"}, "pos_encoding"),
+    ({"arch": "mamba"}, "arch"),
+    ({"rnn_hidden": -1, "arch": "lstm"}, "rnn_hidden"),
+    ({"n_layers": 3}, "unknown model setting"),
+])
+def test_absurd_configs_are_refused_with_one_sentence(change, words):
+    d = load_preset("transformer-1m").to_dict()
+    d.update(change)
+    with pytest.raises(NslmError, match=words):
+        ModelConfig.from_dict(d)
+
+
+def small(arch: str, **kw) -> ModelConfig:
+    base = dict(arch=arch, vocab_size=97, context_length=24, d_model=32, n_layer=2, n_head=4, d_ff=64)
+    base.update(kw)
+    return ModelConfig.from_dict(base)
+
+
+CONFIGS = [small("transformer", pos_encoding=p, norm=n) for p in ("learned", "sinusoidal", "rope")
+           for n in ("rmsnorm", "layernorm")] + [small("lstm"), small("gru"), small("lstm", rnn_hidden=48)]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.arch}-{c.pos_encoding}-{c.norm}-{c.rnn_hidden}")
+def test_forward_features_and_loss(cfg):
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    idx = torch.randint(0, cfg.vocab_size, (3, 10))
+    logits, loss = model(idx, torch.randint(0, cfg.vocab_size, (3, 10)))
+    assert logits.shape == (3, 10, cfg.vocab_size)
+    # a fresh model predicts about uniformly: loss close to ln(V)
+    assert abs(loss.item() - torch.log(torch.tensor(97.0)).item()) < 0.5
+    assert model(idx)[1] is None
+    assert model.features(idx).shape == (3, 10, cfg.d_model)
+    # tied: the output head is the token embedding, so no separate head weight exists
+    assert not any("head" in name for name, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.arch}-{c.pos_encoding}-{c.norm}-{c.rnn_hidden}")
+def test_cache_gives_the_same_logits_as_a_full_pass(cfg):
+    torch.manual_seed(1)
+    model = build_model(cfg).eval()
+    idx = torch.randint(0, cfg.vocab_size, (2, 20))
+    full, _ = model(idx)
+    cache = model.new_cache(2)
+    parts = [model(idx[:, :7], cache=cache)[0]]  # a prefill of several tokens, then one at a time
+    parts += [model(idx[:, t : t + 1], cache=cache)[0] for t in range(7, 20)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cfg", [small("transformer", pos_encoding="rope"), small("transformer", pos_encoding="learned"),
+                                 small("lstm"), small("gru")], ids=lambda c: f"{c.arch}-{c.pos_encoding}")
+def test_greedy_tokens_with_and_without_cache_are_identical(cfg):
+    torch.manual_seed(2)
+    model = build_model(cfg).eval()
+    # 60 new tokens run well past the 24-token window, so the window slides several times
+    cached = list(generate_ids(model, [5, 6, 7], 60, stop_id=None, temperature=0, use_cache=True))
+    plain = list(generate_ids(model, [5, 6, 7], 60, stop_id=None, temperature=0, use_cache=False))
+    assert len(cached) == 60
+    assert cached == plain
+
+
+def test_sampling_is_repeatable_with_a_seed_and_stops_at_the_stop_token():
+    torch.manual_seed(3)
+    model = build_model(small("transformer")).eval()
+    a = list(generate_ids(model, [1], 30, temperature=1.0, seed=7))
+    b = list(generate_ids(model, [1], 30, temperature=1.0, seed=7))
+    assert a == b
+    stop = a[5]
+    c = list(generate_ids(model, [1], 30, stop_id=stop, temperature=1.0, seed=7))
+    assert c == a[: a.index(stop)]
+
+
+def test_top_k_and_top_p_keep_only_the_likely_tokens():
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    assert torch.isfinite(filter_logits(logits, top_k=2)).tolist() == [True, True, False, False]
+    assert torch.isfinite(filter_logits(logits, top_p=0.7)).tolist() == [True, True, False, False]
+    assert torch.isfinite(filter_logits(logits, top_p=0.85)).tolist() == [True, True, True, False]
+    assert torch.isfinite(filter_logits(logits, top_p=0.4)).tolist() == [True, False, False, False]

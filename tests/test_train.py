@@ -1,0 +1,179 @@
+"""`nslm train`: run folder contract, exact resume, SIGTERM, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nslm.cli import main
+from nslm.train.loop import learning_rate
+from nslm.train.config import TrainConfig
+
+torch.set_num_threads(2)
+
+TINY = ["--set", "model.d_model=32", "--set", "model.n_layer=2", "--set", "model.n_head=2", "--set", "model.d_ff=64",
+        "--set", "model.context_length=32", "--set", "train.batch_size=4", "--set", "train.eval_tokens=2048",
+        "--set", "train.sample_tokens=8", "--set", "train.log_interval=1", "--set", "train.warmup_steps=2",
+        "--dtype", "fp32", "--device", "cpu"]
+
+
+def train(*args) -> int:
+    return main(["train", *args])
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data_dir) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    assert train("--preset", "transformer-1m", "--data", str(data_dir), "--out", str(run), "--max-steps", "6",
+                 "--set", "train.eval_interval=3", *TINY) == 0
+    return run
+
+
+def test_run_folder_follows_the_contract(finished_run, data_dir):
+    run = finished_run
+    for name in ("config.json", "tokenizer.json", "model.safetensors", "last/model.safetensors",
+                 "last/state.safetensors", "last/state.json", "metrics.jsonl", "loss.png", "status.json"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    meta = json.loads((data_dir / "meta.json").read_text())
+    assert config["model"]["vocab_size"] == meta["vocab_size"] == 1024
+    assert config["tokenizer_sha256"] == meta["tokenizer_sha256"]
+    assert config["data"]["path"] == str(data_dir.resolve())
+    assert config["train"]["max_steps"] == 6 and config["model"]["d_model"] == 32
+    assert set(config["params"]) == {"total", "embedding", "non_embedding"}
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["step"] == 6 and status["max_steps"] == 6
+    assert {"pid", "updated"} <= set(status)
+    lines = metrics(run)
+    train_lines = [m for m in lines if m["event"] == "train"]
+    eval_lines = [m for m in lines if m["event"] == "eval"]
+    assert [m["step"] for m in train_lines] == [1, 2, 3, 4, 5, 6]
+    assert {"step", "tokens", "elapsed_s", "train_loss", "lr", "tokens_per_s", "progress", "eta_s"} <= set(train_lines[0])
+    assert train_lines[-1]["progress"] == 1.0 and train_lines[-1]["tokens"] == 6 * 4 * 32
+    assert [m["step"] for m in eval_lines] == [3, 6]
+    ev = eval_lines[-1]
+    assert ev["val_estimated"] is True  # the 2048-token budget is smaller than the validation split
+    assert abs(ev["val_ppl"] - torch.tensor(ev["val_loss"]).exp().item()) < 1e-3
+    # bits per byte = nats per token * tokens / ln 2 / bytes of the split
+    expected_bpb = ev["val_loss"] * meta["valid"]["tokens"] / torch.log(torch.tensor(2.0)).item() / meta["valid"]["bytes"]
+    assert abs(ev["val_bpb"] - expected_bpb) < 1e-6
+    assert ev["sample"].startswith("Once upon a time")
+
+
+def test_checkpoints_are_safetensors_and_json_only(finished_run):
+    state = json.loads((finished_run / "last" / "state.json").read_text())
+    assert state["step"] == 6 and state["data_position"]["next_step"] == 6
+    tensors = load_file(str(finished_run / "last" / "state.safetensors"))
+    assert any(k.startswith("opt.") and k.endswith("exp_avg") for k in tensors)
+    assert "rng.cpu_rank0" in tensors
+    weights = load_file(str(finished_run / "model.safetensors"))
+    assert "tok_emb.weight" in weights
+    for path in finished_run.rglob("*"):
+        assert path.suffix not in (".pt", ".pth", ".pkl", ".bin"), path
+
+
+def test_resume_continues_exactly(tmp_path, data_dir):
+    common = ["--preset", "transformer-1m", "--data", str(data_dir), "--max-steps", "8",
+              "--set", "train.eval_interval=3", "--set", "model.dropout=0.1", *TINY]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train(*common, "--out", str(whole)) == 0
+    assert train(*common, "--out", str(parts), "--set", "train.stop_after_steps=4") == 0
+    assert json.loads((parts / "status.json").read_text())["state"] == "stopped"
+    assert train("--resume", str(parts)) == 0
+    assert json.loads((parts / "status.json").read_text())["state"] == "finished"
+    loss_whole = {m["step"]: m["train_loss"] for m in metrics(whole) if m["event"] == "train"}
+    loss_parts = {m["step"]: m["train_loss"] for m in metrics(parts) if m["event"] == "train"}
+    assert sorted(loss_parts) == list(range(1, 9))
+    for step in range(5, 9):
+        assert abs(loss_whole[step] - loss_parts[step]) <= 1e-6, step
+    a, b = load_file(str(whole / "last/model.safetensors")), load_file(str(parts / "last/model.safetensors"))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+
+
+def test_learning_rate_warms_up_then_decays_by_cosine():
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    assert learning_rate(cfg, 0, 0.0) == pytest.approx(1e-4)
+    assert learning_rate(cfg, 9, 0.0) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 50, 0.5) == pytest.approx(0.55e-3)
+    assert learning_rate(cfg, 100, 1.0) == pytest.approx(1e-4)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir):
+    run = tmp_path / "sig"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "nslm", "train", "--preset", "transformer-1m", "--data",
+                             str(data_dir), "--out", str(run), "--max-steps", "100000",
+                             "--set", "train.eval_interval=100000", *TINY],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (run / "metrics.jsonl").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "resume" in err
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "stopped"
+    state = json.loads((run / "last" / "state.json").read_text())
+    assert state["step"] == status["step"] >= 3
+    assert (run / "model.safetensors").is_file()
+    import nslm
+
+    assert nslm.load(run).generate("Once upon a time", max_tokens=5).n_tokens <= 5
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--preset", "transformer-1b"], "unknown preset"),
+    (["--set", "train.lr=-1"], "train.lr"),
+    (["--set", "model.context_length=0"], "context_length"),
+    (["--set", "model.n_head=3"], "divide"),
+    (["--set", "model.n_layers=3"], "unknown model setting"),
+    (["--set", "lr=1"], "section.field=value"),
+])
+def test_bad_settings_are_one_sentence_and_write_nothing(tmp_path, data_dir, capsys, args, words):
+    run = tmp_path / "bad"
+    base = ["--preset", "transformer-1m"] if "--preset" not in args else []
+    assert train(*base, *args, "--data", str(data_dir), "--out", str(run), "--max-steps", "1") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and "Traceback" not in err
+    assert not run.exists()
+
+
+def test_existing_run_and_foreign_data_are_refused(tmp_path, data_dir, make_data_dir, finished_run, capsys):
+    assert train("--preset", "transformer-1m", "--data", str(data_dir), "--out", str(finished_run), "--max-steps", "1") == 2
+    assert "--resume" in capsys.readouterr().err
+    before = (finished_run / "last" / "state.json").read_text()
+    other = make_data_dir("char", None)
+    assert train("--resume", str(finished_run), "--data", str(other), "--max-steps", "9") == 2
+    assert "another tokenizer" in capsys.readouterr().err
+    assert (finished_run / "last" / "state.json").read_text() == before
+    assert train("--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_config_file_sets_model_and_training(tmp_path, data_dir):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('preset = "gru-1m"\n[model]\nd_model = 16\nrnn_hidden = 24\ncontext_length = 16\n'
+                   '[train]\nbatch_size = 2\nmax_steps = 2\neval_tokens = 256\nsample_tokens = 4\n')
+    run = tmp_path / "gru"
+    assert train("--config", str(cfg), "--data", str(data_dir), "--out", str(run), "--device", "cpu") == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["arch"] == "gru" and config["model"]["rnn_hidden"] == 24
+    assert config["train"]["lr"] == 0.01  # the preset's recommended learning rate
+    assert json.loads((run / "status.json").read_text())["step"] == 2
