@@ -233,3 +233,13 @@ def test_the_app_starts_with_a_shipped_model_ready_or_a_friendly_empty_state(mon
     monkeypatch.setattr("nslm.generate.api._pretrained_root", lambda: tmp_path / "none")
     ctx = build_app(runs_dir=tmp_path / "no-runs").nslm_context
     assert ctx.default_model() is None and "No model yet" in empty_state(ctx)
+
+
+def test_choosing_a_preset_fills_in_its_shape_and_learning_rate():
+    from nslm.gui.app import preset_defaults
+    from nslm.models import load_preset, preset_train_defaults
+
+    cfg, lr = preset_defaults("lstm-1m")
+    assert (cfg.d_model, cfg.n_layer, cfg.context_length) == (128, 2, 256) == (
+        load_preset("lstm-1m").d_model, load_preset("lstm-1m").n_layer, load_preset("lstm-1m").context_length)
+    assert lr == preset_train_defaults("lstm-1m").get("lr", 2e-3)

@@ -61,30 +61,24 @@ def warn(message: str) -> str:
     return f"⚠ {message}"
 
 
-def friendly(fn):
-    """Turn NslmError (and, as a last resort, any error) into a message instead of a broken page."""
+def friendly(on_error):
+    """Decorator: an NslmError (or, as a last resort, any error) fills the outputs with
+    `on_error(message)` instead of breaking the page."""
 
-    @functools.wraps(fn)
-    def wrapper(*args):
-        try:
-            return fn(*args)
-        except NslmError as exc:
-            return fn.on_error(warn(str(exc)))
-        except Exception as exc:  # the app must keep serving whatever one request hits
-            log.exception("%s failed", fn.__name__)
-            return fn.on_error(warn(f"Unexpected error: {type(exc).__name__}: {exc}"))
+    def wrap(fn):
+        @functools.wraps(fn)
+        def wrapper(*args):
+            try:
+                return fn(*args)
+            except NslmError as exc:
+                return on_error(warn(str(exc)))
+            except Exception as exc:  # the app must keep serving whatever one request hits
+                log.exception("%s failed", fn.__name__)
+                return on_error(warn(f"Unexpected error: {type(exc).__name__}: {exc}"))
 
-    return wrapper
+        return wrapper
 
-
-def on_error(make):
-    """Attach how a handler fills its outputs when it fails, given the message."""
-
-    def attach(fn):
-        fn.on_error = make
-        return fn
-
-    return attach
+    return wrap
 
 
 def duration(seconds) -> str:
@@ -288,6 +282,8 @@ def build_app(runs_dir: str | Path = "runs", data_dir: str | Path | None = None,
 def _models_tab(ctx: Context) -> dict:
     rows, all_choices, _ = models_view(ctx)
     with gr.Tab("Models", id="models"):
+        gr.Markdown("Click a row or pick a model below, then **Load** it and go to **Tell a story**. "
+                    "New and finished runs appear here by themselves.")
         table = gr.Dataframe(value=rows, headers=runlib.TABLE_HEADERS, interactive=False, wrap=True,
                              label="Models (shipped with nslm and in the runs folder)", elem_id="model-table")
         with gr.Row():
@@ -305,12 +301,20 @@ def _field(component, name: str, errors: dict):
     return component
 
 
+def preset_defaults(preset: str):
+    """(ModelConfig, recommended learning rate) of a preset."""
+    from nslm.models import load_preset, preset_train_defaults
+    from nslm.train.config import TrainConfig
+
+    return load_preset(preset), preset_train_defaults(preset).get("lr", TrainConfig().lr)
+
+
 def _train_tab(ctx: Context) -> dict:
-    from nslm.models import list_presets, load_preset
+    from nslm.models import list_presets
 
     presets = list_presets()
     preset = "transformer-1m" if "transformer-1m" in presets else (presets[0] if presets else None)
-    cfg = load_preset(preset) if preset else None
+    cfg, lr = preset_defaults(preset) if preset else (None, 2e-3)
     errors: dict = {}
     with gr.Tab("Train", id="train"):
         with gr.Row():
@@ -334,7 +338,7 @@ def _train_tab(ctx: Context) -> dict:
                                                      elem_id="train-context"), "context", errors)
                 with gr.Row():
                     with gr.Column(min_width=120):
-                        f_lr = _field(gr.Number(2e-3, label="Learning rate", elem_id="train-lr"), "lr", errors)
+                        f_lr = _field(gr.Number(lr, label="Learning rate", elem_id="train-lr"), "lr", errors)
                     with gr.Column(min_width=120):
                         f_batch = _field(gr.Number(32, label="Batch (windows)", elem_id="train-batch"),
                                          "batch", errors)
@@ -484,8 +488,7 @@ def _wire_models(ctx: Context, app, m: dict, s: dict, c: dict, e: dict, empty) -
 
     m["table"].select(pick_row, None, m["choice"], api_visibility="private")
 
-    @friendly
-    @on_error(lambda message: (message, gr.skip(), gr.skip()))
+    @friendly(lambda message: (message, gr.skip(), gr.skip()))
     def load(key):
         entry = next((x for x in ctx.entries() if x.key == key), None)
         if entry is None:
@@ -514,16 +517,14 @@ def _wire_train(ctx: Context, app, t: dict) -> None:
     app.load(form_view, form_inputs, error_outputs + [t["params"], t["data_info"]], api_visibility="private")
 
     def preset_values(preset):
-        from nslm.models import load_preset
-
         try:
-            cfg = load_preset(preset)
+            cfg, lr = preset_defaults(preset)
         except NslmError:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return cfg.d_model, cfg.n_layer, cfg.context_length, default_run_name(preset)
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return cfg.d_model, cfg.n_layer, cfg.context_length, lr, default_run_name(preset)
 
     fields["preset"].input(preset_values, fields["preset"],
-                           [fields["width"], fields["layers"], fields["context"], fields["name"]],
+                           [fields["width"], fields["layers"], fields["context"], fields["lr"], fields["name"]],
                            api_visibility="private")
 
     def start(*values):
@@ -650,8 +651,7 @@ def _wire_story(ctx: Context, s: dict) -> None:
     s["prompt"].submit(tell, inputs, [s["story"], s["note"], s["neighbour"]], api_visibility="private",
                        concurrency_limit=4)
 
-    @friendly
-    @on_error(lambda message: message)
+    @friendly(lambda message: message)
     def rate(key, prompt, story, grammar, creativity, consistency, comment, rater):
         if not story or not str(story).strip():
             raise NslmError("Generate a story first, then rate it.")
@@ -707,8 +707,7 @@ def ratings_markdown(ctx: Context, model_name: str) -> str:
 
 
 def _wire_eval(ctx: Context, e: dict) -> None:
-    @friendly
-    @on_error(lambda message: (message, "", []))
+    @friendly(lambda message: (message, "", []))
     def show(key):
         path = runlib.model_path(key, ctx.runs_dir)
         if not path.is_dir():
