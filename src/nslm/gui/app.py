@@ -470,16 +470,26 @@ def _wire_models(ctx: Context, app, m: dict, s: dict, c: dict, e: dict, empty) -
     def refresh(*current):
         rows, all_choices, loadable = models_view(ctx)
         keys = {key for _, key in loadable}
+        default = ctx.default_model()
         picks = [gr.update(choices=all_choices)]
         for value in current[1:]:
-            picks.append(gr.update(choices=loadable, value=value if value in keys else None))
+            picks.append(gr.update(choices=loadable, value=value if value in keys else default))
         return [rows, *picks, gr.update(choices=all_choices), empty_state(ctx)]
+
+    def tick(last, *current):
+        """The timer's refresh: only when the list changed, so an open dropdown is left alone."""
+        rows, all_choices, _ = models_view(ctx)
+        signature = repr((rows, all_choices))
+        if signature == last:
+            return [gr.skip()] * len(outputs) + [last]
+        return [*refresh(*current), signature]
 
     outputs = [m["table"], m["choice"], s["model"], c["model_a"], c["model_b"], e["model"], empty]
     inputs = [m["choice"], s["model"], c["model_a"], c["model_b"]]
+    listed = gr.State("")
     m["refresh"].click(refresh, inputs, outputs, api_name="refresh_models")
-    m["timer"].tick(refresh, inputs, outputs, api_visibility="private", show_progress="hidden")
-    app.load(refresh, inputs, outputs, api_visibility="private")
+    m["timer"].tick(tick, [listed, *inputs], [*outputs, listed], api_visibility="private", show_progress="hidden")
+    app.load(tick, [listed, *inputs], [*outputs, listed], api_visibility="private")
 
     def pick_row(evt: gr.SelectData):
         entries = ctx.entries()
