@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
-
 
 def register(subparsers) -> None:
+    from nslm.cli import HelpFormatter
+
     parser = subparsers.add_parser(
         "gui",
         help="open the web app: pick a model, train, tell stories, rate them",
-        description="Serve the nslm web app (Gradio) and print its address. It lists the models shipped "
-                    "with nslm and those in the runs folder, starts and watches training runs, tells "
-                    "stories as they are generated and saves ratings.",
+        description="Serve the nslm web app (Gradio) and print its address. It lists the models shipped with\n"
+                    "nslm and those in the runs folder, starts and watches training runs, tells stories as\n"
+                    "they are generated, compares two models and saves ratings.",
         epilog="example:\n  nslm gui --runs-dir runs --data data/tinystories --port 7860",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
-    parser.add_argument("--port", type=int, default=None, help="port (default: 7860, or the next free one)")
-    parser.add_argument("--runs-dir", default="runs", help="folder of training runs (default: runs)")
+                        help="address to bind: 127.0.0.1 is this machine only, 0.0.0.0 opens the app to the network")
+    parser.add_argument("--port", type=int, default=None, help="port (none given: 7860, or the next free one)")
+    parser.add_argument("--runs-dir", default="runs", help="folder of training runs")
     parser.add_argument("--data", default="data/tinystories",
-                        help="default data folder for new runs and the novelty index (default: data/tinystories)")
+                        help="default data folder for new runs and the novelty index")
     parser.add_argument("--db", default=None,
-                        help="ratings database (default: $NSLM_HOME/ratings.sqlite, NSLM_HOME defaults to ~/.nslm)")
-    parser.add_argument("--reports-dir", default="reports", help="folder of evaluation reports (default: reports)")
+                        help="ratings database (none given: $NSLM_HOME/ratings.sqlite, NSLM_HOME defaults to ~/.nslm)")
+    parser.add_argument("--reports-dir", default="reports", help="folder of evaluation reports")
     parser.set_defaults(func=run)
 
 
