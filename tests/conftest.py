@@ -44,11 +44,12 @@ def story_files(tmp_path_factory) -> tuple[list[Path], Path]:
     folder = tmp_path_factory.mktemp("stories")
     std = std_files()
     if std is None:
-        train = synthetic_stories(TRAIN_STORIES, seed=1)
-        valid = synthetic_stories(220, seed=2)
-        # synthetic templates repeat; vary them so de-duplication keeps enough
-        train = [f"{s} It was day {i} of the summer." for i, s in enumerate(train)]
-        valid = [f"{s} It was night {i} of the winter." for i, s in enumerate(valid)]
+        weather = ["sunny", "rainy", "windy", "cold", "warm", "snowy"]
+        days = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+        # synthetic templates repeat; vary them so de-duplication keeps most of them
+        train = [f"{s} It was a {weather[i % 6]} {days[i % 7]}." for i, s in
+                 enumerate(synthetic_stories(TRAIN_STORIES, seed=1))]
+        valid = [f"{s} It was a {weather[i % 5]} {days[i % 3]}." for i, s in enumerate(synthetic_stories(220, seed=2))]
         return [_write_stories(folder / "train.txt", train)], _write_stories(folder / "valid.txt", valid)
     train_paths, valid_path = std
     train = _first_stories(train_paths[0], TRAIN_STORIES)

@@ -81,6 +81,7 @@ def clean_to_folder(folder: str | Path, train: Sequence[str] | None, valid: Sequ
     of their text) is held out instead.
     """
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     config = (config or CleanConfig()).validate()
     if source not in SOURCES:
         raise NslmError(f"unknown --source {source!r}; choose one of {', '.join(SOURCES)}")
