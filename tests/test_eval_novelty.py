@@ -85,3 +85,15 @@ def test_ngram_hashes_are_stable_words_not_punctuation():
 def test_missing_train_file_is_an_error(tmp_path):
     with pytest.raises(NslmError, match="train.txt"):
         novelty.NoveltyIndex.build(tmp_path)
+
+
+def test_limited_index_embeds_some_stories_but_counts_ngrams_of_all(tmp_path):
+    stories = real_stories(30)
+    (tmp_path / "train.txt").write_text("".join(f"{s}\n<|endoftext|>\n" for s in stories), encoding="utf-8")
+    idx = novelty.NoveltyIndex.build(tmp_path, limit=10, folder=tmp_path / "ix", batch_size=4)
+    assert len(idx) == 10 and idx.meta["ngram_stories"] == 30
+    assert idx.ngram_overlap(stories[25], 4) == 1.0
+    found, cos = idx.nearest(stories[5])
+    assert found == stories[5] and cos == pytest.approx(1.0, abs=2e-3)
+    # A request for more stories than the saved index holds rebuilds it.
+    assert len(novelty.NoveltyIndex.load_or_build(tmp_path, limit=20, folder=tmp_path / "ix", batch_size=8)) == 20

@@ -115,7 +115,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", help="data folder (valid split for likelihood, train.txt for novelty)")
     p.add_argument("--out", required=True, help="report folder (results.json, report.md, report.html, plots)")
     p.add_argument("--quick", action="store_true",
-                   help="small slices: 40k validation tokens, 16 prompts, 1,500-story novelty index, "
+                   help="small slices: 40k validation tokens, 12 prompts, 1,000 stories embedded for novelty, "
                         "12 BLiMP pairs per paradigm, 1,000 CoLA rows, 200 HellaSwag items")
     p.add_argument("--skip", action="append", default=[], choices=["likelihood", "generate", "novelty", "blimp",
                    "cola", "hellaswag", "judge"], help="leave out a step (repeatable)")

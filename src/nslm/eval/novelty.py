@@ -197,7 +197,10 @@ class NoveltyIndex:
     @classmethod
     def build(cls, data_dir: str | Path, limit: int | None = None, folder: str | Path | None = None,
               batch_size: int = 64, embedder=None, ngram_chunk: int = 20_000_000) -> "NoveltyIndex":
-        """Embed the first `limit` (default: all) training stories of `data_dir` and save the index."""
+        """Embed the first `limit` (default: all) training stories of `data_dir` and save the index.
+
+        The n-gram sets always cover every training story (hashing is far cheaper than embedding).
+        """
         from tqdm import tqdm
 
         train = Path(data_dir) / "train.txt"
@@ -217,22 +220,22 @@ class NoveltyIndex:
                 offsets = np.lib.format.open_memmap(tmp / "offsets.npy", mode="w+", dtype=np.int64, shape=(n, 2))
                 writers = {k: _NgramWriter(tmp, k, ngram_chunk) for k in NGRAM_SIZES}
                 batch: list[str] = []
-                row = 0
+                row = seen = 0
+                # N-grams are cheap: they cover every training story even when only `limit` are embedded.
                 with tqdm(total=n, desc="novelty index", unit="story", leave=False) as bar:
-                    for offset, length, text in iter_stories(train, limit):
-                        offsets[row + len(batch)] = (offset, length)
-                        batch.append(text)
+                    for offset, length, text in iter_stories(train):
+                        seen += 1
                         for k, writer in writers.items():
                             writer.add(ngram_hashes(text, k))
-                        if len(batch) == batch_size:
+                        if row + len(batch) >= n:
+                            continue
+                        offsets[row + len(batch)] = (offset, length)
+                        batch.append(text)
+                        if len(batch) == batch_size or row + len(batch) == n:
                             matrix[row : row + len(batch)] = embed(embedder, batch, batch_size)
                             row += len(batch)
                             bar.update(len(batch))
                             batch = []
-                    if batch:
-                        matrix[row : row + len(batch)] = embed(embedder, batch, batch_size)
-                        row += len(batch)
-                        bar.update(len(batch))
                 for writer in writers.values():
                     writer.flush()
                 matrix.flush()
@@ -240,8 +243,9 @@ class NoveltyIndex:
                 del matrix, offsets
                 atomic_write_json(tmp / "meta.json", {
                     "format": "nslm-novelty-index", "version": INDEX_VERSION, "embed_model": EMBED_MODEL,
-                    "dim": dim, "stories": n, "limit": limit, "train": train_fingerprint(train),
-                    "ngram_sizes": list(NGRAM_SIZES), "build_seconds": round(time.time() - started, 1),
+                    "dim": dim, "stories": n, "limit": limit, "ngram_stories": seen,
+                    "train": train_fingerprint(train), "ngram_sizes": list(NGRAM_SIZES),
+                    "build_seconds": round(time.time() - started, 1),
                 })
         except PermissionError as exc:
             raise NslmError(f"cannot write the novelty index to {folder}; give a writable --index-dir.") from exc
@@ -347,6 +351,7 @@ def novelty_report(index: NoveltyIndex, records: list[dict], top: int = 5) -> di
     ranked = sorted(items, key=lambda x: -x["cosine"])
     return {
         "index_stories": len(index), "index_limit": index.meta.get("limit"), "embed_model": EMBED_MODEL,
+        "ngram_stories": index.meta.get("ngram_stories", len(index)),
         "stories": len(items),
         "mean_max_cosine": mean("cosine"),
         "median_max_cosine": float(np.median([x["cosine"] for x in items])),

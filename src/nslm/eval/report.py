@@ -77,7 +77,7 @@ class EvalOptions:
     def apply_quick(self) -> "EvalOptions":
         """Fill limits the user did not set with the `--quick` ones (a few minutes on a 2-core CPU)."""
         self.quick = True
-        defaults = {"val_max_tokens": 40_000, "prompt_limit": 16, "max_new_tokens": 200, "novelty_limit": 1500,
+        defaults = {"val_max_tokens": 40_000, "prompt_limit": 12, "max_new_tokens": 200, "novelty_limit": 1000,
                     "blimp_limit": 12, "cola_limit": 1000, "hellaswag_limit": 200}
         for key, value in defaults.items():
             if getattr(self, key) is None or (key == "max_new_tokens" and self.max_new_tokens == 300):
@@ -461,7 +461,8 @@ def _details(results: dict) -> list[str]:
         if hs:
             parts.append(f"HellaSwag {hs['items']:,} items (unnormalised {fmt(hs['accuracy_unnormalised'], '{:.1%}')});")
         if nv:
-            parts.append(f"novelty index of {nv['index_stories']:,} training stories;")
+            parts.append(f"novelty: {nv['index_stories']:,} training stories embedded, n-grams of "
+                         f"{nv.get('ngram_stories', nv['index_stories']):,};")
         for step, why in res.get("skipped", {}).items():
             parts.append(f"*{step} skipped: {why}*")
         lines.append(" ".join(parts))
