@@ -68,11 +68,22 @@ def read_json(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+# metrics.jsonl files already parsed, by path, with the (size, mtime) they had: pages poll every
+# few seconds, and a long run's file only grows at its end.
+_metrics_cache: dict[Path, tuple[tuple[int, int], list[dict]]] = {}
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     """The objects of `metrics.jsonl`, skipping a line that is still being written."""
+    path = Path(run_dir) / "metrics.jsonl"
     try:
-        text = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8", errors="replace")
+        stat = path.stat()
+        cached = _metrics_cache.get(path)
+        if cached is not None and cached[0] == (stat.st_size, stat.st_mtime_ns):
+            return cached[1]
+        text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
+        _metrics_cache.pop(path, None)
         return []
     rows = []
     for line in text.splitlines():
@@ -82,6 +93,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
             continue
         if isinstance(row, dict):
             rows.append(row)
+    _metrics_cache[path] = ((stat.st_size, stat.st_mtime_ns), rows)
     return rows
 
 

@@ -93,7 +93,9 @@ class TrainingLauncher:
     def log_tail(self, name: str, lines: int = 15) -> str:
         """The last lines of the run's process output (progress bars collapsed to their last state)."""
         try:
-            text = (self.meta_dir / f"{name}.log").read_text(encoding="utf-8", errors="replace")
+            with open(self.meta_dir / f"{name}.log", "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))  # a long run's log grows; its end is enough
+                text = f.read().decode("utf-8", errors="replace")
         except OSError:
             return ""
         # tqdm redraws with "\r"; keep what each line showed last.
