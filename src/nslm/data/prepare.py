@@ -218,13 +218,13 @@ def prepare(train: Sequence[str] | None, valid: Sequence[str] | None, out: str |
     replaces an earlier data folder (never a foreign one).
     """
     from nslm.tokenizer import Tokenizer, train_tokenizer
-    from nslm.tokenizer.core import _check
+    from nslm.tokenizer.core import check_kind_and_size
 
     out = Path(out)
     config = (config or CleanConfig()).validate()
     if if_exists not in IF_EXISTS:
         raise NslmError(f"unknown --if-exists {if_exists!r}; choose one of {', '.join(IF_EXISTS)}")
-    _check(tokenizer_kind, vocab_size)
+    check_kind_and_size(tokenizer_kind, vocab_size)
     if tokenizer_sample is not None and tokenizer_sample < 1:
         raise NslmError(f"--tokenizer-sample must be a positive number of stories, not {tokenizer_sample}")
     settings = {"clean": config.to_dict(), "tokenizer": tokenizer_kind, "vocab_size": vocab_size,

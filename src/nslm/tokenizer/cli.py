@@ -55,9 +55,9 @@ def run_train(args) -> int:
     from nslm.data.reading import read_stories
     from nslm.errors import NslmError
     from nslm.tokenizer import train_tokenizer
-    from nslm.tokenizer.core import _check
+    from nslm.tokenizer.core import check_kind_and_size
 
-    _check(args.kind, args.vocab_size)
+    check_kind_and_size(args.kind, args.vocab_size)
     if args.out.exists() and (args.out / "tokenizer.json").exists():
         raise NslmError(f"{args.out} already holds a tokenizer.json; choose another --out")
     stories = read_stories(args.input, args.split_on)

@@ -99,7 +99,7 @@ class Tokenizer:
         try:
             data = json.loads(raw)
             hf = HFTokenizer.from_str(raw.decode("utf-8"))
-        except (ValueError, Exception) as exc:  # tokenizers raises a bare Exception on bad files
+        except Exception as exc:  # json raises ValueError, tokenizers a bare Exception
             raise NslmError(f"{path} is not a valid tokenizer.json ({str(exc).splitlines()[0][:80]})") from exc
         kind = _guess_kind(data)
         casing = {}
@@ -131,7 +131,8 @@ def min_vocab_size(kind: str) -> int:
     return {"bpe": 1 + 256, "word": 2 + 1, "char": 1 + 256 + 1}[kind]
 
 
-def _check(kind: str, vocab_size: int | None) -> None:
+def check_kind_and_size(kind: str, vocab_size: int | None) -> None:
+    """Raise NslmError for an unknown kind or a vocabulary too small for its special and byte tokens."""
     if kind not in KINDS:
         raise NslmError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}")
     if vocab_size is not None and vocab_size < min_vocab_size(kind):
@@ -147,7 +148,7 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int | None = No
     `vocab_size` is the total size including special tokens; None takes the kind's default (4096 for
     bpe and word, every character seen for char).
     """
-    _check(kind, vocab_size)
+    check_kind_and_size(kind, vocab_size)
     if vocab_size is None:
         vocab_size = DEFAULT_VOCAB_SIZE[kind]
     if kind == "bpe":
