@@ -81,7 +81,7 @@ def test_save_load_keeps_everything(tmp_path, valid_stories):
     again = Tokenizer.load(tmp_path / "tokenizer.json")
     assert again.kind == "word" and again.casing == tok.casing and again.sha256 == tok.sha256
     assert again.encode(valid_stories[0]) == tok.encode(valid_stories[0])
-    assert again.vocab_size == 500
+    assert again.vocab_size == tok.vocab_size <= 500
 
 
 @pytest.mark.parametrize("kind, size, message", [
