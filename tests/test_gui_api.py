@@ -244,7 +244,7 @@ def test_ratings_are_saved_to_the_shared_store(client, gui):
     assert (saved.grammar, saved.creativity, saved.consistency, saved.rater, saved.story) == (7, 4, 6, "ana", story)
     assert "Generate a story first" in client.predict("run:tiny", "x", "", 5, 5, 5, "", "", api_name="/rate")
     ratings, _, _ = client.predict("run:tiny", api_name="/show_report")
-    assert "Human ratings for tiny" in ratings and "grammar 7.00" in ratings
+    assert "Human ratings for tiny:** 1 rating(s) from 1 rater(s)" in ratings and "grammar 7.0" in ratings
 
 
 def test_evaluation_tab_shows_the_latest_report(client, gui):
@@ -261,6 +261,7 @@ def test_evaluation_tab_shows_the_latest_report(client, gui):
     fig.savefig(report / "bpb.png")
     _, markdown, plots = client.predict("run:tiny", api_name="/show_report")
     assert "| tiny | 2.500 |" in markdown and "![bpb]" not in markdown
+    plots = plots["value"] if isinstance(plots, dict) else plots
     assert len(plots) == 1 and Path(plots[0]["image"]).read_bytes()[:4] == b"\x89PNG"
 
 

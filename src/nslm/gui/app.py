@@ -459,7 +459,7 @@ def _eval_tab(ctx: Context, default_model: str | None) -> dict:
             show = gr.Button("Show evaluation", scale=1, elem_id="eval-show")
         ratings = gr.Markdown(elem_id="eval-ratings")
         report = gr.Markdown(elem_id="eval-report")
-        plots = gr.Gallery(label="Plots", columns=2, height="auto", elem_id="eval-plots")
+        plots = gr.Gallery(label="Plots", columns=2, height="auto", visible=False, elem_id="eval-plots")
     return dict(model=model, show=show, ratings=ratings, report=report, plots=plots)
 
 
@@ -703,21 +703,21 @@ def _wire_compare(ctx: Context, c: dict) -> None:
 
 
 def ratings_markdown(ctx: Context, model_name: str) -> str:
+    """One line: how many ratings a model has and their means."""
     try:
-        summary = ctx.rating_store().summary()
+        summary = ctx.rating_store().summary().get(model_name)
     except Exception as exc:  # a missing or locked database must not hide the report
         return warn(f"Ratings unavailable: {exc}")
-    rows = summary.get(model_name) if isinstance(summary, dict) else None
-    if rows is None and isinstance(summary, list):
-        rows = next((r for r in summary if isinstance(r, dict) and r.get("model") == model_name), None)
-    if not rows:
+    if not summary:
         return f"No human ratings for **{model_name}** yet: rate stories under **Tell a story**."
-    parts = [f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows.items() if k != "model"]
-    return f"**Human ratings for {model_name}:** " + " · ".join(parts)
+    means = " · ".join(f"{what} {summary[what]:.1f}" for what in ("grammar", "creativity", "consistency")
+                       if isinstance(summary.get(what), (int, float)))
+    return (f"**Human ratings for {model_name}:** {summary.get('ratings', 0)} rating(s) from "
+            f"{summary.get('raters', 0)} rater(s) · mean {means} (out of 10)")
 
 
 def _wire_eval(ctx: Context, e: dict) -> None:
-    @friendly(lambda message: (message, "", []))
+    @friendly(lambda message: (message, "", gr.update(value=[], visible=False)))
     def show(key):
         path = runlib.model_path(key, ctx.runs_dir)
         if not path.is_dir():
@@ -726,8 +726,10 @@ def _wire_eval(ctx: Context, e: dict) -> None:
         ratings = ratings_markdown(ctx, path.name)
         if report is None:
             return (ratings, f"No evaluation report for **{path.name}** yet. Make one with "
-                    f"`nslm eval all --model {path} --data DIR --out reports/{path.name} --quick`.", [])
-        return ratings, f"*Report: `{report.folder}`*\n\n{report.markdown}", [str(p) for p in report.images]
+                    f"`nslm eval all --model {path} --data DIR --out reports/{path.name} --quick`.",
+                    gr.update(value=[], visible=False))
+        return (ratings, f"*Report: `{report.folder}`*\n\n{report.markdown}",
+                gr.update(value=[str(p) for p in report.images], visible=bool(report.images)))
 
     e["show"].click(show, e["model"], [e["ratings"], e["report"], e["plots"]], api_name="show_report")
 
