@@ -26,7 +26,7 @@ import numpy as np
 from nslm.atomic import atomic_dir, atomic_write_json
 from nslm.errors import NslmError
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EOT_LINE = "<|endoftext|>"
 NGRAM_SIZES = (4, 5)

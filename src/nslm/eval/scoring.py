@@ -122,7 +122,7 @@ class Scorer:
             chunk = order[start : start + self.batch_size]
             out = self._logprobs_batch([inputs[i] for i in chunk], [targets[i] for i in chunk])
             for i, lp in zip(chunk, out):
-                results[i] = lp[len(lp) - lens[i] :]
+                results[i] = lp[max(0, len(lp) - lens[i]) :]  # a continuation longer than the context loses its start
             if progress is not None:
                 progress.update(len(chunk))
         return results  # type: ignore[return-value]
