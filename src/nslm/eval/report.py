@@ -352,6 +352,7 @@ def make_plots(results: dict, out: Path) -> list[tuple[str, str]]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     models = results["models"]
     drawn = []
@@ -386,7 +387,10 @@ def make_plots(results: dict, out: Path) -> list[tuple[str, str]]:
         for p, b, name in points:
             ax.scatter([p], [b], s=40)
             ax.annotate(name, (p, b), textcoords="offset points", xytext=(5, 5), fontsize=8)
-        ax.set_xscale("log")
+        sizes = [p for p, _, _ in points]
+        if max(sizes) > 10 * min(sizes):
+            ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1e6:.2f}M"))
         ax.set_xlabel("parameters")
         ax.set_ylabel("validation bits per byte")
         ax.grid(alpha=0.3)
