@@ -12,7 +12,7 @@ from nslm.eval import report
 
 TINY = ["--set", "model.d_model=32", "--set", "model.context_length=64", "--set", "train.batch_size=8",
         "--set", "train.eval_interval=5", "--set", "train.log_interval=2", "--set", "train.warmup_steps=2",
-        "--max-steps", "6"]
+        "--set", "train.eval_tokens=2048", "--set", "train.sample_tokens=8", "--max-steps", "6"]
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +99,23 @@ def test_subcommands_on_a_trained_model(runs, data_dir, tmp_path, capsys):
                  "--index-dir", str(tmp_path / "ix")]) == 0
     out = capsys.readouterr().out
     assert "HellaSwag accuracy" in out and "BLiMP accuracy" in out and "4-grams seen in training" in out
+
+
+def test_grader_means_reach_the_report(runs, tmp_path):
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from test_eval_judge import FakeGrader
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeGrader)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        opts = report.EvalOptions(steps=("generate", "judge"), prompt_limit=2, max_new_tokens=12,
+                                  judge_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1", judge_model="fake",
+                                  judge_retries=0, judge_timeout=5)
+        results = report.run_all([str(runs[0])], None, tmp_path / "r", opts)
+    finally:
+        httpd.shutdown()
+    summary = results["models"]["transformer-1m"]["summary"]
+    assert summary["judge.grammar"] == 8 and summary["judge.consistency"] == 9
+    assert "LLM grade: grammar /10 | 8.00" in (tmp_path / "r" / "report.md").read_text()
