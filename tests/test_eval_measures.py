@@ -239,3 +239,24 @@ def test_hellaswag_full_file_has_all_items():
         pytest.skip("shared data not on this machine")
     items = hellaswag.load_hellaswag(root / "hellaswag")
     assert len(items) == 10042 and all(len(i["endings"]) == 4 for i in items)
+
+
+@pytest.mark.parametrize("kind, vocab", [("word", 2048), ("char", None)])
+def test_uniform_model_on_real_data_folders(make_data_dir, kind, vocab):
+    """The contract's data folder: bits per byte = log2(V) / bytes-per-token, `<unk>` targets counted."""
+    from nslm.tokenizer import Tokenizer
+
+    folder = make_data_dir(kind, vocab)
+    meta = json.loads((folder / "meta.json").read_text())
+    fake = FakeStoryModel(UniformModel(meta["vocab_size"], 64), 64)
+    fake.tokenizer = Tokenizer.load(folder / "tokenizer.json")
+    fake.config = {"tokenizer_sha256": meta["tokenizer_sha256"]}
+    result = likelihood.evaluate_likelihood(fake, folder)
+    assert result["tokens"] == meta["valid"]["tokens"] and result["bytes"] == meta["valid"]["bytes"]
+    assert result["bits_per_byte"] == pytest.approx(
+        math.log2(meta["vocab_size"]) * meta["valid"]["tokens"] / meta["valid"]["bytes"], rel=1e-6)  # float32 logits
+    tokens = np.fromfile(folder / "valid.bin", dtype=meta["dtype"])
+    if kind == "word":
+        assert result["unk"]["tokens"] == int((tokens == fake.tokenizer.unk_id).sum()) > 0
+    else:
+        assert "unk" not in result
