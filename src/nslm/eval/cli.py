@@ -19,7 +19,12 @@ EPILOG = """examples:
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Keeps the examples as written; shows a default only when there is one."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, []) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _sub(subs, name: str, help: str, example: str) -> argparse.ArgumentParser:
@@ -48,8 +53,8 @@ def register(subparsers) -> None:
     p = _sub(subs, "likelihood", "validation loss, perplexity and bits per byte on a data folder's valid split",
              "nslm eval likelihood --model runs/tf1m --data data/ts")
     _model_arg(p)
-    p.add_argument("--data", help="data folder (default: the one in the run's config.json)")
-    p.add_argument("--max-tokens", type=int, help="use only the first whole stories within this many tokens")
+    p.add_argument("--data", metavar="DIR", help="data folder (default: the one in the run's config.json)")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="use only the first whole stories within this many tokens")
     p.add_argument("--stride", type=int, help="window stride in tokens (default: half the context)")
     _json_arg(p)
     p.set_defaults(func=cmd_likelihood)
@@ -63,10 +68,10 @@ def register(subparsers) -> None:
 
     p = _sub(subs, "novelty", "nearest training story, n-gram overlap and longest common substring of generated stories",
              "nslm eval novelty --data data/ts --stories stories.jsonl")
-    p.add_argument("--data", required=True, help="data folder whose train.txt the model learned from")
+    p.add_argument("--data", required=True, metavar="DIR", help="data folder whose train.txt the model learned from")
     p.add_argument("--stories", help="generated stories (JSONL from `nslm eval generate`); without it only the index is built")
-    p.add_argument("--index-limit", type=int, help="index only the first N training stories (default: all)")
-    p.add_argument("--index-dir", help="where the index lives (default: <data>/novelty-index)")
+    p.add_argument("--index-limit", type=int, metavar="N", help="index only the first N training stories (default: all)")
+    p.add_argument("--index-dir", metavar="DIR", help="where the index lives (default: <data>/novelty-index)")
     p.add_argument("--top", type=int, default=5, help="how many most-similar pairs to show")
     _json_arg(p)
     p.set_defaults(func=cmd_novelty)
@@ -74,24 +79,24 @@ def register(subparsers) -> None:
     p = _sub(subs, "blimp", "BLiMP minimal pairs, zero-shot (ties count as wrong)",
              "nslm eval blimp --model runs/tf1m --blimp-limit 50")
     _model_arg(p)
-    p.add_argument("--blimp", help="BLiMP folder (default: shared/data/blimp)")
-    p.add_argument("--blimp-limit", type=int, help="pairs per paradigm (67 paradigms; default: all 1,000)")
+    p.add_argument("--blimp", metavar="DIR", help="BLiMP folder (default: shared/data/blimp)")
+    p.add_argument("--blimp-limit", type=int, metavar="N", help="pairs per paradigm (67 paradigms; default: all 1,000)")
     _json_arg(p)
     p.set_defaults(func=cmd_blimp)
 
     p = _sub(subs, "cola", "CoLA: linear probe on the frozen model's features, Matthews correlation",
              "nslm eval cola --model runs/tf1m --cola-limit 2000")
     _model_arg(p)
-    p.add_argument("--cola", help="CoLA folder with the raw .tsv files (default: shared/data/cola)")
-    p.add_argument("--cola-limit", type=int, help="training rows to use (default: all 8,551)")
+    p.add_argument("--cola", metavar="DIR", help="CoLA folder with the raw .tsv files (default: shared/data/cola)")
+    p.add_argument("--cola-limit", type=int, metavar="N", help="training rows to use (default: all 8,551)")
     _json_arg(p)
     p.set_defaults(func=cmd_cola)
 
     p = _sub(subs, "hellaswag", "HellaSwag zero-shot accuracy, per-character normalised (chance 25%%)",
              "nslm eval hellaswag --model runs/tf1m --limit 500")
     _model_arg(p)
-    p.add_argument("--hellaswag", help="HellaSwag JSONL (default: the full 10,042-item llama.cpp file in shared/data)")
-    p.add_argument("--limit", type=int, help="first N items only")
+    p.add_argument("--hellaswag", metavar="FILE", help="HellaSwag JSONL (default: the full 10,042-item llama.cpp file in shared/data)")
+    p.add_argument("--limit", type=int, metavar="N", help="first N items only")
     _json_arg(p)
     p.set_defaults(func=cmd_hellaswag)
 
@@ -112,23 +117,23 @@ def register(subparsers) -> None:
     p = _sub(subs, "all", "every measure for one or more models, and a side-by-side report folder",
              "nslm eval all --model runs/tf1m --model runs/lstm1m --data data/ts --out reports/cmp --quick")
     _model_arg(p, many=True)
-    p.add_argument("--data", help="data folder (valid split for likelihood, train.txt for novelty)")
-    p.add_argument("--out", required=True, help="report folder (results.json, report.md, report.html, plots)")
+    p.add_argument("--data", metavar="DIR", help="data folder (valid split for likelihood, train.txt for novelty)")
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder (results.json, report.md, report.html, plots)")
     p.add_argument("--quick", action="store_true",
                    help="small slices: 40k validation tokens, 12 prompts, 1,000 stories embedded for novelty, "
                         "12 BLiMP pairs per paradigm, 1,000 CoLA rows, 200 HellaSwag items")
     p.add_argument("--skip", action="append", default=[], choices=["likelihood", "generate", "novelty", "blimp",
                    "cola", "hellaswag", "judge"], help="leave out a step (repeatable)")
-    p.add_argument("--val-max-tokens", type=int, help="validation tokens for likelihood")
-    p.add_argument("--prompt-limit", type=int, help="use the first N prompts only")
-    p.add_argument("--index-limit", type=int, help="training stories in the novelty index")
-    p.add_argument("--index-dir", help="novelty index folder (default: <data>/novelty-index)")
-    p.add_argument("--blimp", help="BLiMP folder")
-    p.add_argument("--blimp-limit", type=int, help="pairs per paradigm")
-    p.add_argument("--cola", help="CoLA folder")
-    p.add_argument("--cola-limit", type=int, help="CoLA training rows")
-    p.add_argument("--hellaswag", help="HellaSwag JSONL file")
-    p.add_argument("--hellaswag-limit", type=int, help="HellaSwag items")
+    p.add_argument("--val-max-tokens", type=int, metavar="N", help="validation tokens for likelihood")
+    p.add_argument("--prompt-limit", type=int, metavar="N", help="use the first N prompts only")
+    p.add_argument("--index-limit", type=int, metavar="N", help="training stories in the novelty index")
+    p.add_argument("--index-dir", metavar="DIR", help="novelty index folder (default: <data>/novelty-index)")
+    p.add_argument("--blimp", metavar="DIR", help="BLiMP folder")
+    p.add_argument("--blimp-limit", type=int, metavar="N", help="pairs per paradigm")
+    p.add_argument("--cola", metavar="DIR", help="CoLA folder")
+    p.add_argument("--cola-limit", type=int, metavar="N", help="CoLA training rows")
+    p.add_argument("--hellaswag", metavar="FILE", help="HellaSwag JSONL file")
+    p.add_argument("--hellaswag-limit", type=int, metavar="N", help="HellaSwag items")
     _gen_args(p, with_limit=False)
     _judge_args(p, required=False)
     p.set_defaults(func=cmd_all)
@@ -138,7 +143,7 @@ def _gen_args(p, with_limit=True):
     p.add_argument("--prompts", help="prompt file: YAML/JSON list or one prompt per line "
                                      "(default: the TinyStories paper's evaluation prompts)")
     if with_limit:
-        p.add_argument("--prompt-limit", type=int, help="use the first N prompts only")
+        p.add_argument("--prompt-limit", type=int, metavar="N", help="use the first N prompts only")
     p.add_argument("--seed", type=int, default=1234, help="story i uses seed + i")
     p.add_argument("--max-new-tokens", type=int, default=None, help="longest completion in tokens (default 300; 200 with --quick)")
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
