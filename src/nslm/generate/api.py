@@ -111,13 +111,16 @@ class StoryModel:
 
     def encode_prompt(self, prompt: str, unconditional: bool = False) -> tuple[list[int], bool]:
         """Prompt ids (left-truncated to the context window) and whether they were truncated."""
+        eot = self.tokenizer.eot_id
         if unconditional:
-            return [self.tokenizer.eot_id], False
+            return [eot], False
         if prompt is None or not str(prompt).strip():
             raise NslmError("the prompt is empty; give the beginning of a story, e.g. \"Once upon a time\"")
         ids = self.tokenizer.encode(str(prompt).strip())
         if not ids:
             raise NslmError("the prompt encodes to no tokens; give the beginning of a story in words")
+        # in training every story follows an end-of-story token, so one before the prompt marks a story start
+        ids = [eot] + ids
         if len(ids) > self.context_length:
             return ids[-self.context_length :], True
         return ids, False

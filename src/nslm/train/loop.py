@@ -295,21 +295,23 @@ class Trainer:
         bpb = val_loss * n_valid / math.log(2) / self.valid_tokens.bytes if self.valid_tokens.bytes else None
         record = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)), "val_bpb": bpb,
                   "val_tokens": count, "val_estimated": self.val_estimated}
-        record["sample"] = self.sample()
+        record["sample"], record["sample_ended"] = self.sample()
         return record
 
-    def sample(self) -> str | None:
+    def sample(self) -> tuple[str | None, bool | None]:
+        """A greedy continuation of `sample_prompt` and whether it reached the end-of-story token."""
         if self.tokenizer is None or self.tcfg.sample_tokens == 0:
-            return None
+            return None, None
         from nslm.generate.sampling import generate_ids
 
-        prompt = self.tokenizer.encode(self.tcfg.sample_prompt) or [self.tokenizer.eot_id]
+        eot = self.tokenizer.eot_id
+        prompt = [eot] + self.tokenizer.encode(self.tcfg.sample_prompt)
         was_training = self.model.training
         self.model.eval()
         with self.autocast():
             ids = list(generate_ids(self.model, prompt, self.tcfg.sample_tokens, self.tokenizer.eot_id, temperature=0))
         self.model.train(was_training)
-        return self.tokenizer.decode(prompt + ids)
+        return self.tokenizer.decode(prompt[1:] + ids), len(ids) < self.tcfg.sample_tokens
 
     # ---- checkpoints
     def rng_states(self) -> dict[str, torch.Tensor]:

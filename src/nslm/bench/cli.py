@@ -1,0 +1,162 @@
+"""`nslm bench train|generate`: figures, not tests. Random tokens, so no data folder is needed."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+EXAMPLE = """examples:
+  nslm bench train --preset transformer-1m
+  nslm bench train --preset lstm-1m --steps 30 --batch-size 32
+  nslm bench generate --preset transformer-1m --tokens 200
+  nslm bench generate --model runs/tf1m
+"""
+
+
+def register(subparsers) -> None:
+    from nslm.cli import HelpFormatter
+
+    p = subparsers.add_parser("bench", help="measure training and generation speed",
+                              description="Print training tokens/s and model FLOP/s (fp32 and bf16, nslm beside "
+                              "a plain-PyTorch loop), or generation tokens/s with and without the cache.",
+                              epilog=EXAMPLE, formatter_class=HelpFormatter)
+    sub = p.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    t = sub.add_parser("train", help="training throughput", formatter_class=HelpFormatter)
+    t.add_argument("--preset", default="transformer-1m")
+    t.add_argument("--steps", type=int, default=20, help="timed steps per row")
+    t.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--context", type=int, default=None, help="window length (default: the preset's)")
+    t.add_argument("--device", default="auto")
+    t.set_defaults(func=bench_train)
+    g = sub.add_parser("generate", help="generation speed with and without the cache", formatter_class=HelpFormatter)
+    g.add_argument("--preset", default="transformer-1m", help="a freshly initialised preset (ignored with --model)")
+    g.add_argument("--model", default=None, help="a trained run folder or shipped model instead")
+    g.add_argument("--tokens", type=int, default=200, help="new tokens per measurement")
+    g.add_argument("--device", default="cpu")
+    g.set_defaults(func=bench_generate)
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=120).print(table)
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def time_training(model, optimizer_step, batches, device, autocast_dtype, warmup: int) -> float:
+    """Seconds per step over `batches` after `warmup` untimed steps; `optimizer_step()` updates the weights."""
+    import torch
+
+    def step(x, y):
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            out = model(x, y)
+        loss = out[1] if isinstance(out, tuple) else out
+        loss.backward()
+        optimizer_step()
+
+    for x, y in batches[:warmup]:
+        step(x, y)
+    _sync(device)
+    t0 = time.perf_counter()
+    for x, y in batches[warmup:]:
+        step(x, y)
+    _sync(device)
+    return (time.perf_counter() - t0) / max(1, len(batches) - warmup)
+
+
+def bench_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from nslm.bench.reference import stock_model
+    from nslm.errors import NslmError
+    from nslm.models import build_model, load_preset
+    from nslm.train.config import TrainConfig
+    from nslm.train.loop import cpu_has_bf16, make_optimizer, pick_device
+
+    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
+        raise NslmError("--steps and --batch-size must be positive and --warmup not negative")
+    cfg = load_preset(args.preset)
+    if args.context:
+        cfg.context_length = args.context
+        cfg.validate()
+    device = pick_device(args.device)
+    T, B = cfg.context_length, args.batch_size
+    gen = torch.Generator().manual_seed(0)
+    data = torch.randint(0, cfg.vocab_size, (args.warmup + args.steps, B, T + 1), generator=gen)
+    batches = [(d[:, :-1].to(device), d[:, 1:].to(device)) for d in data]
+    native = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (device.type == "cpu" and cpu_has_bf16())
+    print(f"{args.preset} on {device} ({torch.get_num_threads()} threads), batch {B} x context {T}; "
+          f"bf16 {'native' if native else 'emulated (slow)'} on this hardware")
+    rows = []
+    flops_per_token = build_model(cfg).flops_per_token()
+    for label in ("nslm", "plain PyTorch"):
+        for dtype_name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+            if device.type == "mps" and dtype is not None:
+                continue
+            torch.manual_seed(0)
+            if label == "nslm":
+                model = build_model(cfg).to(device)
+                opt = make_optimizer(model, TrainConfig(), device)
+
+                def update(model=model, opt=opt):
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+            else:
+                model = stock_model(cfg).to(device)
+                opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+                def update(opt=opt):
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+            seconds = time_training(model, update, batches, device, dtype, args.warmup)
+            tok_s = B * T / seconds
+            rows.append([label, dtype_name, f"{tok_s:,.0f}", f"{tok_s * flops_per_token / 1e9:,.2f}",
+                         f"{seconds * 1000:,.1f}"])
+    _table(f"training throughput ({flops_per_token / 1e6:.1f} MFLOP per token)",
+           ["implementation", "dtype", "tokens/s", "model GFLOP/s", "ms/step"], rows)
+    return 0
+
+
+def bench_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from nslm.errors import NslmError
+    from nslm.generate.sampling import generate_ids
+    from nslm.models import build_model, load_preset
+    from nslm.train.loop import pick_device
+
+    if args.tokens < 1:
+        raise NslmError("--tokens must be positive")
+    if args.model:
+        from nslm.generate.api import load
+
+        model = load(args.model, device=args.device).model
+        name = args.model
+    else:
+        torch.manual_seed(0)
+        model = build_model(load_preset(args.preset)).to(pick_device(args.device)).eval()
+        name = f"{args.preset} (untrained)"
+    prompt = [1, 2, 3, 4]
+    rows = []
+    for use_cache in (True, False):
+        list(generate_ids(model, prompt, 4, temperature=0, use_cache=use_cache))  # warm-up
+        t0 = time.perf_counter()
+        n = len(list(generate_ids(model, prompt, args.tokens, stop_id=None, temperature=0, use_cache=use_cache)))
+        seconds = time.perf_counter() - t0
+        rows.append(["with cache" if use_cache else "without cache", str(n), f"{seconds:.2f}", f"{n / seconds:,.1f}"])
+    _table(f"generation speed: {name}, greedy, batch 1", ["mode", "tokens", "seconds", "tokens/s"], rows)
+    return 0

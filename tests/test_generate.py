@@ -1,0 +1,163 @@
+"""Generation: nslm.load, Story / stream, nslm generate, and refusing missing, corrupt or pickled files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import nslm
+from nslm.cli import main
+from nslm.errors import NslmError
+from nslm.generate import api
+
+torch.set_num_threads(2)
+
+TINY = ["--set", "model.d_model=32", "--set", "model.n_layer=1", "--set", "model.n_head=2", "--set", "model.d_ff=64",
+        "--set", "model.context_length=32", "--set", "train.batch_size=4", "--set", "train.eval_tokens=1024",
+        "--set", "train.sample_tokens=4", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_dir) -> dict[str, Path]:
+    """Tiny, briefly trained runs of both architectures."""
+    root = tmp_path_factory.mktemp("genruns")
+    out = {}
+    for preset in ("transformer-1m", "lstm-1m"):
+        run = root / preset
+        extra = ["--set", "model.rnn_hidden=48"] if preset.startswith("lstm") else []
+        assert main(["train", "--preset", preset, "--data", str(data_dir), "--out", str(run), "--max-steps", "3",
+                     *TINY, *extra]) == 0
+        out[preset] = run
+    return out
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("preset", ["transformer-1m", "lstm-1m"])
+def test_load_and_generate(runs, preset):
+    model = nslm.load(runs[preset])
+    assert isinstance(model, api.StoryModel)
+    assert model.context_length == 32 and model.name == preset and model.device.type == "cpu"
+    assert model.config["model"]["arch"] == preset.split("-")[0]
+    story = model.generate("Once upon a time", max_tokens=12, temperature=0.8, seed=1)
+    assert str(story) == story.text and story.text.startswith("Once upon a time")
+    assert story.prompt == "Once upon a time" and story.text.endswith(story.completion)
+    assert 1 <= story.n_tokens <= 12 and story.ended == (story.n_tokens < 12)
+    assert not story.prompt_truncated
+    again = model.generate("Once upon a time", max_tokens=12, temperature=0.8, seed=1)
+    assert again.text == story.text  # a seed makes sampling repeatable
+
+
+@pytest.mark.parametrize("preset", ["transformer-1m", "lstm-1m"])
+def test_stream_pieces_make_the_story_and_cache_changes_nothing(runs, preset):
+    model = nslm.load(runs[preset])
+    stream = model.stream("Once upon a time", max_tokens=40, temperature=0)
+    pieces = list(stream)
+    assert len(pieces) > 3 and "".join(pieces) == stream.story.text
+    plain = model.generate("Once upon a time", max_tokens=40, temperature=0, use_cache=False)
+    assert plain.text == stream.story.text and plain.n_tokens == stream.story.n_tokens
+
+
+def test_prompts_empty_too_long_and_unconditional(runs):
+    model = nslm.load(runs["transformer-1m"])
+    for empty in ("", "   ", None):
+        with pytest.raises(NslmError, match="prompt is empty"):
+            model.generate(empty)
+    long_prompt = " ".join(["Tom and Lily played in the park with a big red ball."] * 20)
+    story = model.generate(long_prompt, max_tokens=5, temperature=0)
+    assert story.prompt_truncated and len(model.tokenizer.encode(story.prompt)) <= 32 + 1
+    free = model.generate(None, unconditional=True, max_tokens=8, seed=0)
+    assert free.n_tokens >= 1 and "<|endoftext|>" not in free.text
+    with pytest.raises(NslmError, match="temperature"):
+        model.generate("Once", temperature=-1)
+    with pytest.raises(NslmError, match="max_tokens"):
+        model.generate("Once", max_tokens=0)
+
+
+def test_cli_streams_and_says_why_it_stopped(runs, capsys):
+    assert main(["generate", "--model", str(runs["lstm-1m"]), "Once upon a time", "--max-tokens", "6",
+                 "--num-samples", "2", "--seed", "3", "--top-k", "20", "--top-p", "0.9"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("Once upon a time") == 2 and "-" * 40 in out
+    assert "--max-tokens 6" in err or err == ""
+    long_prompt = "Lily saw a big dog in the park. " * 30
+    assert main(["generate", "--model", str(runs["transformer-1m"]), long_prompt, "--max-tokens", "3",
+                 "--no-cache"]) == 0
+    assert "longer than the model's context of 32 tokens" in capsys.readouterr().err
+    assert main(["generate", "--model", str(runs["transformer-1m"]), ""]) == 2
+    assert "prompt is empty" in capsys.readouterr().err
+
+
+def broken_copy(run: Path, tmp_path: Path, damage) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    damage(copy)
+    return copy
+
+
+def _pickle_weights(folder: Path) -> None:
+    torch.save({"tok_emb.weight": torch.zeros(3)}, folder / "model.safetensors")
+    shutil.rmtree(folder / "last")
+
+
+def _only_pt(folder: Path) -> None:
+    (folder / "model.safetensors").rename(folder / "model.pt")
+    shutil.rmtree(folder / "last")
+
+
+def _wrong_shape(folder: Path) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config["model"]["d_model"] = 64
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def _other_tokenizer(folder: Path) -> None:
+    text = (folder / "tokenizer.json").read_text()
+    (folder / "tokenizer.json").write_text(text + " ")  # same tokens, different bytes: not the trained file
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda f: ((f / "model.safetensors").unlink(), shutil.rmtree(f / "last")), "no model.safetensors"),
+    (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:300]), "corrupt"),
+    (lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 64), "corrupt"),
+    (_pickle_weights, "pickle"),
+    (_only_pt, "never pickles"),
+    (_wrong_shape, "does not fit"),
+    (lambda f: (f / "config.json").unlink(), "no config.json"),
+    (lambda f: (f / "config.json").write_text("{not json"), "corrupt"),
+    (lambda f: (f / "tokenizer.json").unlink(), "no tokenizer.json"),
+    (_other_tokenizer, "not the tokenizer"),
+], ids=["missing", "truncated", "junk", "pickle", "pt-only", "shape", "no-config", "bad-config", "no-tokenizer",
+        "other-tokenizer"])
+def test_broken_run_folders_are_one_clear_error(runs, tmp_path, capsys, damage, words):
+    folder = broken_copy(runs["transformer-1m"], tmp_path, damage)
+    before = folder_digest(folder)
+    with pytest.raises(NslmError, match=words):
+        nslm.load(folder)
+    assert main(["generate", "--model", str(folder), "Once upon a time"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert folder_digest(folder) == before  # nothing overwritten
+
+
+def test_names_resolve_to_shipped_models(runs, tmp_path, monkeypatch):
+    shipped = tmp_path / "pretrained"
+    shutil.copytree(runs["lstm-1m"], shipped / "tiny-lstm")
+    monkeypatch.setattr(api, "_pretrained_root", lambda: shipped)
+    assert api.list_shipped() == ["tiny-lstm"]
+    assert nslm.load("tiny-lstm").name == "tiny-lstm"
+    with pytest.raises(NslmError, match="shipped models: tiny-lstm"):
+        nslm.load("no-such-model")
+
+
+def test_format_story_capitalises_the_start():
+    assert api.format_story("  once upon a time.") == "Once upon a time."
+    assert api.format_story('"hello," said Tom.') == '"Hello," said Tom.'
