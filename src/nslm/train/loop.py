@@ -158,6 +158,7 @@ class Trainer:
         self.dist.start(self.device)
         self.amp_dtype = pick_autocast_dtype(self.tcfg.dtype, self.device)
         self.stop_signal: str | None = None
+        self.step, self.tokens_seen, self.elapsed_before, self.best_val = 0, 0, 0.0, float("inf")
         self.max_steps, self.max_tokens, self.max_minutes = self.tcfg.resolved_limits()
         self.tokens_per_step = self.tcfg.batch_size * self.tcfg.grad_accum * self.mcfg.context_length * self.dist.world
 
@@ -346,17 +347,19 @@ class Trainer:
 
     def run(self) -> dict:
         """Train to the limit, a stop signal, or an error; returns the final status record."""
-        self.setup()
-        self.start_step = self.step
-        self.first_batch_sha = None
         self.started = time.time()
+        self.first_batch_sha = None
         self.last_lr = 0.0
         handlers = self._catch_signals()
-        self.status("running")
-        bar = self._progress_bar()
-        window_t, window_tokens = time.time(), 0
+        bar = None
         result_state = "finished"
         try:
+            self.setup()
+            self.start_step = self.step
+            self.started = time.time()
+            self.status("running")
+            bar = self._progress_bar()
+            window_t, window_tokens = time.time(), 0
             while True:
                 stop = self.dist.any(self.stop_signal is not None or self.done(), self.device)
                 if stop:

@@ -74,6 +74,9 @@ def prepare_run(out: str | Path | None = None, data: str | Path | None = None, p
         "nslm_version": __version__,
         "params": build_model(mcfg).param_counts(),
     }
+    from nslm.train.loop import pick_device
+
+    pick_device(tcfg.device)  # an absent GPU is refused before any folder is made
     run_dir = Path(out)
     if is_main_process():
         _create_run_folder(run_dir, run_config)
