@@ -8,6 +8,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from contextlib import nullcontext
 from datetime import datetime, timezone
@@ -457,7 +458,12 @@ class Trainer:
     # ---- signals: Ctrl-C / SIGTERM finish the step, save, and exit cleanly
     def _catch_signals(self):
         def handler(signum, frame):
+            if self.stop_signal is not None:  # a second Ctrl-C: stop now, without the checkpoint
+                raise KeyboardInterrupt
             self.stop_signal = signal.Signals(signum).name
+            if self.dist.main:
+                print(f"\n{self.stop_signal}: finishing this step and saving a checkpoint "
+                      "(press Ctrl-C again to quit without saving)", file=sys.stderr)
 
         old = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
