@@ -177,3 +177,19 @@ def test_config_file_sets_model_and_training(tmp_path, data_dir):
     assert config["model"]["arch"] == "gru" and config["model"]["rnn_hidden"] == 24
     assert config["train"]["lr"] == 0.01  # the preset's recommended learning rate
     assert json.loads((run / "status.json").read_text())["step"] == 2
+
+
+def test_resume_from_a_corrupt_checkpoint_is_refused(tmp_path, finished_run, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    (run / "last" / "state.safetensors").write_bytes(b"\x80\x04junk")  # a pickle where tensors belong
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert train("--resume", str(run), "--max-steps", "9") == 2
+    assert "pickle" in capsys.readouterr().err
+    (run / "last" / "state.json").unlink()
+    assert train("--resume", str(run), "--max-steps", "9") == 2
+    assert "no last/state.json" in capsys.readouterr().err
+    del before[run / "last" / "state.json"]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing overwritten

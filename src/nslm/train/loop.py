@@ -159,6 +159,7 @@ class Trainer:
         self.dist.start(self.device)
         self.amp_dtype = pick_autocast_dtype(self.tcfg.dtype, self.device)
         self.stop_signal: str | None = None
+        self.setup_done = False
         self.step, self.tokens_seen, self.elapsed_before, self.best_val = 0, 0, 0.0, float("inf")
         self.max_steps, self.max_tokens, self.max_minutes = self.tcfg.resolved_limits()
         self.tokens_per_step = self.tcfg.batch_size * self.tcfg.grad_accum * self.mcfg.context_length * self.dist.world
@@ -176,6 +177,9 @@ class Trainer:
         self.best_val = float("inf")
         if self.resume:
             self._restore()
+            if self.dist.main:
+                atomic_write_json(self.run_dir / "config.json", self.run_config)
+        self.setup_done = True
         self.net = self.model
         if self.tcfg.compile:
             self.net = torch.compile(self.net)
@@ -383,7 +387,8 @@ class Trainer:
         except BaseException:
             if bar is not None:
                 bar.close()
-            self.status("failed", message="training failed; see the error printed by nslm train")
+            if self.setup_done or not self.resume:  # a resume that could not start leaves the run as it was
+                self.status("failed", message="training failed; see the error printed by nslm train")
             self._restore_signals(handlers)
             self.dist.stop()
             raise

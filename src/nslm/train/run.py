@@ -125,10 +125,8 @@ def _prepare_resume(run_dir: Path, data, overrides, train_options, preset, confi
     apply_overrides({"model": model, "train": train}, overrides)
     if model != run_config["model"]:
         raise NslmError("--resume cannot change model settings; start a new run for another model")
-    run_config = dict(run_config, train=TrainConfig.from_dict(train).to_dict(), data=meta)
-    if is_main_process():
-        atomic_write_json(run_dir / "config.json", run_config)
-    return run_config, run_dir
+    # config.json is rewritten by the trainer once the checkpoint has loaded, so a failed resume changes nothing
+    return dict(run_config, train=TrainConfig.from_dict(train).to_dict(), data=meta), run_dir
 
 
 def train_run(run_config: dict, run_dir: Path, resume: bool = False) -> dict:
