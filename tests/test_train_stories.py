@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
@@ -78,4 +77,4 @@ def test_greedy_story_stops_at_the_end_of_story_token(tmp_path, data_dir):
     assert story.ended, story.text
     assert_formatted(story.text)
     assert story.text[-1] in ".!?\"", story.text
-    assert math.isfinite(story.n_tokens) and story.n_tokens > 20
+    assert story.n_tokens > 20

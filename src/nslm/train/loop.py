@@ -18,7 +18,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from nslm import __version__
 from nslm.atomic import atomic_write_json, atomic_write_text
 from nslm.errors import NslmError
 from nslm.models import ModelConfig, build_model
