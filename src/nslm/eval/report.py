@@ -106,6 +106,16 @@ def load_story_model(path: str):
         raise NslmError(f"model {path} could not be loaded ({exc.filename or exc}); give a run folder made by `nslm train`.") from exc
 
 
+def run_folder(run: str) -> Path:
+    """The folder of a run path or shipped model name (where its metrics.jsonl lives)."""
+    try:
+        from nslm.generate.api import resolve
+
+        return Path(resolve(run))
+    except Exception:
+        return Path(run)
+
+
 def versions() -> dict:
     """Versions of the software that produced the figures."""
     import torch
@@ -166,7 +176,7 @@ def evaluate_model(run: str, name: str, data_dir: str | None, opts: EvalOptions,
     from nslm.eval import genset, grammar, hellaswag, likelihood, novelty
 
     story_model = load_story_model(run)
-    result: dict = {"name": name, "run": str(run), "config": story_model.config,
+    result: dict = {"name": name, "run": str(run), "folder": str(run_folder(run)), "config": story_model.config,
                     "params": param_count(story_model), "skipped": {}}
     stories: list[dict] | None = None
 
@@ -360,7 +370,7 @@ def make_plots(results: dict, out: Path) -> list[tuple[str, str]]:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     any_curve = False
     for name, res in models.items():
-        metrics = read_metrics(res["run"])
+        metrics = read_metrics(res.get("folder") or res["run"])
         train = [(m["tokens"], m["train_loss"]) for m in metrics if m.get("event") == "train" and m.get("train_loss") is not None]
         val = [(m["tokens"], m["val_loss"]) for m in metrics if m.get("event") == "eval" and m.get("val_loss") is not None]
         if train:
