@@ -120,7 +120,7 @@ def test_model_list_shows_runs_with_their_figures(client, gui):
     tiny = rows["tiny"]
     config = json.loads((gui.runs / "tiny" / "config.json").read_text())
     assert tiny["architecture"] == "transformer 1L d32 rope"
-    assert tiny["parameters"].endswith("k") and abs(float(tiny["parameters"][:-1]) * 1e3 - config["params"]["total"]) < 10
+    assert tiny["params"].endswith("k") and abs(float(tiny["params"][:-1]) * 1e3 - config["params"]["total"]) < 10
     assert tiny["tokenizer"] == "bpe-1024"
     assert tiny["state"] == "finished" and float(tiny["val bits/byte"]) > 0
     assert "not a run folder" in rows["foreign"]["state"]

@@ -66,7 +66,7 @@ def test_model_list_reads_run_folders_and_survives_foreign_ones(tmp_path):
     (runs / "foreign").mkdir()
     (runs / "foreign" / "notes.txt").write_text("not a run")
     (runs / ".nslm-gui").mkdir()
-    entries = {e.name: e for e in runlib.list_models(runs)}
+    entries = {e.name: e for e in runlib.list_models(runs) if e.kind == "run"}  # shipped models come first
     assert set(entries) == {"good", "foreign"}
     good = entries["good"]
     assert good.row() == ["good", "run", "transformer 4L d128 rope", "1.05M", "bpe-4096", "10.00k", "1.500",
@@ -83,7 +83,7 @@ def test_a_running_status_whose_process_is_gone_reads_as_interrupted(tmp_path):
     launcher = TrainingLauncher(tmp_path / "runs")
     assert launcher.state("crashed") == "interrupted"
     assert launcher.active_run() is None
-    assert runlib.list_models(tmp_path / "runs")[0].state == "interrupted"
+    assert [e.state for e in runlib.list_models(tmp_path / "runs") if e.name == "crashed"] == ["interrupted"]
     assert launcher.state("nothing-here") == "missing"
 
 

@@ -134,9 +134,12 @@ class Context:
         return [(e.label, e.key) for e in self.entries() if e.loadable or not loadable_only]
 
     def default_model(self) -> str | None:
+        """The shipped model with the best validation bits per byte, else the newest loadable run."""
         loadable = [e for e in self.entries() if e.loadable]
         shipped = [e for e in loadable if e.kind == "shipped"]
-        return (shipped or loadable)[0].key if loadable else None
+        if shipped:
+            return min(shipped, key=lambda e: runlib.as_float(e.val_bpb)).key
+        return loadable[0].key if loadable else None
 
     def run_names(self) -> list[str]:
         return [e.name for e in self.entries() if e.kind == "run"]
@@ -285,7 +288,9 @@ def _models_tab(ctx: Context) -> dict:
         gr.Markdown("Click a row or pick a model below, then **Load** it and go to **Tell a story**. "
                     "New and finished runs appear here by themselves.")
         table = gr.Dataframe(value=rows, headers=runlib.TABLE_HEADERS, interactive=False, wrap=True,
-                             label="Models (shipped with nslm and in the runs folder)", elem_id="model-table")
+                             column_widths=["19%", "8%", "18%", "9%", "9%", "9%", "10%", "11%", "7%"],
+                             label="Models shipped with nslm and in the runs folder (val bits/byte: validation "
+                                   "bits per byte of the best checkpoint)", elem_id="model-table")
         with gr.Row():
             choice = gr.Dropdown(all_choices, value=ctx.default_model(), label="Model", scale=3,
                                  allow_custom_value=True, elem_id="models-choice")

@@ -130,6 +130,14 @@ def best_eval(metrics: list[dict]) -> dict | None:
     return min(evals, key=lambda m: m["val_loss"]) if evals else None
 
 
+def as_float(text: str) -> float:
+    """A table figure as a number ('—' and other non-numbers sort last)."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("inf")
+
+
 def human_count(n) -> str:
     """1234567 -> '1.23M'."""
     if not isinstance(n, (int, float)):
@@ -197,7 +205,7 @@ class ModelEntry:
                 self.val_bpb, self.date, self.state]
 
 
-TABLE_HEADERS = ["model", "kind", "architecture", "parameters", "tokenizer", "training tokens",
+TABLE_HEADERS = ["model", "kind", "architecture", "params", "tokenizer", "train tokens",
                  "val bits/byte", "date", "state"]
 
 
