@@ -78,3 +78,13 @@ def test_greedy_story_stops_at_the_end_of_story_token(tmp_path, data_dir):
     assert_formatted(story.text)
     assert story.text[-1] in ".!?\"", story.text
     assert story.n_tokens > 20
+
+
+@pytest.mark.parametrize("name", nslm.generate.list_shipped() or [pytest.param("none", marks=pytest.mark.skip("no shipped models"))])
+def test_shipped_models_end_their_greedy_stories(name):
+    """The models shipped in the package, trained longer with `nslm train`, end a greedy story themselves."""
+    model = nslm.load(name, device="cpu")
+    story = model.generate("Once upon a time", temperature=0, max_tokens=400)
+    assert story.ended, story.text
+    assert_formatted(story.text)
+    assert story.text[-1] in ".!?\"", story.text
