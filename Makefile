@@ -10,7 +10,9 @@ TRAIN ?= $(wildcard $(SHARED)/TinyStories-train-sample.txt $(SHARED)/TinyStories
 VALID ?= $(wildcard $(SHARED)/TinyStories-valid-sample.txt)
 DATA ?= data/tinystories
 
-.PHONY: install run test data
+PORT ?= 7860
+
+.PHONY: install run test data gui
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +25,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# Data folder for the main job: files given by TRAIN/VALID (or the shared sample), else the hub.
+# Data folder for training from the GUI: files given by TRAIN/VALID (or the shared sample), else the hub.
 data: install
 	$(BIN)/nslm data prepare $(if $(TRAIN),--train $(TRAIN) $(if $(VALID),--valid $(VALID)),--source hf) --out $(DATA) --if-exists reuse
 
-run: data
+# The main job: the web app with a shipped model ready. Without data (offline, no files) it still
+# serves the shipped models; only training a new run needs the data folder.
+run: install
+	-$(MAKE) --no-print-directory data
+	$(BIN)/nslm gui --data $(DATA) --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest -q
