@@ -12,6 +12,7 @@ import torch
 
 import nslm
 from nslm.cli import main
+from nslm.generate import list_shipped
 from nslm.tokenizer import EOT
 
 torch.set_num_threads(2)
@@ -80,7 +81,7 @@ def test_greedy_story_stops_at_the_end_of_story_token(tmp_path, data_dir):
     assert story.n_tokens > 20
 
 
-@pytest.mark.parametrize("name", nslm.generate.list_shipped() or [pytest.param("none", marks=pytest.mark.skip("no shipped models"))])
+@pytest.mark.parametrize("name", list_shipped() or [pytest.param("none", marks=pytest.mark.skip("no shipped models"))])
 def test_shipped_models_end_their_greedy_stories(name):
     """The models shipped in the package, trained longer with `nslm train`, end a greedy story themselves."""
     model = nslm.load(name, device="cpu")
