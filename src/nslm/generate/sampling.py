@@ -7,6 +7,7 @@ keeps the last three quarters and continues (the cache is refilled from those).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Iterator
 
 import torch
@@ -40,6 +41,21 @@ def is_windowed(model) -> bool:
     return getattr(model.cfg, "arch", "transformer") == "transformer"
 
 
+@contextlib.contextmanager
+def one_thread_on_cpu(device: torch.device):
+    """Run a batch-1 decoding step on one CPU thread: its tiny matrix products gain nothing from more
+    threads, and on a busy machine waiting for the other threads can make each token 100x slower."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @torch.no_grad()
 def generate_ids(model, prompt_ids: list[int], max_new_tokens: int, stop_id: int | None = None,
                  temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
@@ -66,13 +82,12 @@ def generate_ids(model, prompt_ids: list[int], max_new_tokens: int, stop_id: int
             if cache is not None:
                 cache.reset()
                 fed = start
-        if cache is None:
-            x = torch.tensor([ids[start:]], device=device)
-            logits, _ = model(x)
-        else:
-            x = torch.tensor([ids[fed:]], device=device)
-            logits, _ = model(x, cache=cache)
-            fed = len(ids)
+        with one_thread_on_cpu(device):
+            if cache is None:
+                logits, _ = model(torch.tensor([ids[start:]], device=device))
+            else:
+                logits, _ = model(torch.tensor([ids[fed:]], device=device), cache=cache)
+                fed = len(ids)
         token = pick_token(logits[0, -1].float().cpu(), temperature, top_k, top_p, generator)
         if token == stop_id:
             return

@@ -40,6 +40,7 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "auto"
     compile: bool = False
+    threads: int = 0  # CPU threads for PyTorch; 0 keeps PyTorch's default (all cores)
     deterministic: bool = False
 
     @classmethod
@@ -71,7 +72,7 @@ class TrainConfig:
             positive_int(name)
         for name in ("max_steps", "max_tokens", "stop_after_steps"):
             positive_int(name, allow_none=True)
-        for name in ("warmup_steps", "sample_tokens", "seed"):
+        for name in ("warmup_steps", "sample_tokens", "seed", "threads"):
             positive_int(name, allow_zero=True)
         if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
             raise NslmError(f"train.lr must be a positive learning rate below 1, not {self.lr!r}")

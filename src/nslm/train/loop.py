@@ -165,6 +165,8 @@ class Trainer:
 
     # ---- set-up
     def setup(self) -> None:
+        if self.tcfg.threads:
+            torch.set_num_threads(self.tcfg.threads)
         torch.manual_seed(self.tcfg.seed)
         if self.tcfg.deterministic:
             torch.use_deterministic_algorithms(True)
