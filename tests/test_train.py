@@ -193,3 +193,10 @@ def test_resume_from_a_corrupt_checkpoint_is_refused(tmp_path, finished_run, cap
     assert "no last/state.json" in capsys.readouterr().err
     del before[run / "last" / "state.json"]
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing overwritten
+
+
+def test_threads_setting_applies_to_the_run_only(tmp_path, data_dir):
+    before = torch.get_num_threads()
+    assert train("--preset", "transformer-1m", "--data", str(data_dir), "--out", str(tmp_path / "t"), "--max-steps", "1",
+                 *TINY, "--set", "train.threads=1") == 0
+    assert torch.get_num_threads() == before

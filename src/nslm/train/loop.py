@@ -353,6 +353,13 @@ class Trainer:
 
     def run(self) -> dict:
         """Train to the limit, a stop signal, or an error; returns the final status record."""
+        threads = torch.get_num_threads()
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads)  # train.threads applies to this run only
+
+    def _run(self) -> dict:
         self.started = time.time()
         self.first_batch_sha = None
         self.last_lr = 0.0
