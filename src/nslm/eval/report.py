@@ -16,7 +16,7 @@ import platform
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -210,7 +210,7 @@ def evaluate_model(run: str, name: str, data_dir: str | None, opts: EvalOptions,
     def own_data():
         found = _model_data_dir(story_model, data_dir)
         if found is None:
-            raise NslmError(f"no data folder with this model's tokenizer (give --data, or keep the one in its config.json).")
+            raise NslmError("no data folder with this model's tokenizer (give --data, or keep the one in its config.json).")
         return found
 
     result["likelihood"] = step("likelihood", lambda: likelihood.evaluate_likelihood(
@@ -485,7 +485,7 @@ def _details(results: dict) -> list[str]:
 
 def write_markdown(results: dict, plots: list[tuple[str, str]]) -> str:
     names = list(results["models"])
-    md = [f"# Evaluation report", "",
+    md = ["# Evaluation report", "",
           f"{results['created']} · data `{results['data']}` · seed {results['seed']}"
           f"{' · quick (limited slices)' if results['quick'] else ''} · {results.get('seconds', 0):.0f} s", "",
           "| measure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
