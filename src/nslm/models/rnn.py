@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from nslm.models.base import TiedLM
 from nslm.models.config import ModelConfig
 
 
@@ -20,7 +20,7 @@ class RNNState:
         self.hidden, self.pos = None, 0
 
 
-class RNNLM(nn.Module):
+class RNNLM(TiedLM):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         cfg.validate()
@@ -49,19 +49,6 @@ class RNNLM(nn.Module):
             cache.hidden, cache.pos = hidden, cache.pos + idx.shape[1]
         out = self.drop(out)
         return self.proj(out) if self.proj is not None else out
-
-    def forward(self, idx, targets=None, cache: RNNState | None = None):
-        """Logits [B, T, V] and the mean cross-entropy against `targets` (or None)."""
-        logits = F.linear(self.features(idx, cache), self.tok_emb.weight)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
-        return logits, loss
-
-    def param_counts(self) -> dict:
-        total = sum(p.numel() for p in self.parameters())
-        embedding = self.tok_emb.weight.numel()
-        return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token: 6 per weight, the tied head included."""

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nslm.models.base import TiedLM
 from nslm.models.config import ModelConfig
 
 
@@ -115,7 +116,7 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class Transformer(nn.Module):
+class Transformer(TiedLM):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         cfg.validate()
@@ -170,21 +171,9 @@ class Transformer(nn.Module):
             cache.pos += T
         return self.norm_f(x)
 
-    def forward(self, idx, targets=None, cache: KVCache | None = None):
-        """Logits [B, T, V] and the mean cross-entropy against `targets` (or None)."""
-        h = self.features(idx, cache)
-        logits = F.linear(h, self.tok_emb.weight)  # tied: the output head is the embedding matrix
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
-        return logits, loss
-
-    def param_counts(self) -> dict:
-        total = sum(p.numel() for p in self.parameters())
-        embedding = self.tok_emb.weight.numel()
-        if self.cfg.pos_encoding == "learned":
-            embedding += self.pos_emb.weight.numel()
-        return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
+    def embedding_params(self) -> int:
+        extra = self.pos_emb.weight.numel() if self.cfg.pos_encoding == "learned" else 0
+        return self.tok_emb.weight.numel() + extra
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token: 6 per weight (incl. the tied head) plus attention scores."""
