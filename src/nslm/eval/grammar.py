@@ -83,8 +83,7 @@ def evaluate_blimp(story_model, folder: str | Path, limit: int | None = None, ba
     from tqdm import tqdm
 
     pairs = load_blimp(folder, limit)
-    scorer = Scorer(story_model.model, story_model.tokenizer.eot_id, story_model.context_length,
-                    story_model.device, batch_size)
+    scorer = Scorer.for_story_model(story_model, batch_size)
     with tqdm(total=2 * len(pairs), desc="blimp", unit="sent", leave=False) as bar:
         result = blimp_accuracy(scorer, story_model.tokenizer, pairs, bar)
     result["limit_per_paradigm"] = limit

@@ -86,8 +86,7 @@ def evaluate_hellaswag(story_model, path: str | Path, limit: int | None = None, 
     from tqdm import tqdm
 
     items = load_hellaswag(path, limit)
-    scorer = Scorer(story_model.model, story_model.tokenizer.eot_id, story_model.context_length,
-                    story_model.device, batch_size)
+    scorer = Scorer.for_story_model(story_model, batch_size)
     with tqdm(total=4 * len(items), desc="hellaswag", unit="ending", leave=False) as bar:
         result = hellaswag_accuracy(scorer, story_model.tokenizer, items, bar)
     result["file"] = str(path)

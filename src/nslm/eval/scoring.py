@@ -25,6 +25,12 @@ class Scorer:
     device: str | torch.device = "cpu"
     batch_size: int = 32
 
+    @classmethod
+    def for_story_model(cls, story_model, batch_size: int = 32) -> "Scorer":
+        """A scorer over a loaded `StoryModel` (`nslm.load`), with its tokenizer's end-of-story id."""
+        return cls(story_model.model, story_model.tokenizer.eot_id, story_model.context_length,
+                   story_model.device, batch_size)
+
     @torch.no_grad()
     def _logprobs_batch(self, inputs: list[list[int]], targets: list[list[int]]) -> list[np.ndarray]:
         """Log p(target[i] | input[:i+1]) for each pair; inputs are right-padded, which a causal model ignores."""

@@ -12,6 +12,14 @@ POS_ENCODINGS = ("learned", "sinusoidal", "rope")
 NORMS = ("rmsnorm", "layernorm")
 
 
+def check_known_fields(cls, d: dict, what: str) -> None:
+    """Refuse a settings dict with a key that the dataclass `cls` does not have, naming the known ones."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise NslmError(f"unknown {what} setting {unknown[0]!r}; known settings: {', '.join(sorted(names))}")
+
+
 @dataclass
 class ModelConfig:
     """Shape of a model. Transformer fields and RNN fields live side by side; each arch reads its own."""
@@ -34,10 +42,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         """Build from a dict (config.json's `model`, a preset); unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise NslmError(f"unknown model setting {unknown[0]!r}; known settings: {', '.join(sorted(names))}")
+        check_known_fields(cls, d, "model")
         cfg = cls(**d)
         cfg.validate()
         return cfg

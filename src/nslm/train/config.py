@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nslm.errors import NslmError
+from nslm.models.config import check_known_fields
 
 DTYPES = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -45,10 +46,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise NslmError(f"unknown training setting {unknown[0]!r}; known settings: {', '.join(sorted(names))}")
+        check_known_fields(cls, d, "training")
         return cls(**d).validate()
 
     def to_dict(self) -> dict:
