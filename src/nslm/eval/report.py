@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import math
 import os
 import platform
@@ -23,6 +22,7 @@ import numpy as np
 
 from nslm.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from nslm.errors import NslmError
+from nslm.train.metrics import read_metrics
 
 STEPS = ("likelihood", "generate", "novelty", "blimp", "cola", "hellaswag", "judge")
 
@@ -137,20 +137,6 @@ def param_count(story_model) -> dict:
     if hasattr(model, "param_counts"):
         return dict(model.param_counts())
     return {"total": int(sum(p.numel() for p in model.parameters()))}
-
-
-def read_metrics(run: str | Path) -> list[dict]:
-    """The run's metrics.jsonl records (empty when absent); broken lines are skipped."""
-    path = Path(run) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
 
 
 def _note(msg: str) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nslm.errors import NslmError
+from nslm.train.metrics import parse_metrics
 
 # A model name is one folder name: no separators, no "..", nothing hidden.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -85,14 +86,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
     except OSError:
         _metrics_cache.pop(path, None)
         return []
-    rows = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
+    rows = parse_metrics(text)
     _metrics_cache[path] = ((stat.st_size, stat.st_mtime_ns), rows)
     return rows
 

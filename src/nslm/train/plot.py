@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 from nslm.atomic import atomic_write_bytes
+from nslm.train.metrics import parse_metrics
 
 
 def plot_loss(metrics_path: str | Path, png_path: str | Path) -> None:
@@ -17,10 +17,7 @@ def plot_loss(metrics_path: str | Path, png_path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     train, val = [], []
-    for line in Path(metrics_path).read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        rec = json.loads(line)
+    for rec in parse_metrics(Path(metrics_path).read_text(encoding="utf-8")):
         if rec.get("event") == "train" and rec.get("train_loss") is not None:
             train.append((rec["tokens"], rec["train_loss"]))
         elif rec.get("event") == "eval":
