@@ -19,6 +19,7 @@ from nslm.data.cleaning import Cleaner, CleanConfig, finish_vocabulary, vocab_fi
 from nslm.data.reading import HUB_DATASET, expand_inputs, read_file, read_hub, read_stories
 from nslm.data.tokens import SPLITS, build_meta, read_meta, write_meta, write_tokens
 from nslm.errors import NslmError
+from nslm.tokenizer.core import tokenizer_file_sha256
 from nslm.tokenizer.detok import EOT
 
 IF_EXISTS = ("error", "reuse", "overwrite")
@@ -188,8 +189,7 @@ def _is_complete(out: Path, meta: dict) -> bool:
     names = list(DATA_FILES) + (["casing.json"] if meta.get("tokenizer_kind") == "word" else [])
     if not all((out / n).is_file() for n in names):
         return False
-    digest = hashlib.sha256((out / "tokenizer.json").read_bytes()).hexdigest()
-    return digest == meta.get("tokenizer_sha256")
+    return tokenizer_file_sha256(out / "tokenizer.json") == meta.get("tokenizer_sha256")
 
 
 def _existing_dataset(out: Path) -> tuple[str, dict | None]:

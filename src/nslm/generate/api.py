@@ -6,7 +6,6 @@ and model.safetensors; nothing is ever unpickled.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -197,7 +196,7 @@ def _weights_file(folder: Path) -> Path:
 def load(path_or_name: str | Path, device: str | torch.device | None = None) -> StoryModel:
     """Load a run folder or shipped model by name; any missing or corrupt file is one NslmError."""
     from nslm.models import ModelConfig, build_model
-    from nslm.tokenizer import Tokenizer
+    from nslm.tokenizer import Tokenizer, tokenizer_file_sha256
     from nslm.train.checkpoint import load_weights
     from nslm.train.loop import pick_device
 
@@ -216,7 +215,7 @@ def load(path_or_name: str | Path, device: str | torch.device | None = None) -> 
     if not tok_path.is_file():
         raise NslmError(f"{folder} has no tokenizer.json; copy it from the run's data folder")
     expected_sha = config.get("tokenizer_sha256")
-    if expected_sha and hashlib.sha256(tok_path.read_bytes()).hexdigest() != expected_sha:
+    if expected_sha and tokenizer_file_sha256(tok_path) != expected_sha:
         raise NslmError(f"{tok_path} is not the tokenizer this model was trained with (its hash differs from config.json)")
     try:
         tokenizer = Tokenizer.load(tok_path)

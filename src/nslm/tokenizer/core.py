@@ -27,6 +27,11 @@ BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]
 DEFAULT_VOCAB_SIZE = {"bpe": 4096, "word": 4096, "char": None}
 
 
+
+def tokenizer_file_sha256(path: str | Path) -> str:
+    """The tokenizer hash that data folders and runs record: sha256 of the tokenizer.json bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
 class Tokenizer:
     """One trained tokenizer: encode stories to ids and decode ids to clean text."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -12,14 +11,11 @@ from nslm import __version__
 from nslm.atomic import atomic_write_json
 from nslm.errors import NslmError
 from nslm.models import ModelConfig, build_model, load_preset, preset_train_defaults
+from nslm.tokenizer.core import tokenizer_file_sha256
 from nslm.train.config import TrainConfig, apply_overrides, read_config_file
 from nslm.train.windows import read_data_folder
 
 DEFAULT_PRESET = "transformer-1m"
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def is_main_process() -> bool:
@@ -28,7 +24,7 @@ def is_main_process() -> bool:
 
 def _checked_data(data_dir: str | Path) -> dict:
     meta = read_data_folder(data_dir)
-    actual = file_sha256(Path(meta["path"]) / "tokenizer.json")
+    actual = tokenizer_file_sha256(Path(meta["path"]) / "tokenizer.json")
     if actual != meta["tokenizer_sha256"]:
         raise NslmError(f"{data_dir}/tokenizer.json does not match its meta.json (the token files were made with "
                         "another tokenizer); re-run `nslm data prepare`")
@@ -115,7 +111,7 @@ def _prepare_resume(run_dir: Path, data, overrides, train_options, preset, confi
     if meta["tokenizer_sha256"] != run_config["tokenizer_sha256"]:
         raise NslmError(f"the data folder {meta['path']} was made with another tokenizer than the run {run_dir}; "
                         "resume with the run's own data folder (--data)")
-    if (run_dir / "tokenizer.json").is_file() and file_sha256(run_dir / "tokenizer.json") != run_config["tokenizer_sha256"]:
+    if (run_dir / "tokenizer.json").is_file() and tokenizer_file_sha256(run_dir / "tokenizer.json") != run_config["tokenizer_sha256"]:
         raise NslmError(f"{run_dir}/tokenizer.json does not match the run's config.json; the run folder was altered")
     train = dict(run_config["train"], stop_after_steps=None)
     if any(k in train_options for k in ("max_steps", "max_tokens", "max_minutes")):
