@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 SHARED ?= ../shared/data/tinystories-std
-TRAIN ?= $(wildcard $(SHARED)/TinyStories-train-sample.txt $(SHARED)/TinyStoriesV2-GPT4-train-sample.txt)
+TRAIN ?= $(wildcard $(SHARED)/TinyStories-train-sample.txt $(SHARED)/TinyStoriesV2-GPT4-train-sample.txt $(SHARED)/TinyStories-train-more.txt)
 VALID ?= $(wildcard $(SHARED)/TinyStories-valid-sample.txt)
 DATA ?= data/tinystories
 

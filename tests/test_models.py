@@ -42,6 +42,7 @@ def test_unknown_preset_names_the_known_ones():
     ({"d_model": -8}, "d_model"),
     ({"pos_encoding": "alibi"}, "pos_encoding"),
     ({"arch": "mamba"}, "arch"),
+    ({"mlp": "relu"}, "mlp"),
     ({"rnn_hidden": -1, "arch": "lstm"}, "rnn_hidden"),
     ({"n_layers": 3}, "unknown model setting"),
 ])
@@ -59,10 +60,10 @@ def small(arch: str, **kw) -> ModelConfig:
 
 
 CONFIGS = [small("transformer", pos_encoding=p, norm=n) for p in ("learned", "sinusoidal", "rope")
-           for n in ("rmsnorm", "layernorm")] + [small("lstm"), small("gru"), small("lstm", rnn_hidden=48)]
+           for n in ("rmsnorm", "layernorm")] + [small("transformer", mlp="swiglu"), small("lstm"), small("gru"), small("lstm", rnn_hidden=48)]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.arch}-{c.pos_encoding}-{c.norm}-{c.rnn_hidden}")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.arch}-{c.pos_encoding}-{c.norm}-{c.mlp}-{c.rnn_hidden}")
 def test_forward_features_and_loss(cfg):
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -77,7 +78,7 @@ def test_forward_features_and_loss(cfg):
     assert not any("head" in name for name, _ in model.named_parameters())
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.arch}-{c.pos_encoding}-{c.norm}-{c.rnn_hidden}")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.arch}-{c.pos_encoding}-{c.norm}-{c.mlp}-{c.rnn_hidden}")
 def test_cache_gives_the_same_logits_as_a_full_pass(cfg):
     torch.manual_seed(1)
     model = build_model(cfg).eval()
@@ -118,3 +119,13 @@ def test_top_k_and_top_p_keep_only_the_likely_tokens():
     assert torch.isfinite(filter_logits(logits, top_p=0.7)).tolist() == [True, True, False, False]
     assert torch.isfinite(filter_logits(logits, top_p=0.85)).tolist() == [True, True, True, False]
     assert torch.isfinite(filter_logits(logits, top_p=0.4)).tolist() == [True, False, False, False]
+
+
+def test_swiglu_mlp_has_a_gate_and_the_gelu_mlp_keeps_its_old_weight_names():
+    gated = build_model(small("transformer", mlp="swiglu"))
+    plain = build_model(small("transformer"))
+    names = {n for n, _ in gated.named_parameters()}
+    assert {"blocks.0.mlp.gate.weight", "blocks.0.mlp.up.weight", "blocks.0.mlp.down.weight"} <= names
+    assert not any("gate" in n for n, _ in plain.named_parameters())
+    # three d_model x d_ff matrices instead of two
+    assert gated.param_counts()["non_embedding"] - plain.param_counts()["non_embedding"] == 2 * 32 * 64

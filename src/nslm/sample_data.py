@@ -10,7 +10,7 @@ import os
 import random
 from pathlib import Path
 
-STD_TRAIN_FILES = ("TinyStories-train-sample.txt", "TinyStoriesV2-GPT4-train-sample.txt")
+STD_TRAIN_FILES = ("TinyStories-train-sample.txt", "TinyStoriesV2-GPT4-train-sample.txt", "TinyStories-train-more.txt")
 STD_VALID_FILE = "TinyStories-valid-sample.txt"
 
 

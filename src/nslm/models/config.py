@@ -10,6 +10,7 @@ from nslm.errors import NslmError
 ARCHS = ("transformer", "lstm", "gru")
 POS_ENCODINGS = ("learned", "sinusoidal", "rope")
 NORMS = ("rmsnorm", "layernorm")
+MLPS = ("gelu", "swiglu")
 
 
 def check_known_fields(cls, d: dict, what: str) -> None:
@@ -33,6 +34,9 @@ class ModelConfig:
     d_ff: int = 512
     pos_encoding: str = "rope"
     norm: str = "rmsnorm"
+    # "gelu": down(gelu(up(x))), as GPT-2; "swiglu": down(silu(gate(x)) * up(x)), as Llama (three matrices,
+    # so d_ff about 2/3 of the gelu width keeps the size); the Llama layout is what most other tools load
+    mlp: str = "gelu"
     dropout: float = 0.0
     bias: bool = False
     rope_base: float = 10000.0
@@ -91,5 +95,7 @@ class ModelConfig:
             raise NslmError(f"model.pos_encoding must be one of {', '.join(POS_ENCODINGS)}, not {self.pos_encoding!r}")
         if self.norm not in NORMS:
             raise NslmError(f"model.norm must be one of {', '.join(NORMS)}, not {self.norm!r}")
+        if self.mlp not in MLPS:
+            raise NslmError(f"model.mlp must be one of {', '.join(MLPS)}, not {self.mlp!r}")
         if self.rope_base <= 1:
             raise NslmError(f"model.rope_base must be greater than 1, not {self.rope_base!r}")

@@ -91,14 +91,20 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    """down(gelu(up(x))), or down(silu(gate(x)) * up(x)) when cfg.mlp is "swiglu"."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.gated = cfg.mlp == "swiglu"
+        if self.gated:
+            self.gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
         self.up = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
         self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x):
-        return self.drop(self.down(F.gelu(self.up(x))))
+        hidden = F.silu(self.gate(x)) * self.up(x) if self.gated else F.gelu(self.up(x))
+        return self.drop(self.down(hidden))
 
 
 class Block(nn.Module):
