@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nslm.errors import NslmError
-from nslm.generate.sampling import filter_logits, generate_ids
+from nslm.sampling import filter_logits, generate_ids
 from nslm.models import ModelConfig, build_model, list_presets, load_preset
 
 torch.set_num_threads(2)

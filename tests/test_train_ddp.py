@@ -11,7 +11,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from nslm.train.loop import weights_sha256
+from nslm.weights import weights_sha256
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ from nslm.errors import NslmError
 # Subcommands in pipeline order: data -> tokenizer -> train -> generate -> eval -> gui, and bench.
 AREAS = (
     "nslm.data.cli",
-    "nslm.tokenizer.cli",
+    "nslm.data.tokenizer_cli",  # beside data/: it reads story files, which tokenizer/ must not
     "nslm.train.cli",
     "nslm.generate.cli",
     "nslm.eval.cli",

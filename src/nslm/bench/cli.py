@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from nslm.cli import HelpFormatter
+from nslm.errors import NslmError
+
 EXAMPLE = """examples:
   nslm bench train --preset transformer-1m
   nslm bench train --preset lstm-1m --steps 30 --batch-size 32
@@ -14,8 +17,6 @@ EXAMPLE = """examples:
 
 
 def register(subparsers) -> None:
-    from nslm.cli import HelpFormatter
-
     p = subparsers.add_parser("bench", help="measure training and generation speed",
                               description="Print training tokens/s and model FLOP/s (fp32 and bf16, nslm beside "
                               "a plain-PyTorch loop), or generation tokens/s with and without the cache.",
@@ -58,10 +59,10 @@ def _sync(device) -> None:
 
 def time_training(model, optimizer_step, batches, device, autocast_dtype, warmup: int) -> float:
     """Seconds per step over `batches` after `warmup` untimed steps; `optimizer_step()` updates the weights."""
-    import torch
+    from nslm.device import autocast  # torch: imported when a benchmark runs, not for `nslm --help`
 
     def step(x, y):
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        with autocast(device, autocast_dtype):
             out = model(x, y)
         loss = out[1] if isinstance(out, tuple) else out
         loss.backward()
@@ -78,13 +79,14 @@ def time_training(model, optimizer_step, batches, device, autocast_dtype, warmup
 
 
 def bench_train(args: argparse.Namespace) -> int:
+    # torch and the models: imported when a benchmark runs, not for `nslm --help`
     import torch
 
     from nslm.bench.reference import stock_model
-    from nslm.errors import NslmError
+    from nslm.device import bf16_native, pick_device
     from nslm.models import build_model, load_preset
     from nslm.train.config import TrainConfig
-    from nslm.train.loop import cpu_has_bf16, make_optimizer, pick_device
+    from nslm.train.loop import make_optimizer
 
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         raise NslmError("--steps and --batch-size must be positive and --warmup not negative")
@@ -97,7 +99,7 @@ def bench_train(args: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(0)
     data = torch.randint(0, cfg.vocab_size, (args.warmup + args.steps, B, T + 1), generator=gen)
     batches = [(d[:, :-1].to(device), d[:, 1:].to(device)) for d in data]
-    native = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (device.type == "cpu" and cpu_has_bf16())
+    native = bf16_native(device)
     print(f"{args.preset} on {device} ({torch.get_num_threads()} threads), batch {B} x context {T}; "
           f"bf16 {'native' if native else 'emulated (slow)'} on this hardware")
     rows = []
@@ -132,18 +134,17 @@ def bench_train(args: argparse.Namespace) -> int:
 
 
 def bench_generate(args: argparse.Namespace) -> int:
+    # torch and the models: imported when a benchmark runs, not for `nslm --help`
     import torch
 
-    from nslm.errors import NslmError
-    from nslm.generate.sampling import generate_ids
+    from nslm.device import pick_device
+    from nslm.generate.api import load
     from nslm.models import build_model, load_preset
-    from nslm.train.loop import pick_device
+    from nslm.sampling import generate_ids
 
     if args.tokens < 1:
         raise NslmError("--tokens must be positive")
     if args.model:
-        from nslm.generate.api import load
-
         model = load(args.model, device=args.device).model
         name = args.model
     else:

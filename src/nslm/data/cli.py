@@ -5,6 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nslm.atomic import atomic_dir
+from nslm.cli import HelpFormatter
+from nslm.data.cleaning import CleanConfig
+from nslm.data.prepare import DEFAULT_VALID_SHARE, clean_to_folder, prepare, read_cleaned, tokenize_folder
+from nslm.data.report import print_clean_report
+from nslm.data.tokens import SPLITS
+from nslm.errors import NslmError
+from nslm.tokenizer import Tokenizer
+from nslm.tokenizer.report import comparison_table, efficiency_report
+
 PREPARE_EXAMPLE = """example:
   nslm data prepare --train TinyStories-train.txt --valid TinyStories-valid.txt --out data/ts
   nslm data prepare --train stories/ --out data/ts-word --tokenizer word --vocab-size 4096
@@ -21,9 +31,6 @@ TOKENIZE_EXAMPLE = """example:
 
 def add_clean_args(p: argparse.ArgumentParser) -> None:
     """Input and cleaning options shared by `prepare` and `clean`."""
-    from nslm.data.cleaning import CleanConfig
-    from nslm.data.prepare import DEFAULT_VALID_SHARE
-
     d = CleanConfig()
     p.add_argument("--train", nargs="+", metavar="FILE", help="training stories: files, folders or globs "
                    "(<|endoftext|>-separated text, JSON or JSONL with a story/text field)")
@@ -60,8 +67,6 @@ def add_clean_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args):
-    from nslm.data.cleaning import CleanConfig
-
     def on(name: str) -> bool:  # the --no-... switches leave no attribute unless given
         return getattr(args, name, True)
 
@@ -73,8 +78,6 @@ def config_from_args(args):
 
 
 def register(subparsers) -> None:
-    from nslm.cli import HelpFormatter
-
     data = subparsers.add_parser("data", help="read, clean and tokenize TinyStories",
                                  description="Read, clean and tokenize TinyStories into a data folder.",
                                  epilog=PREPARE_EXAMPLE, formatter_class=HelpFormatter)
@@ -123,11 +126,7 @@ def _print_help(parser) -> int:
 
 
 def run_prepare(args) -> int:
-    from rich.console import Console
-
-    from nslm.data.prepare import prepare
-    from nslm.data.report import print_clean_report
-    from nslm.data.tokens import SPLITS
+    from rich.console import Console  # rich: only when a report is printed
 
     result = prepare(args.train, args.valid, args.out, tokenizer_kind=args.kind, vocab_size=args.vocab_size,
                      config=config_from_args(args), valid_share=args.valid_share, split_on=args.split_on,
@@ -147,21 +146,12 @@ def run_prepare(args) -> int:
 
 
 def _print_efficiency(folder: Path, console) -> None:
-    from nslm.data.prepare import read_cleaned
-    from nslm.tokenizer import Tokenizer
-    from nslm.tokenizer.report import comparison_table, efficiency_report
-
     tok = Tokenizer.load(folder / "tokenizer.json")
     stories = list(read_cleaned(folder / "valid.txt"))[:2000]
     console.print(comparison_table([efficiency_report(tok, stories, name=f"{tok.kind}-{tok.vocab_size}")]))
 
 
 def run_clean(args) -> int:
-    from nslm.atomic import atomic_dir
-    from nslm.data.prepare import clean_to_folder
-    from nslm.data.report import print_clean_report
-    from nslm.errors import NslmError
-
     out = args.out
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise NslmError(f"output folder {out} already exists; pass --overwrite or choose another --out")
@@ -177,10 +167,6 @@ def run_clean(args) -> int:
 
 
 def run_tokenize(args) -> int:
-    from nslm.data.prepare import tokenize_folder
-    from nslm.errors import NslmError
-    from nslm.tokenizer import Tokenizer
-
     folder = args.folder
     if not folder.is_dir():
         raise NslmError(f"folder {folder} does not exist; make it with nslm data clean")

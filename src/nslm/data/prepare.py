@@ -19,7 +19,8 @@ from nslm.data.cleaning import Cleaner, CleanConfig, finish_vocabulary, vocab_fi
 from nslm.data.reading import HUB_DATASET, expand_inputs, read_file, read_hub, read_stories
 from nslm.data.tokens import SPLITS, build_meta, read_meta, write_meta, write_tokens
 from nslm.errors import NslmError
-from nslm.tokenizer.core import tokenizer_file_sha256
+from nslm.tokenizer import Tokenizer, train_tokenizer
+from nslm.tokenizer.core import check_kind_and_size, tokenizer_file_sha256
 from nslm.tokenizer.detok import EOT
 
 IF_EXISTS = ("error", "reuse", "overwrite")
@@ -160,8 +161,6 @@ def _progress(stories: Iterable[str], desc: str, enabled: bool) -> Iterable[str]
 def tokenize_folder(folder: str | Path, tokenizer=None, *, extra_meta: dict | None = None,
                     progress: bool = False) -> dict:
     """Write train.bin, valid.bin and meta.json for the cleaned stories in `folder`; returns the meta."""
-    from nslm.tokenizer import Tokenizer
-
     folder = Path(folder)
     if tokenizer is None:
         tokenizer = Tokenizer.load(folder / "tokenizer.json")
@@ -217,9 +216,6 @@ def prepare(train: Sequence[str] | None, valid: Sequence[str] | None, out: str |
     holds a complete dataset made from the same inputs and settings (and errors otherwise), `overwrite`
     replaces an earlier data folder (never a foreign one).
     """
-    from nslm.tokenizer import Tokenizer, train_tokenizer
-    from nslm.tokenizer.core import check_kind_and_size
-
     out = Path(out)
     config = (config or CleanConfig()).validate()
     if if_exists not in IF_EXISTS:

@@ -13,14 +13,13 @@ from typing import Iterable
 
 from nslm.atomic import atomic_write_text
 from nslm.errors import NslmError
+from nslm.sample_data import shared_data_dir
 
 PROMPTS_FILE = Path("tinystories_eval_prompts") / "Evaluation prompts.yaml"
 
 
 def default_prompts_path() -> Path | None:
     """The paper's prompt file in the shared data folder, or None when this machine has none."""
-    from nslm.sample_data import shared_data_dir
-
     root = shared_data_dir()
     return root / PROMPTS_FILE if root and (root / PROMPTS_FILE).is_file() else None
 

@@ -14,10 +14,12 @@ from typing import Iterator
 
 import torch
 
+from nslm.device import as_device
 from nslm.errors import NslmError
-from nslm.generate.sampling import generate_ids
-
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
+from nslm.models import ModelConfig, build_model
+from nslm.sampling import generate_ids
+from nslm.tokenizer import Tokenizer, tokenizer_file_sha256
+from nslm.weights import find_weights, load_weights
 
 
 @dataclass
@@ -180,26 +182,8 @@ def resolve(path_or_name: str | Path) -> Path:
     raise NslmError(f"no run folder or shipped model called {str(path_or_name)!r}{hint}")
 
 
-def _weights_file(folder: Path) -> Path:
-    best = folder / "model.safetensors"
-    if best.is_file():
-        return best
-    if (folder / "last" / "model.safetensors").is_file():
-        return folder / "last" / "model.safetensors"
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if pickles:
-        raise NslmError(f"{folder} has {pickles[0]} but no model.safetensors; nslm only loads safetensors weights, "
-                        "never pickles (they can run code)")
-    raise NslmError(f"{folder} has no model.safetensors; it is not a finished or checkpointed run")
-
-
 def load(path_or_name: str | Path, device: str | torch.device | None = None) -> StoryModel:
     """Load a run folder or shipped model by name; any missing or corrupt file is one NslmError."""
-    from nslm.models import ModelConfig, build_model
-    from nslm.tokenizer import Tokenizer, tokenizer_file_sha256
-    from nslm.train.checkpoint import load_weights
-    from nslm.train.loop import pick_device
-
     folder = resolve(path_or_name)
     if folder.is_file():
         raise NslmError(f"{folder} is a file; give the run folder that holds config.json and model.safetensors")
@@ -226,7 +210,7 @@ def load(path_or_name: str | Path, device: str | torch.device | None = None) -> 
     if tokenizer.vocab_size != model_cfg.vocab_size:
         raise NslmError(f"{tok_path} has {tokenizer.vocab_size} tokens but the model expects {model_cfg.vocab_size}")
     model = build_model(model_cfg)
-    load_weights(model, _weights_file(folder))
-    dev = pick_device(device or "auto") if isinstance(device, str) or device is None else torch.device(device)
+    load_weights(model, find_weights(folder))
+    dev = as_device(device)
     model.to(dev).eval()
     return StoryModel(model, tokenizer, config, dev, name=folder.name)

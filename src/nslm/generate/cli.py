@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nslm.cli import HelpFormatter
+from nslm.errors import NslmError
+
 EXAMPLE = """examples:
   nslm generate --model runs/tf1m "Once upon a time"
   nslm generate --model runs/tf1m "Lily found a red ball" --temperature 0.7 --top-p 0.9 --num-samples 3
@@ -13,8 +16,6 @@ EXAMPLE = """examples:
 
 
 def register(subparsers) -> None:
-    from nslm.cli import HelpFormatter
-
     p = subparsers.add_parser("generate", help="tell a story from a prompt with a trained model",
                               description="Continue a prompt until the model ends the story itself (the "
                               "end-of-story token) or --max-tokens is reached. Text streams as it comes.",
@@ -34,8 +35,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nslm.errors import NslmError
-    from nslm.generate.api import load
+    from nslm.generate.api import load  # torch: imported when the command runs, not for `nslm --help`
 
     if args.num_samples < 1:
         raise NslmError(f"--num-samples must be at least 1, not {args.num_samples}")

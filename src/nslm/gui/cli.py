@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from nslm.cli import HelpFormatter
+from nslm.errors import NslmError
+
 
 def register(subparsers) -> None:
-    from nslm.cli import HelpFormatter
-
     parser = subparsers.add_parser(
         "gui",
         help="open the web app: pick a model, train, tell stories, rate them",
@@ -28,8 +29,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from nslm.errors import NslmError
-    from nslm.gui.app import build_app, launch
+    from nslm.gui.app import build_app, launch  # gradio: imported when the app starts, not for `nslm --help`
 
     if args.port is not None and not 1 <= args.port <= 65535:
         raise NslmError(f"--port must be between 1 and 65535, not {args.port}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nslm.errors import NslmError
+from nslm.generate.api import list_shipped
 from nslm.train.metrics import parse_metrics
 
 # A model name is one folder name: no separators, no "..", nothing hidden.
@@ -235,26 +236,10 @@ def describe_folder(folder: Path, key: str, kind: str) -> ModelEntry:
     return entry
 
 
-def _shipped_names() -> list[str]:
-    try:
-        from nslm.generate.api import list_shipped
-
-        names = []
-        for item in list_shipped():
-            name = item if isinstance(item, str) else getattr(item, "name", None) or (
-                item.get("name") if isinstance(item, dict) else None)
-            if name:
-                names.append(Path(str(name)).name)
-        return names
-    except ImportError:
-        root = shipped_dir()
-        return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file()) if root.is_dir() else []
-
-
 def list_models(runs_dir: Path) -> list[ModelEntry]:
     """Shipped models first, then the runs folder's subfolders, newest first."""
     entries = []
-    for name in _shipped_names():
+    for name in list_shipped():
         try:
             folder = child_folder(shipped_dir(), name)
         except NslmError:

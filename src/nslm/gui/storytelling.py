@@ -15,7 +15,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+import nslm
 from nslm.errors import NslmError
+from nslm.eval.novelty import NoveltyIndex
 from nslm.gui.overlap import mark_shared, shared_ngram_share
 from nslm.gui.runs import model_path
 
@@ -91,8 +93,6 @@ class ModelCache:
 
     def get(self, key: str):
         """(StoryModel, its lock) for a model key; NslmError when the folder is gone or unreadable."""
-        import nslm
-
         path = model_path(key, self.runs_dir)
         weights = path / "model.safetensors"
         if not path.is_dir():
@@ -168,7 +168,6 @@ class NeighbourFinder:
         if data is None:
             return ("<p class='nslm-muted'>No novelty index for this model's data folder yet. Build it with "
                     "<code>nslm eval novelty --data DIR</code> to see the closest training story here.</p>")
-        from nslm.eval.novelty import NoveltyIndex
 
         try:
             with self._lock:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nslm.errors import NslmError
 from nslm.gui.runs import check_name, human_count, read_json
+from nslm.models import build_model, load_preset
 
 # `nslm train --set` names of the form's training fields.
 TRAIN_KEYS = {"lr": "train.lr", "batch": "train.batch_size"}
@@ -91,8 +92,6 @@ def parse_extra(text: str) -> tuple[list[str], str | None]:
 
 def check_form(preset, data, width, layers, context, lr, batch, budget_kind, budget, name, extra) -> FormResult:
     """Check every field; on success `args` holds the `nslm train` arguments (without --out)."""
-    from nslm.models import build_model, load_preset
-
     result = FormResult()
     errors = result.errors
     cfg = None

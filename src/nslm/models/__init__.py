@@ -9,17 +9,15 @@ import torch.nn as nn
 
 from nslm.errors import NslmError
 from nslm.models.config import ModelConfig
+from nslm.models.rnn import RNNLM
+from nslm.models.transformer import Transformer
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """A freshly initialised model for `cfg` (Transformer or RNNLM)."""
     cfg.validate()
     if cfg.arch == "transformer":
-        from nslm.models.transformer import Transformer
-
         return Transformer(cfg)
-    from nslm.models.rnn import RNNLM
-
     return RNNLM(cfg)
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nslm.cli import HelpFormatter
+from nslm.errors import NslmError
+
 EXAMPLE = """examples:
   nslm train --preset transformer-1m --data data/ts --out runs/tf1m --max-minutes 10
   nslm train --preset lstm-1m --data data/ts --out runs/lstm --max-steps 2000 --set train.lr=3e-3
@@ -14,8 +17,6 @@ EXAMPLE = """examples:
 
 
 def register(subparsers) -> None:
-    from nslm.cli import HelpFormatter
-
     p = subparsers.add_parser("train", help="train a story model on a prepared data folder",
                               description="Train a model preset on a data folder made by `nslm data prepare`. "
                               "Ctrl-C or SIGTERM saves a checkpoint; --resume continues exactly.",
@@ -48,7 +49,7 @@ def list_presets_table() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nslm.errors import NslmError
+    from nslm.device import is_main_process  # torch: imported when the command runs, not for `nslm --help`
     from nslm.train.run import prepare_run, train_run
 
     if args.list_presets:
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     run_config, run_dir = prepare_run(out=args.out, data=args.data, preset=args.preset, config_file=args.config,
                                       overrides=args.set, train_options=options, resume=args.resume)
     result = train_run(run_config, run_dir, resume=bool(args.resume))
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if is_main_process():
         best = result["best_val_loss"]
         best_text = f", best validation loss {best:.4f}" if best != float("inf") else ""
         if result["state"] == "stopped":

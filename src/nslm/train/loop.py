@@ -17,53 +17,20 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from nslm.atomic import atomic_write_json, atomic_write_text
+from nslm.device import autocast, pick_autocast_dtype, pick_device
 from nslm.errors import NslmError
 from nslm.models import ModelConfig, build_model
+from nslm.sampling import generate_ids
+from nslm.tokenizer import Tokenizer
 from nslm.train import checkpoint
 from nslm.train.config import TrainConfig
+from nslm.train.plot import plot_loss
 from nslm.train.windows import TokenFile, batch_generator, random_batch, validation_windows
-
-
-# ---------------------------------------------------------------- hardware
-def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 matrix instructions (AMX or AVX-512-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """`auto` picks CUDA, then MPS, then CPU; an explicit device that is absent is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            name = "mps"
-        else:
-            name = "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise NslmError("--device cuda was asked for but this PyTorch sees no CUDA GPU; use --device cpu")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise NslmError("--device mps was asked for but MPS is not available; use --device cpu")
-    return torch.device(name)
-
-
-def pick_autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    """bf16 where the hardware does it natively (`auto`), None for fp32."""
-    if name == "fp32":
-        return None
-    supported = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (device.type == "cpu" and cpu_has_bf16())
-    if name == "bf16":
-        if device.type == "mps" or (device.type == "cuda" and not supported):
-            raise NslmError(f"--dtype bf16 is not supported on {device}; use --dtype fp32")
-        return torch.bfloat16
-    return torch.bfloat16 if supported else None
+from nslm.weights import save_weights, weights_sha256
 
 
 # ---------------------------------------------------------------- schedule
@@ -129,15 +96,6 @@ class Dist:
             dist.destroy_process_group()
 
 
-def weights_sha256(model: torch.nn.Module) -> str:
-    """A hash of every weight's bytes, to compare models across processes."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -185,19 +143,16 @@ class Trainer:
         if self.tcfg.compile:
             self.net = torch.compile(self.net)
         if self.dist.active:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DDP(self.net, device_ids=ids)
+            self.net = DistributedDataParallel(self.net, device_ids=ids)
         x, y, self.val_estimated = validation_windows(self.valid_tokens.tokens, self.mcfg.context_length, self.tcfg.eval_tokens)
         self.val_x, self.val_y = x, y
-        self.tokenizer = None
-        try:
-            from nslm.tokenizer import Tokenizer
-
-            self.tokenizer = Tokenizer.load(self.run_dir / "tokenizer.json") if self.dist.main else None
-        except (ImportError, NslmError):
-            self.tokenizer = None
+        self.tokenizer = None  # only the main process samples; a run folder without a tokenizer trains unsampled
+        if self.dist.main:
+            try:
+                self.tokenizer = Tokenizer.load(self.run_dir / "tokenizer.json")
+            except NslmError:
+                pass
 
     def _restore(self) -> None:
         state, rng = checkpoint.load_last(self.run_dir, self.model, self.optimizer)
@@ -224,9 +179,7 @@ class Trainer:
 
     # ---- helpers
     def autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     def elapsed(self) -> float:
         return self.elapsed_before + (time.time() - self.started)
@@ -309,8 +262,6 @@ class Trainer:
         """A greedy continuation of `sample_prompt` and whether it reached the end-of-story token."""
         if self.tokenizer is None or self.tcfg.sample_tokens == 0:
             return None, None
-        from nslm.generate.sampling import generate_ids
-
         eot = self.tokenizer.eot_id
         prompt = [eot] + self.tokenizer.encode(self.tcfg.sample_prompt)
         was_training = self.model.training
@@ -344,7 +295,7 @@ class Trainer:
             return False
         self.best_val = val_loss
         if self.dist.main:
-            checkpoint.save_weights(self.model, self.run_dir / "model.safetensors")
+            save_weights(self.model, self.run_dir / "model.safetensors")
         return True
 
     # ---- the run
@@ -403,7 +354,7 @@ class Trainer:
         if result_state == "stopped":
             self.save_last()
             if self.dist.main and not (self.run_dir / "model.safetensors").exists():
-                checkpoint.save_weights(self.model, self.run_dir / "model.safetensors")
+                save_weights(self.model, self.run_dir / "model.safetensors")
         self._finish_ddp_record()
         if bar is not None:
             bar.close()
@@ -456,16 +407,12 @@ class Trainer:
     def _progress_bar(self):
         if not self.dist.main:
             return None
-        from tqdm import tqdm
-
         bar = tqdm(total=100, unit="%", desc=self.run_dir.name, dynamic_ncols=True,
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
         bar.n = round(100 * self.progress(), 1)
         return bar
 
     def _plot(self) -> None:
-        from nslm.train.plot import plot_loss
-
         plot_loss(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
 
     # ---- signals: Ctrl-C / SIGTERM finish the step, save, and exit cleanly

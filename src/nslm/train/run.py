@@ -9,17 +9,15 @@ from pathlib import Path
 
 from nslm import __version__
 from nslm.atomic import atomic_write_json
+from nslm.device import is_main_process, pick_device
 from nslm.errors import NslmError
 from nslm.models import ModelConfig, build_model, load_preset, preset_train_defaults
 from nslm.tokenizer.core import tokenizer_file_sha256
 from nslm.train.config import TrainConfig, apply_overrides, read_config_file
+from nslm.train.loop import Trainer
 from nslm.train.windows import read_data_folder
 
 DEFAULT_PRESET = "transformer-1m"
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _checked_data(data_dir: str | Path) -> dict:
@@ -70,8 +68,6 @@ def prepare_run(out: str | Path | None = None, data: str | Path | None = None, p
         "nslm_version": __version__,
         "params": build_model(mcfg).param_counts(),
     }
-    from nslm.train.loop import pick_device
-
     pick_device(tcfg.device)  # an absent GPU is refused before any folder is made
     run_dir = Path(out)
     if is_main_process():
@@ -127,6 +123,4 @@ def _prepare_resume(run_dir: Path, data, overrides, train_options, preset, confi
 
 def train_run(run_config: dict, run_dir: Path, resume: bool = False) -> dict:
     """Train in `run_dir` as `run_config` says; returns the final status (state, step, best_val_loss...)."""
-    from nslm.train.loop import Trainer
-
     return Trainer(run_config, run_dir, resume).run()

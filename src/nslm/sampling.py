@@ -3,6 +3,8 @@
 Both loops show the model exactly the same tokens, so greedy decoding gives the same ids with and
 without the cache. A Transformer sees at most `context_length` tokens: when the window is full it
 keeps the last three quarters and continues (the cache is refilled from those).
+
+It sits below both training (its greedy samples at each evaluation) and generation (`nslm.load`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,19 @@
-"""`nslm tokenizer train | report`: train one tokenizer, or compare several on validation stories."""
+"""`nslm tokenizer train | report`: train one tokenizer, or compare several on validation stories.
+
+This face lives in data/ because it reads story files (`nslm.data.reading`), and tokenizer/ sits
+below data/ (data prepare trains and applies tokenizers), so tokenizer/ never imports data/.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from nslm.atomic import atomic_dir, atomic_write_json
+from nslm.cli import HelpFormatter
+from nslm.data.reading import read_stories
+from nslm.errors import NslmError
+from nslm.tokenizer import check_kind_and_size, train_tokenizer
+from nslm.tokenizer.report import compare_tokenizers, comparison_markdown, comparison_table
 
 TRAIN_EXAMPLE = """example:
   nslm tokenizer train --kind bpe --vocab-size 4096 --input data/ts/train.txt --out tokenizers/bpe-4096
@@ -15,8 +26,6 @@ REPORT_EXAMPLE = """example:
 
 
 def register(subparsers) -> None:
-    from nslm.cli import HelpFormatter
-
     tok = subparsers.add_parser("tokenizer", help="train tokenizers and compare their efficiency",
                                 description="Train byte-level BPE, word-level or char-level tokenizers "
                                 "(Hugging Face tokenizers) and compare them.",
@@ -51,12 +60,6 @@ def register(subparsers) -> None:
 
 
 def run_train(args) -> int:
-    from nslm.atomic import atomic_dir
-    from nslm.data.reading import read_stories
-    from nslm.errors import NslmError
-    from nslm.tokenizer import train_tokenizer
-    from nslm.tokenizer.core import check_kind_and_size
-
     check_kind_and_size(args.kind, args.vocab_size)
     if args.out.exists() and (args.out / "tokenizer.json").exists():
         raise NslmError(f"{args.out} already holds a tokenizer.json; choose another --out")
@@ -74,11 +77,7 @@ def run_train(args) -> int:
 
 
 def run_report(args) -> int:
-    from rich.console import Console
-
-    from nslm.atomic import atomic_write_json
-    from nslm.data.reading import read_stories
-    from nslm.tokenizer.report import compare_tokenizers, comparison_markdown, comparison_table
+    from rich.console import Console  # rich: only when a report is printed
 
     stories = [s for _, s in zip(range(args.max_stories), read_stories(args.valid))]
     reports = compare_tokenizers(args.tokenizers, stories)

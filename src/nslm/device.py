@@ -1,0 +1,85 @@
+"""Where a model runs: device, precision (bf16 autocast or fp32) and this process's rank.
+
+Training, generation, evaluation and the benchmarks all choose through these functions, so `auto`
+means the same thing everywhere and an absent GPU is refused with the same sentence.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from nslm.errors import NslmError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "fp32", "bf16")
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AMX or AVX-512-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether `device` does bf16 matrix products in hardware (elsewhere bf16 is emulated and slow)."""
+    return (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (device.type == "cpu" and cpu_has_bf16())
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """`auto` picks CUDA, then MPS, then CPU; an explicit device that is absent is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise NslmError("--device cuda was asked for but this PyTorch sees no CUDA GPU; use --device cpu")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if name == "mps" and not _mps_available():
+        raise NslmError("--device mps was asked for but MPS is not available; use --device cpu")
+    return torch.device(name)
+
+
+def as_device(device: str | torch.device | None) -> torch.device:
+    """A torch.device from None (auto), a name that `pick_device` knows, or a torch.device / "cuda:1" as is."""
+    if device is None or (isinstance(device, str) and device in DEVICES):
+        return pick_device(device or "auto")
+    return torch.device(device)
+
+
+def pick_autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """bf16 where the hardware does it natively (`auto`), None for fp32."""
+    if name == "fp32":
+        return None
+    supported = bf16_native(device)
+    if name == "bf16":
+        if device.type == "mps" or (device.type == "cuda" and not supported):
+            raise NslmError(f"--dtype bf16 is not supported on {device}; use --dtype fp32")
+        return torch.bfloat16
+    return torch.bfloat16 if supported else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """A context that runs the forward pass in `dtype` (None: plain fp32, no autocast)."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def process_rank() -> int:
+    """This process's rank under torchrun (RANK), 0 when run alone."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main_process() -> bool:
+    """Rank 0: the one process that writes the run folder and prints."""
+    return process_rank() == 0
