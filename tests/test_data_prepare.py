@@ -5,12 +5,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from nslm.cli import main
-from nslm.data import TokenFile, load_token_split, prepare, read_cleaned, read_meta
+from nslm.data import DataFolder, prepare, read_cleaned
 from nslm.data.tokens import dtype_for
 from nslm.errors import NslmError
 from nslm.tokenizer import Tokenizer
+from nslm.train.windows import random_batch
 
 FILES = ("train.txt", "valid.txt", "report.json", "tokenizer.json", "train.bin", "valid.bin", "meta.json")
 
@@ -22,13 +24,13 @@ def _args(story_files, out, *extra):
 
 
 def test_token_files_match_the_contract(data_dir):
-    meta = read_meta(data_dir)
+    meta = DataFolder(data_dir).meta
     tok = Tokenizer.load(data_dir / "tokenizer.json")
     assert meta["tokenizer_sha256"] == hashlib.sha256((data_dir / "tokenizer.json").read_bytes()).hexdigest()
     assert meta["eot_id"] == tok.eot_id == 0
     for split in ("train", "valid"):
         stories = list(read_cleaned(data_dir / f"{split}.txt"))
-        ids = load_token_split(data_dir, split)
+        ids = DataFolder(data_dir).split(split).ids
         assert ids.dtype == np.dtype("<u2") and meta[split]["file"] == f"{split}.bin"
         assert meta[split]["stories"] == len(stories)
         assert meta[split]["bytes"] == sum(len(s.encode()) for s in stories)
@@ -37,8 +39,7 @@ def test_token_files_match_the_contract(data_dir):
             expected += tok.encode(s) + [tok.eot_id]
         assert ids[:len(expected)].tolist() == expected
         assert ids[-1] == tok.eot_id
-    windows = TokenFile(data_dir, "valid")
-    x, y = windows.random_windows(4, 64, np.random.default_rng(0))
+    x, y = random_batch(DataFolder(data_dir).split("valid").ids, 4, 64, torch.Generator().manual_seed(0))
     assert x.shape == (4, 64) and (x[:, 1:] == y[:, :-1]).all()
 
 
@@ -56,7 +57,7 @@ def test_prepare_cli_writes_the_folder_and_reuses_it(story_files, tmp_path, caps
     assert "already holds a different dataset" in capsys.readouterr().err
     assert main(_args(story_files, out, "--min-words", "30")) == 2
     assert main(_args(story_files, out, "--if-exists", "overwrite", "--min-words", "30")) == 0
-    assert read_meta(out)["prepare"]["settings"]["clean"]["min_words"] == 30
+    assert DataFolder(out).meta["prepare"]["settings"]["clean"]["min_words"] == 30
 
 
 def test_reuse_rebuilds_nothing_when_incomplete(story_files, tmp_path, capsys):
@@ -69,9 +70,9 @@ def test_reuse_rebuilds_nothing_when_incomplete(story_files, tmp_path, capsys):
 
 def test_word_and_char_kinds(make_data_dir):
     word = make_data_dir("word", 2048)
-    assert (word / "casing.json").is_file() and read_meta(word)["tokenizer_kind"] == "word"
+    assert (word / "casing.json").is_file() and DataFolder(word).meta["tokenizer_kind"] == "word"
     char = make_data_dir("char", None)
-    meta = read_meta(char)
+    meta = DataFolder(char).meta
     assert meta["tokenizer_kind"] == "char" and meta["vocab_size"] < 400
     assert not (char / "casing.json").exists()
 
@@ -142,23 +143,23 @@ def test_single_steps_give_the_same_token_files(story_files, tmp_path):
     whole = prepare([str(p) for p in train], [str(valid)], tmp_path / "whole", vocab_size=300, max_stories=300)
     for name in ("train.txt", "valid.txt", "tokenizer.json", "train.bin", "valid.bin"):
         assert (clean / name).read_bytes() == (whole.path / name).read_bytes(), name
-    assert read_meta(clean)["valid"] == whole.meta["valid"]
+    assert DataFolder(clean).meta["valid"] == whole.meta["valid"]
 
 
 def test_reading_a_foreign_or_corrupt_folder(data_dir, tmp_path):
     with pytest.raises(NslmError, match="no meta.json"):
-        read_meta(tmp_path)
+        DataFolder(tmp_path).meta
     (tmp_path / "meta.json").write_text('{"format": "something-else"}')
     with pytest.raises(NslmError, match="not an nslm token header"):
-        read_meta(tmp_path)
+        DataFolder(tmp_path).meta
     copy = tmp_path / "copy"
     copy.mkdir()
     (copy / "meta.json").write_bytes((data_dir / "meta.json").read_bytes())
     (copy / "train.bin").write_bytes((data_dir / "train.bin").read_bytes()[:-6])
     with pytest.raises(NslmError, match="truncated or foreign"):
-        load_token_split(copy, "train")
+        DataFolder(copy).split("train").ids
     with pytest.raises(NslmError, match="token file .* is missing"):
-        load_token_split(copy, "valid")
+        DataFolder(copy).split("valid").ids
 
 
 def test_dtype_choice():
@@ -177,7 +178,7 @@ def test_switches_reach_the_cleaner(story_files, tmp_path):
     out = tmp_path / "raw"
     assert main(_args(story_files, out, "--no-normalize-quotes", "--no-drop-incomplete", "--no-near-dup",
                       "--min-words", "0")) == 0
-    settings = read_meta(out)["prepare"]["settings"]["clean"]
+    settings = DataFolder(out).meta["prepare"]["settings"]["clean"]
     assert settings["normalize_quotes"] is False and settings["drop_incomplete"] is False
     assert settings["dedup_near"] is False and settings["fix_encoding"] is True and settings["min_words"] == 0
 

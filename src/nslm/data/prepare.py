@@ -17,10 +17,10 @@ from typing import Iterable, Iterator, Sequence
 from nslm.atomic import atomic_dir, atomic_write_json
 from nslm.data.cleaning import Cleaner, CleanConfig, finish_vocabulary, vocab_filter
 from nslm.data.reading import HUB_DATASET, expand_inputs, read_file, read_hub, read_stories
-from nslm.data.tokens import SPLITS, build_meta, read_meta, write_meta, write_tokens
+from nslm.data.tokens import SPLITS, DataFolder, build_meta, write_meta, write_tokens
 from nslm.errors import NslmError
 from nslm.tokenizer import Tokenizer, train_tokenizer
-from nslm.tokenizer.core import check_kind_and_size, tokenizer_file_sha256
+from nslm.tokenizer.core import check_kind_and_size
 from nslm.tokenizer.detok import EOT
 
 IF_EXISTS = ("error", "reuse", "overwrite")
@@ -184,15 +184,13 @@ def fingerprint(train, valid, settings: dict) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _is_complete(out: Path, meta: dict) -> bool:
-    names = list(DATA_FILES) + (["casing.json"] if meta.get("tokenizer_kind") == "word" else [])
-    if not all((out / n).is_file() for n in names):
-        return False
-    return tokenizer_file_sha256(out / "tokenizer.json") == meta.get("tokenizer_sha256")
+def _is_complete(folder: DataFolder) -> bool:
+    names = list(DATA_FILES) + (["casing.json"] if folder.meta["tokenizer_kind"] == "word" else [])
+    return all((folder.path / n).is_file() for n in names) and folder.tokenizer_file_matches()
 
 
-def _existing_dataset(out: Path) -> tuple[str, dict | None]:
-    """('absent' | 'empty' | 'data' | 'foreign', meta) for the output path."""
+def _existing_dataset(out: Path) -> tuple[str, DataFolder | None]:
+    """('absent' | 'empty' | 'data' | 'foreign', the data folder) for the output path."""
     if not out.exists():
         return "absent", None
     if not out.is_dir():
@@ -200,7 +198,7 @@ def _existing_dataset(out: Path) -> tuple[str, dict | None]:
     if not any(out.iterdir()):
         return "empty", None
     try:
-        return "data", read_meta(out)
+        return "data", DataFolder(out)
     except NslmError:
         return "foreign", None
 
@@ -232,14 +230,14 @@ def prepare(train: Sequence[str] | None, valid: Sequence[str] | None, out: str |
     if valid:
         expand_inputs(valid)
     fp = fingerprint(train, valid, settings)
-    state, meta = _existing_dataset(out)
-    same = state == "data" and meta.get("prepare", {}).get("fingerprint") == fp and _is_complete(out, meta)
+    state, existing = _existing_dataset(out)
+    same = state == "data" and existing.meta.get("prepare", {}).get("fingerprint") == fp and _is_complete(existing)
     if state == "foreign":
         raise NslmError(f"output folder {out} is not empty and is not an nslm data folder; choose another --out")
     if state == "data":
         if if_exists == "reuse" and same:
             report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-            return PrepareResult(out, report, meta, reused=True)
+            return PrepareResult(out, report, existing.meta, reused=True)
         if if_exists != "overwrite":
             what = "this dataset already" if same else "a different dataset (other inputs or settings)"
             raise NslmError(f"output folder {out} already holds {what}; pass --if-exists overwrite to "

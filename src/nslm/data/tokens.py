@@ -1,5 +1,6 @@
 """Token files: `train.bin` / `valid.bin` (raw little-endian ids, end-of-story id after every story)
-and their header `meta.json`, as docs/ARCHITECTURE.md specifies. Training reads them as memmaps.
+and their header `meta.json`, as docs/ARCHITECTURE.md specifies: written here, and read only through
+`DataFolder`, whose splits are memmaps.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 
 from nslm.atomic import atomic_path, atomic_write_json
 from nslm.errors import NslmError
+from nslm.tokenizer import tokenizer_file_sha256
 
 FORMAT = "nslm-tokens"
 VERSION = 1
@@ -84,9 +86,83 @@ def write_meta(folder: str | Path, meta: dict) -> None:
     atomic_write_json(Path(folder) / "meta.json", meta)
 
 
-def read_meta(folder: str | Path) -> dict:
-    """Read and check `meta.json` of a data folder; NslmError when it is missing, foreign or corrupt."""
-    folder = Path(folder)
+class TokenSplit:
+    """One split's token ids (`ids`, a read-only little-endian memmap) and its header entry's counts."""
+
+    def __init__(self, name: str, ids: np.ndarray, stories: int, nbytes: int):
+        self.name, self.ids, self.stories, self.bytes = name, ids, stories, nbytes
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class DataFolder:
+    """A data folder made by `nslm data prepare`, read through its header `meta.json`.
+
+    The one reader of the format in docs/ARCHITECTURE.md ("Data folder"): training, evaluation, the GUI
+    and the tests open data folders through it. A missing, foreign or corrupt header is an NslmError.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise NslmError(f"data folder {self.path} does not exist; make one with nslm data prepare")
+        self.meta = _read_header(self.path)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["vocab_size"])
+
+    @property
+    def eot_id(self) -> int:
+        return int(self.meta["eot_id"])
+
+    @property
+    def tokenizer_sha256(self) -> str:
+        return self.meta["tokenizer_sha256"]
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The ids' dtype, little-endian whatever this machine's byte order."""
+        return np.dtype(self.meta["dtype"]).newbyteorder("<")
+
+    def split(self, name: str = "train") -> TokenSplit:
+        """The ids of `name` (`train` or `valid`) as a read-only memmap, checked against the header."""
+        if name not in SPLITS or not isinstance(self.meta.get(name), dict):
+            raise NslmError(f"{self.path}/meta.json has no split {name!r}; splits are {', '.join(SPLITS)}")
+        info = self.meta[name]
+        path = self.path / info.get("file", f"{name}.bin")
+        if not path.is_file():
+            raise NslmError(f"token file {path} is missing; remake the folder with nslm data prepare")
+        size = path.stat().st_size
+        if size != info.get("tokens", -1) * self.dtype.itemsize:
+            raise NslmError(f"{path} holds {size} bytes but meta.json promises {info.get('tokens')} "
+                            f"{self.meta['dtype']} tokens; the file is truncated or foreign")
+        ids = np.zeros(0, dtype=self.dtype) if size == 0 else np.memmap(path, dtype=self.dtype, mode="r")
+        return TokenSplit(name, ids, int(info.get("stories", 0)), int(info.get("bytes", 0)))
+
+    def matches(self, tokenizer) -> bool:
+        """Whether these token files were made with `tokenizer`: a Tokenizer, or the sha256 of its
+        tokenizer.json as a run's config.json records it. A model that records no hash cannot be told
+        apart and passes; every run nslm trains records one."""
+        sha = getattr(tokenizer, "sha256", tokenizer)
+        return not sha or sha == self.tokenizer_sha256
+
+    def tokenizer_file_matches(self) -> bool:
+        """Whether the folder's tokenizer.json is the one its token files were made with."""
+        path = self.path / "tokenizer.json"
+        return path.is_file() and self.matches(tokenizer_file_sha256(path))
+
+    def check_tokenizer_file(self) -> None:
+        """NslmError unless tokenizer.json is present and is the tokenizer of the token files."""
+        if not (self.path / "tokenizer.json").is_file():
+            raise NslmError(f"data folder {self.path} has no tokenizer.json; make it with nslm data prepare")
+        if not self.tokenizer_file_matches():
+            raise NslmError(f"{self.path}/tokenizer.json does not match its meta.json (the token files were made "
+                            "with another tokenizer); re-run `nslm data prepare`")
+
+
+def _read_header(folder: Path) -> dict:
     path = folder / "meta.json"
     if not path.is_file():
         raise NslmError(f"{folder} is not a data folder (no meta.json); make one with nslm data prepare")
@@ -104,57 +180,3 @@ def read_meta(folder: str | Path) -> dict:
     if meta["dtype"] not in ("uint16", "uint32"):
         raise NslmError(f"{path} has an unknown dtype {meta['dtype']!r}")
     return meta
-
-
-def load_token_split(folder: str | Path, split: str = "train") -> np.memmap:
-    """The ids of `split` (`train` or `valid`) as a read-only 1-D memmap, checked against meta.json."""
-    folder = Path(folder)
-    meta = read_meta(folder)
-    if split not in SPLITS or not isinstance(meta.get(split), dict):
-        raise NslmError(f"{folder}/meta.json has no split {split!r}; splits are {', '.join(SPLITS)}")
-    info = meta[split]
-    path = folder / info.get("file", f"{split}.bin")
-    if not path.is_file():
-        raise NslmError(f"token file {path} is missing; remake the folder with nslm data prepare")
-    dtype = np.dtype(meta["dtype"]).newbyteorder("<")
-    size = path.stat().st_size
-    if size != info.get("tokens", -1) * dtype.itemsize:
-        raise NslmError(f"{path} holds {size} bytes but meta.json promises {info.get('tokens')} "
-                        f"{meta['dtype']} tokens; the file is truncated or foreign")
-    if size == 0:
-        return np.zeros(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r")
-
-
-class TokenFile:
-    """One split of a data folder: `.ids` (memmap), `.meta`, `len()`, and random training windows."""
-
-    def __init__(self, folder: str | Path, split: str = "train"):
-        self.folder = Path(folder)
-        self.split = split
-        self.meta = read_meta(self.folder)
-        self.ids = load_token_split(self.folder, split)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def eot_id(self) -> int:
-        return int(self.meta["eot_id"])
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.meta["vocab_size"])
-
-    def window(self, start: int, length: int) -> np.ndarray:
-        """`length` ids from `start`, as int64."""
-        return np.asarray(self.ids[start:start + length], dtype=np.int64)
-
-    def random_windows(self, batch: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(inputs, targets) int64 arrays of shape [batch, length], targets shifted by one token."""
-        if len(self.ids) <= length:
-            raise NslmError(f"{self.split} split has {len(self.ids)} tokens, fewer than a window of {length + 1}")
-        starts = rng.integers(0, len(self.ids) - length - 1, size=batch)
-        x = np.stack([self.window(s, length) for s in starts])
-        y = np.stack([self.window(s + 1, length) for s in starts])
-        return x, y

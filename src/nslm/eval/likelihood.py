@@ -9,40 +9,15 @@ optimistic; the result counts those targets and gives the loss over the known to
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
+from nslm.data.tokens import DataFolder
 from nslm.errors import NslmError
 from nslm.eval.scoring import Scorer
-
-EOT_LINE = "<|endoftext|>"
-
-
-def read_meta(data_dir: str | Path) -> dict:
-    """The `meta.json` header of a data folder; NslmError when the folder is not one."""
-    path = Path(data_dir) / "meta.json"
-    if not path.is_file():
-        raise NslmError(f"{data_dir} is not a data folder (no meta.json); make one with `nslm data prepare`.")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise NslmError(f"{path} is not valid JSON ({exc}); prepare the data folder again.") from exc
-
-
-def read_tokens(data_dir: str | Path, split: str = "valid") -> tuple[np.ndarray, dict]:
-    """The token ids of one split as a read-only memory map, and that split's header entry."""
-    meta = read_meta(data_dir)
-    entry = meta.get(split)
-    if not isinstance(entry, dict):
-        raise NslmError(f"{data_dir}/meta.json has no '{split}' entry; prepare the data folder again.")
-    path = Path(data_dir) / entry.get("file", f"{split}.bin")
-    if not path.is_file() or path.stat().st_size == 0:
-        raise NslmError(f"{path} is missing or empty; prepare the data folder again.")
-    tokens = np.memmap(path, dtype=np.dtype(meta.get("dtype", "uint16")).newbyteorder("<"), mode="r")
-    return tokens, entry
+from nslm.tokenizer import EOT
 
 
 def story_byte_counts(text_path: str | Path) -> list[int]:
@@ -50,7 +25,7 @@ def story_byte_counts(text_path: str | Path) -> list[int]:
     counts, lines = [], []
     with open(text_path, encoding="utf-8") as f:
         for line in f:
-            if line.rstrip("\n") == EOT_LINE:
+            if line.rstrip("\n") == EOT:
                 counts.append(len("".join(lines).rstrip("\n").encode("utf-8")))
                 lines = []
             else:
@@ -60,11 +35,10 @@ def story_byte_counts(text_path: str | Path) -> list[int]:
     return counts
 
 
-def check_same_tokenizer(model_config: dict, meta: dict, model_name: str, data_dir: str | Path) -> None:
+def check_same_tokenizer(model_config: dict, folder: DataFolder, model_name: str, data_dir: str | Path) -> None:
     """NslmError when the data folder was tokenized by another tokenizer than the model's."""
     ours = model_config.get("tokenizer_sha256") or model_config.get("data", {}).get("tokenizer_sha256")
-    theirs = meta.get("tokenizer_sha256")
-    if ours and theirs and ours != theirs:
+    if not folder.matches(ours):
         raise NslmError(
             f"{data_dir} was tokenized with another tokenizer than model {model_name}; "
             "evaluate on the data folder the model was trained on (see its config.json)."
@@ -120,12 +94,13 @@ def evaluate_likelihood(story_model, data_dir: str | Path, max_tokens: int | Non
     """
     from tqdm import tqdm
 
-    meta = read_meta(data_dir)
-    check_same_tokenizer(story_model.config, meta, getattr(story_model, "name", "?"), data_dir)
-    tokens, entry = read_tokens(data_dir, "valid")
-    eot = int(meta.get("eot_id", story_model.tokenizer.eot_id))
-    n_stories = int(entry.get("stories", 0)) or int((tokens == eot).sum())
-    n_bytes = int(entry.get("bytes", 0))
+    folder = DataFolder(data_dir)
+    check_same_tokenizer(story_model.config, folder, getattr(story_model, "name", "?"), data_dir)
+    split = folder.split("valid")
+    tokens = split.ids
+    eot = folder.eot_id
+    n_stories = split.stories or int((tokens == eot).sum())
+    n_bytes = split.bytes
     note = "whole validation split"
     if max_tokens and max_tokens < len(tokens):
         ends = np.flatnonzero(np.asarray(tokens[:max_tokens]) == eot)
@@ -138,12 +113,12 @@ def evaluate_likelihood(story_model, data_dir: str | Path, max_tokens: int | Non
             # Scale our own count to the header's so the whole-split and partial figures agree.
             n_bytes = round(sum(counts[:kept]) * (n_bytes or sum(counts)) / sum(counts))
         else:
-            n_bytes = round(n_bytes * len(tokens) / len(np.asarray(read_tokens(data_dir, "valid")[0])))
+            n_bytes = round(n_bytes * len(tokens) / len(split))
         note = f"first {kept} of {n_stories} validation stories"
         n_stories = kept
     scorer = Scorer(story_model.model, eot, story_model.context_length, story_model.device, batch_size)
     with tqdm(total=len(tokens), desc="likelihood", unit="tok", leave=False) as bar:
         result = evaluate_tokens(scorer, np.asarray(tokens), n_bytes, story_model.tokenizer.unk_id, stride, bar)
     result.update(stories=n_stories, split="valid", data=str(data_dir), scope=note,
-                  tokenizer_kind=meta.get("tokenizer_kind"), vocab_size=meta.get("vocab_size"))
+                  tokenizer_kind=folder.meta["tokenizer_kind"], vocab_size=folder.vocab_size)
     return result

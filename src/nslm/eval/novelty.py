@@ -25,10 +25,10 @@ import numpy as np
 
 from nslm.atomic import atomic_dir, atomic_write_json
 from nslm.errors import NslmError
+from nslm.tokenizer import EOT
 
 INDEX_VERSION = 2
 EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-EOT_LINE = "<|endoftext|>"
 NGRAM_SIZES = (4, 5)
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _PRIME = np.uint64(0x100000001B3)  # FNV-1 64-bit prime: odd, so the rolling combination is invertible
@@ -42,7 +42,7 @@ def iter_stories(path: str | Path, limit: int | None = None) -> Iterator[tuple[i
     with open(path, "rb") as f:
         start, parts, pos = 0, [], 0
         for raw in f:
-            if raw.rstrip(b"\r\n") == EOT_LINE.encode():
+            if raw.rstrip(b"\r\n") == EOT.encode():
                 body = b"".join(parts).rstrip(b"\r\n")
                 if body.strip():
                     yield start, len(body), body.decode("utf-8", errors="replace")

@@ -145,15 +145,13 @@ def _note(msg: str) -> None:
 
 def _model_data_dir(story_model, data_dir: str | None) -> str | None:
     """The data folder to evaluate on: the one given if its tokenizer matches, else the model's own."""
-    from nslm.eval.likelihood import read_meta
+    from nslm.data.tokens import DataFolder
 
     own = (story_model.config.get("data") or {}).get("path")
     ours = story_model.config.get("tokenizer_sha256")
     for candidate in (data_dir, own):
-        if candidate and Path(candidate, "meta.json").is_file():
-            sha = read_meta(candidate).get("tokenizer_sha256")
-            if not ours or not sha or sha == ours:
-                return candidate
+        if candidate and Path(candidate, "meta.json").is_file() and DataFolder(candidate).matches(ours):
+            return candidate
     return None
 
 

@@ -10,8 +10,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nslm.data.tokens import DataFolder
 from nslm.errors import NslmError
-from nslm.gui.runs import check_name, human_count, read_json
+from nslm.gui.runs import check_name, human_count
 from nslm.models import build_model, load_preset
 
 # `nslm train --set` names of the form's training fields.
@@ -40,8 +41,9 @@ def data_summary(data_dir: str) -> tuple[dict | None, str]:
     folder = Path(str(data_dir).strip()).expanduser()
     if not folder.is_dir():
         return None, f"{folder} does not exist; make it with `nslm data prepare --out {folder}`."
-    meta = read_json(folder / "meta.json")
-    if meta is None or meta.get("format") != "nslm-tokens":
+    try:
+        meta = DataFolder(folder).meta
+    except NslmError:
         return None, f"{folder} has no readable meta.json: is it a folder made by `nslm data prepare`?"
     train = meta.get("train") if isinstance(meta.get("train"), dict) else {}
     text = (f"tokenizer: {meta.get('tokenizer_kind', '?')}, vocabulary {meta.get('vocab_size', '?')}; "

@@ -6,7 +6,10 @@ import argparse
 import sys
 
 from nslm.cli import HelpFormatter
+from nslm.device import DEVICES, DTYPES, is_main_process
 from nslm.errors import NslmError
+from nslm.models import build_model, list_presets, load_preset, preset_description
+from nslm.train.run import prepare_run, train_run
 
 EXAMPLE = """examples:
   nslm train --preset transformer-1m --data data/ts --out runs/tf1m --max-minutes 10
@@ -32,8 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any setting, e.g. --set model.n_layer=6 --set train.lr=1e-3 (repeatable)")
     p.add_argument("--config", metavar="FILE", help="JSON or TOML file with 'preset', 'model' and 'train' tables")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None, help="default auto")
-    p.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default=None,
+    p.add_argument("--device", choices=DEVICES, default=None, help="default auto")
+    p.add_argument("--dtype", choices=DTYPES, default=None,
                    help="auto: bf16 autocast where the hardware has it natively, else fp32")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--list-presets", action="store_true", help="list the model presets and exit")
@@ -41,17 +44,12 @@ def register(subparsers) -> None:
 
 
 def list_presets_table() -> None:
-    from nslm.models import build_model, list_presets, load_preset, preset_description
-
     for name in list_presets():
         counts = build_model(load_preset(name)).param_counts()
         print(f"{name:16} {counts['total'] / 1e6:5.2f}M params  {preset_description(name)}")
 
 
 def run(args: argparse.Namespace) -> int:
-    from nslm.device import is_main_process  # torch: imported when the command runs, not for `nslm --help`
-    from nslm.train.run import prepare_run, train_run
-
     if args.list_presets:
         list_presets_table()
         return 0

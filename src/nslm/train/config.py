@@ -7,11 +7,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from nslm.device import DEVICES, DTYPES
 from nslm.errors import NslmError
 from nslm.models.config import check_known_fields
-
-DTYPES = ("auto", "fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 @dataclass

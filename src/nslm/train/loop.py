@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from nslm.atomic import atomic_write_json, atomic_write_text
+from nslm.data.tokens import DataFolder
 from nslm.device import autocast, pick_autocast_dtype, pick_device
 from nslm.errors import NslmError
 from nslm.models import ModelConfig, build_model
@@ -29,7 +30,7 @@ from nslm.tokenizer import Tokenizer
 from nslm.train import checkpoint
 from nslm.train.config import TrainConfig
 from nslm.train.plot import plot_loss
-from nslm.train.windows import TokenFile, batch_generator, random_batch, validation_windows
+from nslm.train.windows import batch_generator, random_batch, validation_windows
 from nslm.weights import save_weights, weights_sha256
 
 
@@ -128,8 +129,8 @@ class Trainer:
         torch.manual_seed(self.tcfg.seed)
         if self.tcfg.deterministic:
             torch.use_deterministic_algorithms(True)
-        self.train_tokens = TokenFile(self.meta, "train")
-        self.valid_tokens = TokenFile(self.meta, "valid")
+        data = DataFolder(self.meta["path"])
+        self.train_tokens, self.valid_tokens = data.split("train"), data.split("valid")
         self.model = build_model(self.mcfg).to(self.device)
         self.optimizer = make_optimizer(self.model, self.tcfg, self.device)
         self.step, self.tokens_seen, self.elapsed_before = 0, 0, 0.0
@@ -145,7 +146,7 @@ class Trainer:
         if self.dist.active:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.net, device_ids=ids)
-        x, y, self.val_estimated = validation_windows(self.valid_tokens.tokens, self.mcfg.context_length, self.tcfg.eval_tokens)
+        x, y, self.val_estimated = validation_windows(self.valid_tokens.ids, self.mcfg.context_length, self.tcfg.eval_tokens)
         self.val_x, self.val_y = x, y
         self.tokenizer = None  # only the main process samples; a run folder without a tokenizer trains unsampled
         if self.dist.main:
@@ -217,7 +218,7 @@ class Trainer:
         total = 0.0
         for micro in range(self.tcfg.grad_accum):
             gen = batch_generator(self.tcfg.seed, self.dist.rank, self.step, micro)
-            x, y = random_batch(self.train_tokens.tokens, self.tcfg.batch_size, self.mcfg.context_length, gen)
+            x, y = random_batch(self.train_tokens.ids, self.tcfg.batch_size, self.mcfg.context_length, gen)
             if self.step == self.start_step and micro == 0:
                 self.first_batch_sha = hashlib.sha256(x.numpy().tobytes()).hexdigest()
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

@@ -9,24 +9,29 @@ from pathlib import Path
 
 from nslm import __version__
 from nslm.atomic import atomic_write_json
+from nslm.data.tokens import SPLITS, DataFolder
 from nslm.device import is_main_process, pick_device
 from nslm.errors import NslmError
 from nslm.models import ModelConfig, build_model, load_preset, preset_train_defaults
 from nslm.tokenizer.core import tokenizer_file_sha256
 from nslm.train.config import TrainConfig, apply_overrides, read_config_file
 from nslm.train.loop import Trainer
-from nslm.train.windows import read_data_folder
 
 DEFAULT_PRESET = "transformer-1m"
 
 
-def _checked_data(data_dir: str | Path) -> dict:
-    meta = read_data_folder(data_dir)
-    actual = tokenizer_file_sha256(Path(meta["path"]) / "tokenizer.json")
-    if actual != meta["tokenizer_sha256"]:
-        raise NslmError(f"{data_dir}/tokenizer.json does not match its meta.json (the token files were made with "
-                        "another tokenizer); re-run `nslm data prepare`")
-    return meta
+def _checked_data(data_dir: str | Path) -> DataFolder:
+    """The data folder, with its tokenizer and both token files checked before any run folder is made."""
+    folder = DataFolder(data_dir)
+    folder.check_tokenizer_file()
+    for split in SPLITS:
+        folder.split(split)
+    return folder
+
+
+def _data_record(folder: DataFolder) -> dict:
+    """config.json's `data`: the header and where the folder is."""
+    return dict(folder.meta, path=str(folder.path.resolve()))
 
 
 def prepare_run(out: str | Path | None = None, data: str | Path | None = None, preset: str | None = None,
@@ -52,19 +57,20 @@ def prepare_run(out: str | Path | None = None, data: str | Path | None = None, p
     train.update(file_cfg.get("train", {}))
     train.update(train_options)
     apply_overrides({"model": model, "train": train}, overrides)
-    meta = _checked_data(data)
-    model["vocab_size"] = int(meta["vocab_size"])  # the data decides the vocabulary
+    folder = _checked_data(data)
+    model["vocab_size"] = folder.vocab_size  # the data decides the vocabulary
     mcfg = ModelConfig.from_dict(model)
     tcfg = TrainConfig.from_dict(train)
-    if mcfg.context_length + 1 > int(meta["train"]["tokens"]):
-        raise NslmError(f"the training split of {data} has {meta['train']['tokens']} tokens, fewer than one window "
+    train_tokens = len(folder.split("train"))
+    if mcfg.context_length + 1 > train_tokens:
+        raise NslmError(f"the training split of {data} has {train_tokens} tokens, fewer than one window "
                         f"of {mcfg.context_length + 1}; lower model.context_length or use more data")
     run_config = {
         "preset": preset,
         "model": mcfg.to_dict(),
         "train": tcfg.to_dict(),
-        "data": meta,
-        "tokenizer_sha256": meta["tokenizer_sha256"],
+        "data": _data_record(folder),
+        "tokenizer_sha256": folder.tokenizer_sha256,
         "nslm_version": __version__,
         "params": build_model(mcfg).param_counts(),
     }
@@ -103,10 +109,10 @@ def _prepare_resume(run_dir: Path, data, overrides, train_options, preset, confi
     if preset or config_file:
         raise NslmError("--resume continues a run with its own settings; drop --preset and --config")
     run_config = read_run_config(run_dir)
-    meta = _checked_data(data or run_config["data"]["path"])
-    if meta["tokenizer_sha256"] != run_config["tokenizer_sha256"]:
-        raise NslmError(f"the data folder {meta['path']} was made with another tokenizer than the run {run_dir}; "
-                        "resume with the run's own data folder (--data)")
+    folder = _checked_data(data or run_config["data"]["path"])
+    if not folder.matches(run_config["tokenizer_sha256"]):
+        raise NslmError(f"the data folder {folder.path.resolve()} was made with another tokenizer than the run "
+                        f"{run_dir}; resume with the run's own data folder (--data)")
     if (run_dir / "tokenizer.json").is_file() and tokenizer_file_sha256(run_dir / "tokenizer.json") != run_config["tokenizer_sha256"]:
         raise NslmError(f"{run_dir}/tokenizer.json does not match the run's config.json; the run folder was altered")
     train = dict(run_config["train"], stop_after_steps=None)
@@ -118,7 +124,7 @@ def _prepare_resume(run_dir: Path, data, overrides, train_options, preset, confi
     if model != run_config["model"]:
         raise NslmError("--resume cannot change model settings; start a new run for another model")
     # config.json is rewritten by the trainer once the checkpoint has loaded, so a failed resume changes nothing
-    return dict(run_config, train=TrainConfig.from_dict(train).to_dict(), data=meta), run_dir
+    return dict(run_config, train=TrainConfig.from_dict(train).to_dict(), data=_data_record(folder)), run_dir
 
 
 def train_run(run_config: dict, run_dir: Path, resume: bool = False) -> dict:

@@ -1,55 +1,16 @@
 """Random training windows and fixed validation windows read straight from a data folder's token files.
 
-The token files are memory-mapped, never loaded whole. Each batch is drawn with a generator seeded by
+The token files are memory-mapped (`nslm.data.DataFolder`), never loaded whole. Each batch is drawn with a generator seeded by
 (seed, rank, step, micro-step), so the data position is simply the step and a resume draws exactly
 the batches the uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from nslm.errors import NslmError
-
-REQUIRED = ("meta.json", "tokenizer.json", "train.bin", "valid.bin")
-
-
-def read_data_folder(path: str | Path) -> dict:
-    """meta.json of a data folder made by `nslm data prepare`, checked, with `path` added."""
-    path = Path(path)
-    if not path.is_dir():
-        raise NslmError(f"data folder {path} does not exist; make one with `nslm data prepare`")
-    for name in REQUIRED:
-        if not (path / name).is_file():
-            raise NslmError(f"data folder {path} has no {name}; make it with `nslm data prepare`")
-    try:
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-        if meta.get("format") != "nslm-tokens":
-            raise ValueError("format")
-        int(meta["vocab_size"]), int(meta["eot_id"]), meta["tokenizer_sha256"]
-        np.dtype(meta["dtype"])
-    except (ValueError, KeyError, TypeError):
-        raise NslmError(f"{path / 'meta.json'} is not an nslm token header; re-run `nslm data prepare`") from None
-    return dict(meta, path=str(path.resolve()))
-
-
-class TokenFile:
-    """One split's token ids as a read-only memmap."""
-
-    def __init__(self, meta: dict, split: str):
-        info = meta[split]
-        path = Path(meta["path"]) / info.get("file", f"{split}.bin")
-        self.tokens = np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
-        self.bytes = int(info.get("bytes", 0))
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
 
 def batch_generator(seed: int, rank: int, step: int, micro: int) -> torch.Generator:
     """The generator for one micro-batch; a stable mix of its coordinates."""
