@@ -38,14 +38,22 @@ def read_safetensors(path: str | Path, what: str = "weights") -> dict[str, torch
     if not path.is_file():
         raise NslmError(f"{what} file {path} is missing")
     with open(path, "rb") as f:
-        head = f.read(8)
-    if head.startswith(PICKLE_MAGICS):
+        head = f.read(9)
+    if _is_pickle(head, path.stat().st_size):
         raise NslmError(f"{path} is a pickle (torch.save) file, which nslm never loads because it can run code; "
                         "save the weights with safetensors instead")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise NslmError(f"{what} file {path} is corrupt or not a safetensors file ({str(exc).splitlines()[0]})") from None
+
+
+def _is_pickle(head: bytes, size: int) -> bool:
+    """Whether a file starting with `head` is a pickle rather than safetensors. A safetensors file starts
+    with its header's length (8 bytes, little-endian) and then `{`; that length may well begin with 0x80."""
+    if head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
+        return False
+    return head.startswith(PICKLE_MAGICS)
 
 
 def load_weights(model: torch.nn.Module, path: str | Path) -> None:
