@@ -38,11 +38,6 @@ def pick_token(logits: torch.Tensor, temperature: float, top_k=None, top_p=None,
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def is_windowed(model) -> bool:
-    """Whether the model can only see a fixed window (Transformer) rather than carry a state (RNN)."""
-    return getattr(model.cfg, "arch", "transformer") == "transformer"
-
-
 @contextlib.contextmanager
 def one_thread_on_cpu(device: torch.device):
     """Run a batch-1 decoding step on one CPU thread: its tiny matrix products gain nothing from more
@@ -74,7 +69,7 @@ def generate_ids(model, prompt_ids: list[int], max_new_tokens: int, stop_id: int
     ids = list(prompt_ids)
     ctx = model.cfg.context_length
     keep = max(1, ctx - ctx // 4)
-    windowed = is_windowed(model)
+    windowed = model.windowed  # a fixed window (Transformer) or a carried state (RNN)
     start = max(0, len(ids) - ctx) if windowed else 0
     cache = model.new_cache(1) if use_cache else None
     fed = start  # with a cache: ids[start:fed] are already in it

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nslm.errors import NslmError
 from nslm.models import ModelConfig
 
 
@@ -50,5 +51,13 @@ class StockRNN(nn.Module):
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
 
 
+# the yardstick of each architecture that has one
+STOCK = {"transformer": StockTransformer, "lstm": StockRNN, "gru": StockRNN}
+
+
 def stock_model(cfg: ModelConfig) -> nn.Module:
-    return StockTransformer(cfg) if cfg.arch == "transformer" else StockRNN(cfg)
+    """The plain-PyTorch model of the same size as `cfg`; NslmError for an architecture without one."""
+    if cfg.arch not in STOCK:
+        raise NslmError(f"nslm bench train has no plain-PyTorch yardstick for model.arch {cfg.arch!r}; "
+                        f"it measures {', '.join(STOCK)}")
+    return STOCK[cfg.arch](cfg)

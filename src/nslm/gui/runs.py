@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nslm.errors import NslmError
 from nslm.generate.api import list_shipped
+from nslm.models import ModelConfig, model_class
 from nslm.train.metrics import parse_metrics
 
 # A model name is one folder name: no separators, no "..", nothing hidden.
@@ -144,16 +145,12 @@ def human_count(n) -> str:
 
 
 def describe_arch(model: dict) -> str:
-    """'transformer 4L d128 rope' / 'lstm 2L h256' from a config's model section."""
-    arch = str(model.get("arch", "?"))
-    layers = model.get("n_layer")
-    if arch == "transformer":
-        parts = [arch, f"{layers}L" if layers else "", f"d{model.get('d_model')}" if model.get("d_model") else ""]
-        parts.append(str(model.get("pos_encoding") or ""))
-    else:
-        hidden = model.get("rnn_hidden") or model.get("d_model")
-        parts = [arch, f"{layers}L" if layers else "", f"h{hidden}" if hidden else ""]
-    return " ".join(p for p in parts if p)
+    """'transformer 4L d128 rope' / 'lstm 2L h256' from a config's model section (its class says which)."""
+    try:
+        cfg = ModelConfig.from_dict(model)
+    except (NslmError, TypeError):  # a foreign or hand-edited config: its arch name is all there is to show
+        return str(model.get("arch", "?"))
+    return model_class(cfg.arch).describe(cfg)
 
 
 def _date(status: dict, folder: Path) -> str:

@@ -1,4 +1,5 @@
-"""Models: ModelConfig, the Transformer and the LSTM/GRU, and named presets (src/nslm/presets/*.json)."""
+"""Models: ModelConfig, the architecture registry, the Transformer and the LSTM/GRU, and named presets
+(src/nslm/presets/*.json)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,18 @@ from importlib import resources
 import torch.nn as nn
 
 from nslm.errors import NslmError
+from nslm.models.base import TiedLM
 from nslm.models.config import ModelConfig
+from nslm.models.registry import ARCHITECTURES, model_class, register_arch, unregister_arch
+# importing a model module registers its architectures, in this order (the order error messages list them)
+from nslm.models.transformer import Transformer  # noqa: I001
 from nslm.models.rnn import RNNLM
-from nslm.models.transformer import Transformer
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-    """A freshly initialised model for `cfg` (Transformer or RNNLM)."""
+    """A freshly initialised model of the class registered for `cfg.arch`."""
     cfg.validate()
-    if cfg.arch == "transformer":
-        return Transformer(cfg)
-    return RNNLM(cfg)
+    return model_class(cfg.arch)(cfg)
 
 
 def _presets_dir():
@@ -56,4 +58,5 @@ def preset_train_defaults(name: str) -> dict:
     return dict(_preset_data(name).get("train", {}))
 
 
-__all__ = ["ModelConfig", "build_model", "list_presets", "load_preset", "preset_description", "preset_train_defaults"]
+__all__ = ["ARCHITECTURES", "ModelConfig", "RNNLM", "TiedLM", "Transformer", "build_model", "list_presets", "load_preset",
+           "model_class", "preset_description", "preset_train_defaults", "register_arch", "unregister_arch"]

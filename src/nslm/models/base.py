@@ -1,4 +1,6 @@
-"""What every nslm model shares: a tied output head over `features()`, and its parameter split."""
+"""What every nslm model shares: a tied output head over `features()`, its parameter split, and the
+defaults of what training, sampling and the GUI ask of a model class (docs/ARCHITECTURE.md, "Adding a
+model kind")."""
 
 from __future__ import annotations
 
@@ -7,7 +9,21 @@ import torch.nn.functional as F
 
 
 class TiedLM(nn.Module):
-    """Base class: subclasses define `tok_emb` and `features(idx, cache)`; the head is the embedding."""
+    """Base class: subclasses define `tok_emb`, `features(idx, cache)` and `new_cache(batch_size)`; the
+    head is the embedding. A cache has `pos` (tokens it holds) and `reset()`; `features` advances it."""
+
+    # True: the model sees at most cfg.context_length tokens, so sampling slides a window over long
+    # stories (a Transformer); False: it carries a state of any length (an RNN)
+    windowed = True
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Raise NslmError for a setting this architecture cannot build (ModelConfig checks the shared ones)."""
+
+    @classmethod
+    def describe(cls, cfg) -> str:
+        """A few words for tables, e.g. 'transformer 4L d128 rope'."""
+        return f"{cfg.arch} {cfg.n_layer}L d{cfg.d_model}"
 
     def forward(self, idx, targets=None, cache=None):
         """Logits [B, T, V] and the mean cross-entropy against `targets` (or None)."""
@@ -22,6 +38,7 @@ class TiedLM(nn.Module):
         return self.tok_emb.weight.numel()
 
     def param_counts(self) -> dict:
+        """{"total", "embedding", "non_embedding"} parameter counts."""
         total = sum(p.numel() for p in self.parameters())
         embedding = self.embedding_params()
         return {"total": total, "embedding": embedding, "non_embedding": total - embedding}

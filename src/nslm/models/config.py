@@ -6,11 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from nslm.errors import NslmError
+from nslm.models.registry import model_class
 
-ARCHS = ("transformer", "lstm", "gru")
-POS_ENCODINGS = ("learned", "sinusoidal", "rope")
-NORMS = ("rmsnorm", "layernorm")
-MLPS = ("gelu", "swiglu")
 
 
 def check_known_fields(cls, d: dict, what: str) -> None:
@@ -23,7 +20,8 @@ def check_known_fields(cls, d: dict, what: str) -> None:
 
 @dataclass
 class ModelConfig:
-    """Shape of a model. Transformer fields and RNN fields live side by side; each arch reads its own."""
+    """Shape of a model. Transformer fields and RNN fields live side by side; each arch reads its own and
+    checks its own (`check_config` of the class registered for `arch`)."""
 
     arch: str = "transformer"
     vocab_size: int = 4096
@@ -61,8 +59,7 @@ class ModelConfig:
 
     def validate(self) -> "ModelConfig":
         """Raise NslmError naming the first setting that cannot make a working model."""
-        if self.arch not in ARCHS:
-            raise NslmError(f"model.arch must be one of {', '.join(ARCHS)}, not {self.arch!r}")
+        arch_class = model_class(self.arch)
         for name in ("vocab_size", "context_length", "d_model", "n_layer"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -75,27 +72,5 @@ class ModelConfig:
             raise NslmError(f"model.dropout must be in [0, 1), not {self.dropout!r}")
         if not isinstance(self.init_std, (int, float)) or self.init_std <= 0:
             raise NslmError(f"model.init_std must be positive, not {self.init_std!r}")
-        if self.arch == "transformer":
-            self._validate_transformer()
-        else:
-            if not isinstance(self.rnn_hidden, int) or self.rnn_hidden < 0 or self.rnn_hidden > 1 << 15:
-                raise NslmError(f"model.rnn_hidden must be 0 (same as d_model) or a positive width, not {self.rnn_hidden!r}")
+        arch_class.check_config(self)
         return self
-
-    def _validate_transformer(self) -> None:
-        if not isinstance(self.n_head, int) or self.n_head < 1:
-            raise NslmError(f"model.n_head must be a positive whole number, not {self.n_head!r}")
-        if self.d_model % self.n_head:
-            raise NslmError(f"model.n_head ({self.n_head}) must divide model.d_model ({self.d_model})")
-        if self.pos_encoding == "rope" and (self.d_model // self.n_head) % 2:
-            raise NslmError("rotary positions need an even head width (d_model / n_head)")
-        if not isinstance(self.d_ff, int) or self.d_ff < 1:
-            raise NslmError(f"model.d_ff must be a positive whole number, not {self.d_ff!r}")
-        if self.pos_encoding not in POS_ENCODINGS:
-            raise NslmError(f"model.pos_encoding must be one of {', '.join(POS_ENCODINGS)}, not {self.pos_encoding!r}")
-        if self.norm not in NORMS:
-            raise NslmError(f"model.norm must be one of {', '.join(NORMS)}, not {self.norm!r}")
-        if self.mlp not in MLPS:
-            raise NslmError(f"model.mlp must be one of {', '.join(MLPS)}, not {self.mlp!r}")
-        if self.rope_base <= 1:
-            raise NslmError(f"model.rope_base must be greater than 1, not {self.rope_base!r}")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from nslm.errors import NslmError
 from nslm.models.base import TiedLM
 from nslm.models.config import ModelConfig
+from nslm.models.registry import register_arch
 
 
 class RNNState:
@@ -20,7 +22,19 @@ class RNNState:
         self.hidden, self.pos = None, 0
 
 
+@register_arch("lstm", "gru")
 class RNNLM(TiedLM):
+    windowed = False
+
+    @classmethod
+    def check_config(cls, cfg: ModelConfig) -> None:
+        if not isinstance(cfg.rnn_hidden, int) or cfg.rnn_hidden < 0 or cfg.rnn_hidden > 1 << 15:
+            raise NslmError(f"model.rnn_hidden must be 0 (same as d_model) or a positive width, not {cfg.rnn_hidden!r}")
+
+    @classmethod
+    def describe(cls, cfg: ModelConfig) -> str:
+        return f"{cfg.arch} {cfg.n_layer}L h{cfg.hidden_size}"
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         cfg.validate()

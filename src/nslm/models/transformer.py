@@ -8,8 +8,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nslm.errors import NslmError
 from nslm.models.base import TiedLM
 from nslm.models.config import ModelConfig
+from nslm.models.registry import register_arch
+
+POS_ENCODINGS = ("learned", "sinusoidal", "rope")
+NORMS = ("rmsnorm", "layernorm")
+MLPS = ("gelu", "swiglu")
 
 
 class KVCache:
@@ -122,7 +128,33 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+@register_arch("transformer")
 class Transformer(TiedLM):
+    windowed = True
+
+    @classmethod
+    def check_config(cls, cfg: ModelConfig) -> None:
+        if not isinstance(cfg.n_head, int) or cfg.n_head < 1:
+            raise NslmError(f"model.n_head must be a positive whole number, not {cfg.n_head!r}")
+        if cfg.d_model % cfg.n_head:
+            raise NslmError(f"model.n_head ({cfg.n_head}) must divide model.d_model ({cfg.d_model})")
+        if cfg.pos_encoding == "rope" and (cfg.d_model // cfg.n_head) % 2:
+            raise NslmError("rotary positions need an even head width (d_model / n_head)")
+        if not isinstance(cfg.d_ff, int) or cfg.d_ff < 1:
+            raise NslmError(f"model.d_ff must be a positive whole number, not {cfg.d_ff!r}")
+        if cfg.pos_encoding not in POS_ENCODINGS:
+            raise NslmError(f"model.pos_encoding must be one of {', '.join(POS_ENCODINGS)}, not {cfg.pos_encoding!r}")
+        if cfg.norm not in NORMS:
+            raise NslmError(f"model.norm must be one of {', '.join(NORMS)}, not {cfg.norm!r}")
+        if cfg.mlp not in MLPS:
+            raise NslmError(f"model.mlp must be one of {', '.join(MLPS)}, not {cfg.mlp!r}")
+        if cfg.rope_base <= 1:
+            raise NslmError(f"model.rope_base must be greater than 1, not {cfg.rope_base!r}")
+
+    @classmethod
+    def describe(cls, cfg: ModelConfig) -> str:
+        return f"{cfg.arch} {cfg.n_layer}L d{cfg.d_model} {cfg.pos_encoding}"
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         cfg.validate()
