@@ -99,11 +99,6 @@ def unreadable_spot(text: str) -> str | None:
     return "mostly not letters" if letters < 0.5 * len(text) else None
 
 
-def is_unreadable(text: str) -> bool:
-    """True when a story still holds replacement characters, control bytes or mojibake."""
-    return unreadable_spot(text) is not None
-
-
 def normalize_whitespace(text: str) -> str:
     """One space between words, no spaces at line ends, at most one blank line, no outer blanks."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")

@@ -76,9 +76,6 @@ class Tokenizer:
             return format_words(text, self.casing)
         return text
 
-    def token_strings(self, ids: Iterable[int]) -> list[str]:
-        return [self.hf.id_to_token(i) for i in ids]
-
     def save(self, folder: str | Path) -> Path:
         """Write tokenizer.json (+ casing.json for word-level) into `folder`; returns tokenizer.json."""
         folder = Path(folder)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from nslm.atomic import atomic_write_json, atomic_write_text
 from nslm.data.tokens import DataFolder
-from nslm.device import autocast, pick_autocast_dtype, pick_device
+from nslm.device import autocast, pick_autocast_dtype, pick_device, process_rank
 from nslm.errors import NslmError
 from nslm.models import ModelConfig, build_model
 from nslm.sampling import generate_ids
@@ -57,7 +57,7 @@ class Dist:
 
     def __init__(self):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+        self.rank = process_rank()
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.active = False
 
@@ -121,6 +121,15 @@ class Trainer:
         self.step, self.tokens_seen, self.elapsed_before, self.best_val = 0, 0, 0.0, float("inf")
         self.max_steps, self.max_tokens, self.max_minutes = self.tcfg.resolved_limits()
         self.tokens_per_step = self.tcfg.batch_size * self.tcfg.grad_accum * self.mcfg.context_length * self.dist.world
+        # filled in by run() and setup()
+        self.started: float | None = None  # wall time the current process began training
+        self.start_step = 0
+        self.first_batch_sha: str | None = None
+        self.last_lr = 0.0
+        self.model = self.net = self.optimizer = self.tokenizer = None
+        self.train_tokens = self.valid_tokens = None
+        self.val_x = self.val_y = None
+        self.val_estimated = False
 
     # ---- set-up
     def setup(self) -> None:
@@ -200,7 +209,7 @@ class Trainer:
             return
         atomic_write_json(self.run_dir / "status.json", {
             "state": state, "pid": os.getpid(), "step": self.step, "max_steps": self.max_steps,
-            "progress": round(self.progress(), 4) if hasattr(self, "started") else 0.0,
+            "progress": round(self.progress(), 4) if self.started is not None else 0.0,
             "updated": now_iso(), **extra})
 
     def log(self, record: dict) -> None:
@@ -313,60 +322,55 @@ class Trainer:
 
     def _run(self) -> dict:
         self.started = time.time()
-        self.first_batch_sha = None
-        self.last_lr = 0.0
         handlers = self._catch_signals()
         bar = None
-        result_state = "finished"
         try:
             self.setup()
             self.start_step = self.step
             self.started = time.time()
             self.status("running")
             bar = self._progress_bar()
-            window_t, window_tokens = time.time(), 0
-            while True:
-                stop = self.dist.any(self.stop_signal is not None or self.done(), self.device)
-                if stop:
-                    break
-                loss = self.train_step()
-                if not math.isfinite(loss):
-                    raise NslmError(f"the training loss became {loss} at step {self.step}; lower train.lr or use --dtype fp32")
-                window_tokens += self.tokens_per_step
-                if self.step % self.tcfg.log_interval == 0 or self.done():
-                    tok_s = window_tokens / max(time.time() - window_t, 1e-9)
-                    window_t, window_tokens = time.time(), 0
-                    self._log_train(loss, tok_s, bar)
-                if self.step % self.tcfg.eval_interval == 0 and not self.done():
-                    self._eval_and_checkpoint(bar)
-            if self.stop_signal is not None or (self.tcfg.stop_after_steps and self.step >= self.tcfg.stop_after_steps
-                                                and self.progress() < 1.0):
-                result_state = "stopped"
+            self._train_until_done(bar)
+            stopped = self.stop_signal is not None or (self.tcfg.stop_after_steps and self.step >= self.tcfg.stop_after_steps
+                                                       and self.progress() < 1.0)
+            if stopped:
+                self.save_last()
+                if self.dist.main and not (self.run_dir / "model.safetensors").exists():
+                    save_weights(self.model, self.run_dir / "model.safetensors")
             else:
                 self._eval_and_checkpoint(bar)
+            self._finish_ddp_record()
+            if self.dist.main and not stopped:
+                self._plot()
+            result_state = "stopped" if stopped else "finished"
+            self.status(result_state, best_val_loss=None if math.isinf(self.best_val) else self.best_val,
+                        tokens=self.tokens_seen, elapsed_s=round(self.elapsed(), 2))
+            return {"state": result_state, "step": self.step, "best_val_loss": self.best_val,
+                    "elapsed_s": self.elapsed(), "signal": self.stop_signal}
         except BaseException:
-            if bar is not None:
-                bar.close()
             if self.setup_done or not self.resume:  # a resume that could not start leaves the run as it was
                 self.status("failed", message="training failed; see the error printed by nslm train")
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
             self._restore_signals(handlers)
             self.dist.stop()
-            raise
-        if result_state == "stopped":
-            self.save_last()
-            if self.dist.main and not (self.run_dir / "model.safetensors").exists():
-                save_weights(self.model, self.run_dir / "model.safetensors")
-        self._finish_ddp_record()
-        if bar is not None:
-            bar.close()
-        if self.dist.main and result_state == "finished":
-            self._plot()
-        self.status(result_state, best_val_loss=None if math.isinf(self.best_val) else self.best_val,
-                    tokens=self.tokens_seen, elapsed_s=round(self.elapsed(), 2))
-        self._restore_signals(handlers)
-        self.dist.stop()
-        return {"state": result_state, "step": self.step, "best_val_loss": self.best_val,
-                "elapsed_s": self.elapsed(), "signal": self.stop_signal}
+
+    def _train_until_done(self, bar) -> None:
+        """Optimizer steps, logging and periodic evaluation until a limit or a stop signal."""
+        window_t, window_tokens = time.time(), 0
+        while not self.dist.any(self.stop_signal is not None or self.done(), self.device):
+            loss = self.train_step()
+            if not math.isfinite(loss):
+                raise NslmError(f"the training loss became {loss} at step {self.step}; lower train.lr or use --dtype fp32")
+            window_tokens += self.tokens_per_step
+            if self.step % self.tcfg.log_interval == 0 or self.done():
+                tok_s = window_tokens / max(time.time() - window_t, 1e-9)
+                window_t, window_tokens = time.time(), 0
+                self._log_train(loss, tok_s, bar)
+            if self.step % self.tcfg.eval_interval == 0 and not self.done():
+                self._eval_and_checkpoint(bar)
 
     def _log_train(self, loss: float, tok_s: float, bar) -> None:
         progress = self.progress()
