@@ -49,6 +49,8 @@ def test_prepare_cli_writes_the_folder_and_reuses_it(story_files, tmp_path, caps
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # no temporary folders left
     stamp = (out / "train.bin").stat().st_mtime_ns
+    assert main(_args(story_files, out)) == 2
+    assert "already holds this dataset; pass --if-exists" in capsys.readouterr().err
     assert main(_args(story_files, out, "--if-exists", "reuse")) == 0
     assert "reusing" in capsys.readouterr().out
     assert (out / "train.bin").stat().st_mtime_ns == stamp

@@ -13,6 +13,7 @@ import sys
 
 from nslm import __version__
 from nslm.errors import NslmError
+from nslm.outputs import check_output_options
 
 # Subcommands in pipeline order: data -> tokenizer -> train -> generate -> eval -> gui, and bench.
 AREAS = (
@@ -45,8 +46,29 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts and limits: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's one error shape: a bad argument is one `error:` line and exit 2.
+
+    Every subcommand's parser is of this class too (argparse makes subparsers of the parent's type).
+    """
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="nslm",
         description="Train, sample and evaluate small story language models on TinyStories.",
         epilog=EPILOG,
@@ -67,9 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_output_options(args)
         code = args.func(args)
     except NslmError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk or a file taken away while running: still one sentence
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot read or write{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

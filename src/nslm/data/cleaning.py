@@ -21,12 +21,28 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from nslm.data.reading import MAX_STORY_CHARS, Oversized
 from nslm.errors import NslmError
 
-RULES = ("unreadable", "incomplete", "too_short", "too_long", "leakage", "exact_duplicate",
+RULES = ("oversized", "unreadable", "incomplete", "too_short", "too_long", "leakage", "exact_duplicate",
          "near_duplicate", "vocab_limit")
+# What to change when a rule removes every story (the `unreadable` advice is completed by the caller).
+RULE_ADVICE = {
+    "oversized": "are its stories separated? (<|endoftext|> lines, or --split-on blank-lines / lines)",
+    "unreadable": "the text is probably not UTF-8",
+    "incomplete": "keep them with --no-drop-incomplete",
+    "too_short": "lower --min-words",
+    "too_long": "raise --max-words (0 turns it off)",
+    "leakage": "they repeat the validation stories; --no-leakage-check keeps them",
+    "exact_duplicate": "--no-dedup keeps them",
+    "near_duplicate": "raise --near-dup-threshold or pass --no-near-dup",
+    "vocab_limit": "raise --vocab-limit",
+}
 EXAMPLES_PER_RULE = 3
 EXAMPLE_CHARS = 160
+# MinHash hashes this many shingles at a time: datasketch makes a [num_perm x shingles] uint64 array
+# (several, counting temporaries), which for a 1 MB story in one batch would be a few hundred MB.
+SHINGLE_BATCH = 4096
 
 _WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _KEY_RE = re.compile(r"[^a-z0-9]+")
@@ -276,6 +292,14 @@ class Cleaner:
             if kept is not None:
                 yield kept
 
+    def drop_oversized(self, note: Oversized, split: str) -> None:
+        """Count a story that reading skipped for being over the hard ceiling (it was never held whole)."""
+        rep = self.report(split)
+        rep.stories_in += 1
+        rep.characters_in += note.chars
+        rep.drop("oversized", note.head, f"{note.chars:,} characters, over the {MAX_STORY_CHARS:,} ceiling, "
+                 f"at {note.source}")
+
     def clean_one(self, text: str, split: str) -> str | None:
         """The cleaned story, or None when a rule drops it (the report of `split` counts either way)."""
         cfg, rep = self.config, self.report(split)
@@ -356,7 +380,8 @@ class Cleaner:
         # crc32 is a C call, 30x faster than datasketch's default sha1 and spread well enough for shingles
         m = MinHash(num_perm=self.config.num_perm, permutations=self._perms, scheme=self._scheme,
                     hashfunc=zlib.crc32)
-        m.update_batch(shingles)
+        for start in range(0, len(shingles), SHINGLE_BATCH):  # the minimum over batches is the same
+            m.update_batch(shingles[start:start + SHINGLE_BATCH])
         return self._near.keys(m.hashvalues)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from nslm.atomic import atomic_dir
-from nslm.cli import HelpFormatter
+from nslm.cli import HelpFormatter, positive_int
 from nslm.data.cleaning import CleanConfig
-from nslm.data.prepare import DEFAULT_VALID_SHARE, clean_to_folder, prepare, read_cleaned, tokenize_folder
+from nslm.data.prepare import (DEFAULT_VALID_SHARE, NothingLeftError, clean_to_folder, prepare, read_cleaned,
+                               tokenize_folder)
 from nslm.data.report import print_clean_report
 from nslm.data.tokens import SPLITS
 from nslm.errors import NslmError
@@ -42,7 +44,7 @@ def add_clean_args(p: argparse.ArgumentParser) -> None:
                    help="share of the input held out as validation when --valid is not given")
     p.add_argument("--split-on", choices=("eot", "blank-lines", "lines"), default="eot",
                    help="how plain text files separate stories")
-    p.add_argument("--max-stories", type=int, help="read at most this many stories per split (quick tries)")
+    p.add_argument("--max-stories", type=positive_int, help="read at most this many stories per split (quick tries)")
     g = p.add_argument_group("cleaning rules")
     g.add_argument("--no-fix-encoding", dest="fix_encoding", action="store_false", default=argparse.SUPPRESS,
                    help="do not repair mojibake such as â€™ with ftfy")
@@ -94,7 +96,7 @@ def register(subparsers) -> None:
                    help="tokenizer kind: bpe (byte-level BPE), word (words with <unk>) or char")
     p.add_argument("--vocab-size", type=int, help="vocabulary size incl. special tokens (default: 4096 for "
                    "bpe and word, every character seen for char)")
-    p.add_argument("--tokenizer-sample", type=int, metavar="N", help="train the tokenizer on the first N "
+    p.add_argument("--tokenizer-sample", type=positive_int, metavar="N", help="train the tokenizer on the first N "
                    "cleaned training stories only (fast on the full 2.1M-story corpus)")
     p.add_argument("--if-exists", choices=("error", "reuse", "overwrite"), default="error",
                    help="when --out exists: stop, reuse it if it holds the same dataset, or replace it")
@@ -128,10 +130,11 @@ def _print_help(parser) -> int:
 def run_prepare(args) -> int:
     from rich.console import Console  # rich: only when a report is printed
 
-    result = prepare(args.train, args.valid, args.out, tokenizer_kind=args.kind, vocab_size=args.vocab_size,
-                     config=config_from_args(args), valid_share=args.valid_share, split_on=args.split_on,
-                     source=args.source, tokenizer_sample=args.tokenizer_sample, max_stories=args.max_stories,
-                     if_exists=args.if_exists, progress=not args.quiet)
+    with _table_when_nothing_left(args.quiet):
+        result = prepare(args.train, args.valid, args.out, tokenizer_kind=args.kind, vocab_size=args.vocab_size,
+                         config=config_from_args(args), valid_share=args.valid_share, split_on=args.split_on,
+                         source=args.source, tokenizer_sample=args.tokenizer_sample, max_stories=args.max_stories,
+                         if_exists=args.if_exists, progress=not args.quiet)
     console = Console()
     if result.reused:
         console.print(f"{result.path} already holds this dataset; reusing it.")
@@ -145,6 +148,17 @@ def run_prepare(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _table_when_nothing_left(quiet: bool):
+    """When cleaning leaves nothing, show the per-rule table before the one-line error."""
+    try:
+        yield
+    except NothingLeftError as exc:
+        if not quiet:
+            print_clean_report(exc.report)
+        raise
+
+
 def _print_efficiency(folder: Path, console) -> None:
     tok = Tokenizer.load(folder / "tokenizer.json")
     stories = list(read_cleaned(folder / "valid.txt"))[:2000]
@@ -156,7 +170,7 @@ def run_clean(args) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise NslmError(f"output folder {out} already exists; pass --overwrite or choose another --out")
     config = config_from_args(args)
-    with atomic_dir(out, replace=True) as tmp:
+    with _table_when_nothing_left(args.quiet), atomic_dir(out, replace=True) as tmp:
         report = clean_to_folder(tmp, args.train, args.valid, config=config, valid_share=args.valid_share,
                                  split_on=args.split_on, source=args.source, max_stories=args.max_stories,
                                  progress=not args.quiet)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from nslm.atomic import atomic_dir, atomic_write_json
-from nslm.data.cleaning import Cleaner, CleanConfig, finish_vocabulary, vocab_filter
-from nslm.data.reading import HUB_DATASET, expand_inputs, read_file, read_hub, read_stories
+from nslm.data.cleaning import RULE_ADVICE, Cleaner, CleanConfig, SplitReport, finish_vocabulary, vocab_filter
+from nslm.data.reading import HUB_DATASET, expand_inputs, guess_encoding, read_file, read_hub, read_stories
 from nslm.data.tokens import SPLITS, DataFolder, build_meta, write_meta, write_tokens
 from nslm.errors import NslmError
 from nslm.tokenizer import Tokenizer, train_tokenizer
@@ -27,6 +27,14 @@ IF_EXISTS = ("error", "reuse", "overwrite")
 SOURCES = ("files", "hf")
 DEFAULT_VALID_SHARE = 0.02
 DATA_FILES = ("train.txt", "valid.txt", "report.json", "tokenizer.json", "train.bin", "valid.bin", "meta.json")
+
+
+class NothingLeftError(NslmError):
+    """Cleaning left a split empty; `report` is the cleaning report, so the CLI can show its table."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -98,15 +106,19 @@ def clean_to_folder(folder: str | Path, train: Sequence[str] | None, valid: Sequ
         expand_inputs(valid)
 
     def stream(paths, split):
+        def oversized(note):
+            cleaner.drop_oversized(note, split if valid_stream_given else "train")
+
         if paths:
-            raw = read_stories(paths, split_on)
+            raw = read_stories(paths, split_on, oversized)
         elif source == "hf" and not train:
-            raw = read_hub(split)
+            raw = read_hub(split, on_oversized=oversized)
         else:
             return None
         return _progress(_limited(raw, max_stories), f"cleaning {split}", progress)
 
     cleaner = Cleaner(config)
+    valid_stream_given = bool(valid) or (source == "hf" and not train)
     train_raw = folder / ".train.unfiltered.txt"
     valid_raw = folder / ".valid.unfiltered.txt"
     held_out = None
@@ -137,25 +149,50 @@ def clean_to_folder(folder: str | Path, train: Sequence[str] | None, valid: Sequ
         write_stories(stories, folder / f"{split}.txt")
         raw_path.unlink()
         finish_vocabulary(reports[split])
-    for split in SPLITS:
-        if reports[split].stories_out == 0:
-            raise NslmError(f"no {split} stories are left after cleaning; check the input or loosen the rules "
-                            "(--min-words, --max-words, --no-drop-incomplete, --vocab-limit)")
     report = {"settings": config.to_dict(), "held_out": held_out,
               "inputs": {"train": [str(p) for p in train or []] or None,
                          "valid": [str(p) for p in valid or []] or None,
                          "source": source if not train else "files"}}
     report.update({s: reports[s].to_dict() for s in SPLITS})
+    for split in SPLITS:
+        if reports[split].stories_out == 0:
+            inputs = (valid if split == "valid" and valid else train) or []
+            raise NothingLeftError(_nothing_left(split, reports[split], expand_inputs(inputs)), report)
     atomic_write_json(folder / "report.json", report)
     return report
 
 
+def _nothing_left(split: str, rep: SplitReport, inputs: list[Path]) -> str:
+    """One sentence: how many stories each rule removed, and what to change for the biggest one."""
+    removed = sorted(((n, rule) for rule, n in rep.removed.items() if n), reverse=True)
+    counts = ", ".join(f"{n:,} {rule.replace('_', ' ')}" for n, rule in removed)
+    message = f"no {split} stories are left after cleaning (of {rep.stories_in:,}: {counts or 'none removed'})"
+    if not removed:
+        return message
+    top = removed[0][1]
+    advice = RULE_ADVICE[top]
+    if top == "unreadable":
+        found = next(((p, enc) for p in inputs if (enc := guess_encoding(p))), None)
+        if found:
+            path, encoding = found
+            advice += (f" (charset-normalizer's guess for {path}: {encoding}); convert it, e.g. "
+                       f"iconv -f {encoding} -t utf-8 {path} > {path.stem}-utf8{path.suffix}")
+        else:
+            advice += "; convert it to UTF-8"
+    return f"{message}; most were {top.replace('_', ' ')}: {advice}"
+
+
 def _progress(stories: Iterable[str], desc: str, enabled: bool) -> Iterable[str]:
     if not enabled:
-        return stories
+        yield from stories
+        return
     from tqdm import tqdm
 
-    return tqdm(stories, desc=desc, unit=" stories", leave=False)
+    # closed (and wiped) before an error from reading reaches the user, so the error stands alone
+    with tqdm(desc=desc, unit=" stories", leave=False) as bar:
+        for story in stories:
+            bar.update()
+            yield story
 
 
 def tokenize_folder(folder: str | Path, tokenizer=None, *, extra_meta: dict | None = None,
@@ -239,7 +276,7 @@ def prepare(train: Sequence[str] | None, valid: Sequence[str] | None, out: str |
             report = json.loads((out / "report.json").read_text(encoding="utf-8"))
             return PrepareResult(out, report, existing.meta, reused=True)
         if if_exists != "overwrite":
-            what = "this dataset already" if same else "a different dataset (other inputs or settings)"
+            what = "this dataset" if same else "a different dataset (other inputs or settings)"
             raise NslmError(f"output folder {out} already holds {what}; pass --if-exists overwrite to "
                             "replace it or choose another --out")
     with atomic_dir(out, replace=True) as tmp:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import glob
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from nslm.errors import NslmError
 from nslm.tokenizer.detok import EOT
@@ -22,10 +23,31 @@ from nslm.tokenizer.detok import EOT
 SPLIT_MODES = ("eot", "blank-lines", "lines")
 TEXT_SUFFIXES = {".txt", ".text", ""}
 JSON_SUFFIXES = {".json", ".jsonl", ".ndjson"}
-# A text file must show a story separator within this many characters (or end first).
-MAX_STORY_CHARS = 200_000
+# The hard ceiling on one story: a longer one is skipped while it is read (only its length is kept) and
+# reported as `oversized`, so a file without separators cannot make reading hold it whole.
+MAX_STORY_CHARS = 1_000_000
+# Text is read in pieces of at most this many characters, so even a 50 MB line never sits in memory.
+READ_CHUNK = 1 << 16
+# A single JSON document has to be parsed whole (several times its size in memory); past this, use JSONL.
+MAX_JSON_BYTES = 512 << 20
+# A file is refused as binary only when this share of a sample spread over all of it is not text.
+BINARY_SHARE = 0.25
+SAMPLE_BLOCKS, SAMPLE_BLOCK = 32, 4096
+HEAD_CHARS = 200
 HUB_DATASET = "roneneldan/TinyStories"
 HUB_FILES = {"train": "TinyStories-train.txt", "valid": "TinyStories-valid.txt"}
+
+
+@dataclass(frozen=True)
+class Oversized:
+    """A story over MAX_STORY_CHARS, skipped while it was read: where it was, its length and its start."""
+
+    source: str
+    chars: int
+    head: str
+
+
+OnOversized = Callable[[Oversized], None]
 
 
 def expand_inputs(specs: Iterable[str | os.PathLike]) -> list[Path]:
@@ -54,32 +76,42 @@ def _is_story_file(path: Path) -> bool:
     return not path.name.startswith(".") and path.suffix.lower() in TEXT_SUFFIXES | JSON_SUFFIXES
 
 
-def read_stories(paths: Iterable[str | os.PathLike], split_on: str = "eot") -> Iterator[str]:
+def read_stories(paths: Iterable[str | os.PathLike], split_on: str = "eot",
+                 on_oversized: OnOversized | None = None) -> Iterator[str]:
     """Yield the raw text of every story in `paths` (files, folders, globs), in order.
 
     `split_on` says how plain text files separate stories: `eot` (a `<|endoftext|>` line, the
     published layout; a file without any is an error), `blank-lines` or `lines` (used only for files
-    that hold no `<|endoftext|>`, so a mix of layouts can be read in one call).
+    that hold no `<|endoftext|>`, so a mix of layouts can be read in one call). A story over
+    MAX_STORY_CHARS is not yielded: `on_oversized` (if given) is told about it instead.
     """
     if split_on not in SPLIT_MODES:
         raise NslmError(f"unknown --split-on {split_on!r}; choose one of {', '.join(SPLIT_MODES)}")
     for path in expand_inputs(paths):
-        yield from read_file(path, split_on)
+        yield from read_file(path, split_on, on_oversized)
 
 
-def read_file(path: Path, split_on: str = "eot") -> Iterator[str]:
+def read_file(path: Path, split_on: str = "eot", on_oversized: OnOversized | None = None) -> Iterator[str]:
     """Yield the stories of one file; raises NslmError for empty, binary or separator-less files."""
+    path = Path(path)
     _check_readable(path)
     if path.suffix.lower() in JSON_SUFFIXES:
-        reader = _read_jsonl(path) if _looks_like_jsonl(path) else _read_json(path)
+        records = _read_jsonl(path) if _looks_like_jsonl(path) else _read_json(path)
     else:
-        if split_on != "eot" and _has_separator(path):
-            split_on = "eot"  # --split-on is for files without separators; the published layout wins
-        reader = _read_text(path, split_on)
+        has_separator = _has_separator(path)
+        if split_on == "eot" and not has_separator:
+            raise _no_separator(path)
+        records = _read_text(path, "eot" if has_separator else split_on)
     count = 0
-    for story in reader:
+    for story in records:
+        if not story:
+            continue
         count += 1
-        yield story
+        if isinstance(story, Oversized):
+            if on_oversized is not None:
+                on_oversized(story)
+        else:
+            yield story
     if count == 0:
         raise NslmError(f"{path} holds no stories")
 
@@ -87,89 +119,141 @@ def read_file(path: Path, split_on: str = "eot") -> Iterator[str]:
 def _check_readable(path: Path) -> None:
     try:
         size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8192)
+        sample = _sample(path, size)
     except OSError as exc:
         raise NslmError(f"cannot read {path}: {exc.strerror}") from exc
-    if size == 0 or not head.strip():
+    if size == 0 or not any(block.strip() for block in sample):
         raise NslmError(f"{path} is empty")
-    if b"\x00" in head or _binary_share(head) > 0.1:
+    if _binary_share(sample) > BINARY_SHARE:
         raise NslmError(f"{path} is not text (binary data); give TinyStories .txt, .json or .jsonl files")
 
 
+def _sample(path: Path, size: int) -> list[bytes]:
+    """Blocks spread evenly over the whole file, so its verdict does not depend on what sits first."""
+    with open(path, "rb") as f:
+        if size <= SAMPLE_BLOCKS * SAMPLE_BLOCK:
+            return [f.read()]
+        blocks = []
+        for i in range(SAMPLE_BLOCKS):
+            f.seek(i * (size - SAMPLE_BLOCK) // (SAMPLE_BLOCKS - 1))
+            blocks.append(f.read(SAMPLE_BLOCK))
+        return blocks
+
+
+def _binary_share(blocks: list[bytes]) -> float:
+    """Share of NUL and control bytes and invalid UTF-8 in the sampled blocks."""
+    bad = total = 0
+    for block in blocks:
+        text = block.decode("utf-8", errors="replace")
+        found = sum(1 for ch in text if ch == "\ufffd" or (ord(ch) < 32 and ch not in "\n\r\t\f"))
+        bad += max(0, found - 6)  # a multi-byte character cut at either end of a block is not damage
+        total += len(text)
+    return bad / max(1, total)
+
+
 def _has_separator(path: Path) -> bool:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return EOT in f.read(MAX_STORY_CHARS)
+    """True when `<|endoftext|>` occurs anywhere in the file (read in pieces; stops at the first one)."""
+    needle = EOT.encode("ascii")
+    tail = b""
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            if needle in tail + block:
+                return True
+            tail = block[-(len(needle) - 1):]
+    return False
 
 
-def _binary_share(head: bytes) -> float:
-    """Share of control bytes and invalid UTF-8 in the first bytes of a file."""
-    text = head.decode("utf-8", errors="replace")
-    bad = sum(1 for ch in text if ch == "\ufffd" or (ord(ch) < 32 and ch not in "\n\r\t\f"))
-    # a multi-byte character cut at the end of `head` is not damage
-    return max(0, bad - 3) / max(1, len(text))
+def _no_separator(path: Path) -> NslmError:
+    return NslmError(f"{path} has no {EOT} story separators; pass --split-on blank-lines or "
+                     "--split-on lines if its stories are separated another way")
 
 
-def _read_text(path: Path, split_on: str) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="replace", newline=None) as f:
-        if split_on == "lines":
-            for line in f:
-                if line.strip():
-                    yield line.rstrip("\n")
-            return
-        buf: list[str] = []
-        size = 0
-        seen_separator = False
-        for line in f:
-            if split_on == "eot" and EOT in line:
-                # the separator normally sits on its own line, but tolerate it inside one
-                head, *rest = line.split(EOT)
-                buf.append(head)
-                for piece in rest:
-                    story = "".join(buf).strip()
-                    if story:
-                        yield story
-                    buf, size = [piece], len(piece)
-                seen_separator = True
-                continue
-            if split_on == "blank-lines" and not line.strip():
-                story = "".join(buf).strip()
-                if story:
-                    yield story
-                buf, size = [], 0
-                seen_separator = True
-                continue
-            buf.append(line)
-            size += len(line)
-            if size > MAX_STORY_CHARS and not seen_separator:
-                raise _no_separator(path, split_on)
-            if size > MAX_STORY_CHARS * 50:
-                raise NslmError(f"{path} has a story of over {MAX_STORY_CHARS * 50:,} characters; "
-                                "is it separated by <|endoftext|> lines?")
-        story = "".join(buf).strip()
-        if story and not seen_separator and split_on == "eot":
-            raise _no_separator(path, split_on)
-        if story:
-            yield story
+class _Story:
+    """The story being read: its text while under MAX_STORY_CHARS, only its length and start after."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.chars = 0
+        self.head = ""
+
+    def add(self, text: str) -> None:
+        if len(self.head) < HEAD_CHARS:
+            self.head += text[:HEAD_CHARS - len(self.head)]
+        self.chars += len(text)
+        if self.chars <= MAX_STORY_CHARS:
+            self.parts.append(text)
+        else:
+            self.parts = []
+
+    def finish(self, source: str) -> "str | Oversized":
+        """The stripped story (maybe empty), or an Oversized note; the buffer starts over."""
+        if self.chars > MAX_STORY_CHARS:
+            story: str | Oversized = Oversized(source, self.chars, self.head.strip())
+        else:
+            story = "".join(self.parts).strip()
+        self.__init__()
+        return story
 
 
-def _no_separator(path: Path, split_on: str) -> NslmError:
+def _pieces(f) -> Iterator[str]:
+    """The file's lines, a long line cut into pieces of READ_CHUNK characters (only the last ends in \\n)."""
+    while piece := f.readline(READ_CHUNK):
+        yield piece
+
+
+def _read_text(path: Path, split_on: str) -> Iterator[str | Oversized]:
     if split_on == "eot":
-        return NslmError(f"{path} has no {EOT} story separators; pass --split-on blank-lines or "
-                         "--split-on lines if its stories are separated another way")
-    return NslmError(f"{path} has no blank lines between stories; pass --split-on lines or use {EOT} lines")
+        yield from _split_on_eot(path)
+        return
+    story = _Story()
+    number = 1
+    line_start = True  # False while the pieces are the rest of a long line
+    with open(path, encoding="utf-8", errors="replace", newline=None) as f:
+        for piece in _pieces(f):
+            ends_line = piece.endswith("\n")
+            if split_on == "blank-lines" and line_start and ends_line and not piece.strip():
+                yield story.finish(f"{path} story {number}")
+                number += 1
+                continue
+            line_start = ends_line
+            story.add(piece)
+            if split_on == "lines" and ends_line:
+                yield story.finish(f"{path} line {number}")
+                number += 1
+    yield story.finish(f"{path} story {number}")
+
+
+def _split_on_eot(path: Path) -> Iterator[str | Oversized]:
+    """Stories between `<|endoftext|>` marks (normally a line of its own, but tolerated inside one)."""
+    story = _Story()
+    number = 1
+    carry = ""  # the end of a piece that might be the start of a separator cut in two
+    with open(path, encoding="utf-8", errors="replace", newline=None) as f:
+        for piece in _pieces(f):
+            text = carry + piece
+            *done, rest = text.split(EOT)
+            for part in done:
+                story.add(part)
+                yield story.finish(f"{path} story {number}")
+                number += 1
+            cut = len(rest) - (len(EOT) - 1) if not rest.endswith("\n") else len(rest)
+            cut = max(0, cut)
+            story.add(rest[:cut])
+            carry = rest[cut:]
+    story.add(carry)
+    yield story.finish(f"{path} story {number}")
 
 
 def _looks_like_jsonl(path: Path) -> bool:
     if path.suffix.lower() in {".jsonl", ".ndjson"}:
         return True
     with open(path, encoding="utf-8", errors="replace") as f:
-        first = f.readline().strip()
+        first = f.readline(READ_CHUNK).strip()
     if not first.startswith("{"):
         return False
     try:
         record = json.loads(first)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(record, dict) and ("story" in record or "text" in record)
 
@@ -184,26 +268,49 @@ def _story_of(record, path: Path, where: str) -> str:
     raise NslmError(f"{path} {where} has no 'story' or 'text' field")
 
 
-def _read_jsonl(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise NslmError(f"{path} line {number} is not valid JSON ({exc.msg})") from exc
-            story = _story_of(record, path, f"line {number}").strip()
-            if story:
-                yield story
-
-
-def _read_json(path: Path) -> Iterator[str]:
-    # a single JSON document has to be parsed whole; the big TinyStories files are text or JSONL
+def _parse_json(text: str, path: Path, where: str):
+    # a document that is not JSON refuses the whole file, wherever it sits, like any other JSON error
     try:
-        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+        return json.loads(text)
     except ValueError as exc:
-        raise NslmError(f"{path} is not valid JSON ({exc})") from exc
+        raise NslmError(f"{path} {where}is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    except RecursionError:
+        raise NslmError(f"{path} {where}is not usable JSON (nested too deeply)") from None
+
+
+def _read_jsonl(path: Path) -> Iterator[str | Oversized]:
+    line = _Story()
+    number = 1
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for piece in _pieces(f):
+            line.add(piece)
+            if piece.endswith("\n"):
+                yield from _jsonl_record(line.finish(f"{path} line {number}"), path, number)
+                number += 1
+    yield from _jsonl_record(line.finish(f"{path} line {number}"), path, number)
+
+
+def _jsonl_record(line: str | Oversized, path: Path, number: int) -> Iterator[str | Oversized]:
+    if isinstance(line, Oversized):
+        yield line
+    elif line:
+        record = _parse_json(line, path, f"line {number} ")
+        yield _checked(_story_of(record, path, f"line {number}").strip(), f"{path} line {number}")
+
+
+def _checked(story: str, source: str) -> str | Oversized:
+    """A story already in memory (JSON, the hub) is held to the same ceiling as one read in pieces."""
+    if len(story) > MAX_STORY_CHARS:
+        return Oversized(source, len(story), story[:HEAD_CHARS].strip())
+    return story
+
+
+def _read_json(path: Path) -> Iterator[str | Oversized]:
+    # a single JSON document has to be parsed whole; the big TinyStories files are text or JSONL
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise NslmError(f"{path} is a single JSON document of over {MAX_JSON_BYTES >> 20} MB, too large to parse "
+                        "whole; give it as JSONL (one story object per line)")
+    data = _parse_json(path.read_text(encoding="utf-8", errors="replace"), path, "")
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if not lists:
@@ -212,12 +319,29 @@ def _read_json(path: Path) -> Iterator[str]:
     if not isinstance(data, list):
         raise NslmError(f"{path} holds JSON that is not a list of stories")
     for i, record in enumerate(data):
-        story = _story_of(record, path, f"item {i}").strip()
-        if story:
-            yield story
+        yield _checked(_story_of(record, path, f"item {i}").strip(), f"{path} item {i}")
 
 
-def read_hub(split: str, dataset: str = HUB_DATASET) -> Iterator[str]:
+def guess_encoding(path: Path) -> str | None:
+    """The encoding charset-normalizer finds for the start of a file when it is not UTF-8 (None: UTF-8,
+    undecided, or charset-normalizer not installed)."""
+    try:
+        import charset_normalizer  # optional; installed with requests
+    except ImportError:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(1 << 18)
+    try:
+        head.decode("utf-8")
+        return None
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(head) - 3:  # only a character cut at the end of the sample
+            return None
+    best = charset_normalizer.from_bytes(head).best()
+    return None if best is None or best.encoding in ("utf_8", "ascii") else best.encoding
+
+
+def read_hub(split: str, dataset: str = HUB_DATASET, on_oversized: OnOversized | None = None) -> Iterator[str]:
     """Stream the stories of `split` (`train` or `valid`) of TinyStories from the Hugging Face hub.
 
     Uses `datasets` (streaming) when it is installed, else downloads the published text file with
@@ -231,9 +355,12 @@ def read_hub(split: str, dataset: str = HUB_DATASET) -> Iterator[str]:
         if datasets is not None:
             hub_split = "validation" if split == "valid" else split
             stream = datasets.load_dataset(dataset, split=hub_split, streaming=True)
-            for row in stream:
-                story = (row.get("text") or row.get("story") or "").strip()
-                if story:
+            for number, row in enumerate(stream):
+                story = _checked((row.get("text") or row.get("story") or "").strip(), f"{dataset} row {number}")
+                if isinstance(story, Oversized):
+                    if on_oversized is not None:
+                        on_oversized(story)
+                elif story:
                     yield story
             return
         from huggingface_hub import hf_hub_download
@@ -245,4 +372,4 @@ def read_hub(split: str, dataset: str = HUB_DATASET) -> Iterator[str]:
         raise NslmError(f"could not download {dataset} ({split}) from the Hugging Face hub: "
                         f"{str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}; "
                         "give local files with --train/--valid instead") from exc
-    yield from read_file(Path(local), "eot")
+    yield from read_file(Path(local), "eot", on_oversized)

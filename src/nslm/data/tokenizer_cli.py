@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nslm.atomic import atomic_dir, atomic_write_json
-from nslm.cli import HelpFormatter
+from nslm.cli import HelpFormatter, positive_int
 from nslm.data.reading import read_stories
 from nslm.errors import NslmError
 from nslm.tokenizer import check_kind_and_size, train_tokenizer
@@ -43,7 +43,7 @@ def register(subparsers) -> None:
                    help="story files (e.g. a cleaned train.txt), folders or globs")
     t.add_argument("--split-on", choices=("eot", "blank-lines", "lines"), default="eot",
                    help="how plain text files separate stories")
-    t.add_argument("--sample", type=int, metavar="N", help="train on the first N stories only")
+    t.add_argument("--sample", type=positive_int, metavar="N", help="train on the first N stories only")
     t.add_argument("--out", required=True, type=Path, help="folder for tokenizer.json")
     t.set_defaults(func=run_train)
 
@@ -53,7 +53,7 @@ def register(subparsers) -> None:
                        epilog=REPORT_EXAMPLE, formatter_class=HelpFormatter)
     r.add_argument("tokenizers", nargs="+", type=Path, help="tokenizer.json files (or folders holding one)")
     r.add_argument("--valid", nargs="+", required=True, metavar="FILE", help="validation stories")
-    r.add_argument("--max-stories", type=int, default=5000, help="measure on at most this many stories")
+    r.add_argument("--max-stories", type=positive_int, default=5000, help="measure on at most this many stories")
     r.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     r.add_argument("--markdown", action="store_true", help="print a Markdown table instead of a rich table")
     r.set_defaults(func=run_report)
