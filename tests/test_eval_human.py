@@ -62,3 +62,44 @@ def test_unusable_database_is_one_sentence(tmp_path, capsys):
     bad.write_bytes(b"this is not a database" * 100)
     assert main(["eval", "human", "--db", str(bad)]) == 2
     assert "cannot open the ratings database" in capsys.readouterr().err
+
+
+def test_summary_never_creates_a_database(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NSLM_HOME", str(tmp_path / "home"))
+    assert main(["eval", "human", "--db", str(tmp_path / "missing" / "dir" / "x.sqlite")]) == 2
+    assert "there is no ratings database at" in capsys.readouterr().err
+    assert main(["eval", "human"]) == 0  # the default store, not made yet: nothing to summarise
+    assert "no ratings yet" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(NslmError, match="no ratings database"):
+        RatingStore(tmp_path / "x.sqlite", create=False)
+
+
+def test_read_only_store_reads_and_cannot_write(tmp_path):
+    db = tmp_path / "r.sqlite"
+    RatingStore(db).add("runs/tf", "p", "s", 9, 8, 7)
+    stamp = db.stat().st_mtime_ns
+    reader = RatingStore(db, create=False)
+    assert reader.summary()["runs/tf"]["ratings"] == 1
+    with pytest.raises(NslmError, match="cannot save"):
+        reader.add("runs/tf", "p", "s", 1, 1, 1)
+    assert db.stat().st_mtime_ns == stamp and len(RatingStore(db).ratings()) == 1
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("comment", "x" * 5_000_000, "at most 2,000 characters, not 5,000,000"),
+    ("rater", "r" * 101, "at most 100 characters"),
+    ("story", "s" * 100_001, "at most 100,000 characters"),
+    ("comment", "bad \ud800 surrogate", "not valid text"),
+    ("comment", 42, "must be text, not int"),
+    ("prompt", b"bytes", "must be text, not bytes"),
+])
+def test_free_text_fields_are_bounded(tmp_path, field, value, message):
+    store = RatingStore(tmp_path / "r.sqlite")
+    fields = {"model": "runs/tf", "prompt": "Once", "story": "A story.", "rater": "ana", "comment": ""}
+    fields[field] = value
+    with pytest.raises(NslmError, match=message):
+        store.add(grammar=5, creativity=5, consistency=5, **fields)
+    assert store.ratings() == []
+    store.add(grammar=5, creativity=5, consistency=5, **(fields | {field: "ok"}))
+    assert len(store.ratings()) == 1

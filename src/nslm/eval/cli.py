@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nslm.cli import positive_int
 from nslm.errors import NslmError
 
 DESCRIPTION = """Measure trained story models: likelihood (bits per byte), generated stories, novelty
@@ -53,8 +54,8 @@ def register(subparsers) -> None:
              "nslm eval likelihood --model runs/tf1m --data data/ts")
     _model_arg(p)
     p.add_argument("--data", metavar="DIR", help="data folder (default: the one in the run's config.json)")
-    p.add_argument("--max-tokens", type=int, metavar="N", help="use only the first whole stories within this many tokens")
-    p.add_argument("--stride", type=int, help="window stride in tokens (default: half the context)")
+    p.add_argument("--max-tokens", type=positive_int, metavar="N", help="use only the first whole stories within this many tokens")
+    p.add_argument("--stride", type=positive_int, help="window stride in tokens (default: half the context)")
     _json_arg(p)
     p.set_defaults(func=cmd_likelihood)
 
@@ -69,9 +70,9 @@ def register(subparsers) -> None:
              "nslm eval novelty --data data/ts --stories stories.jsonl")
     p.add_argument("--data", required=True, metavar="DIR", help="data folder whose train.txt the model learned from")
     p.add_argument("--stories", help="generated stories (JSONL from `nslm eval generate`); without it only the index is built")
-    p.add_argument("--index-limit", type=int, metavar="N", help="index only the first N training stories (default: all)")
+    p.add_argument("--index-limit", type=positive_int, metavar="N", help="index only the first N training stories (default: all)")
     p.add_argument("--index-dir", metavar="DIR", help="where the index lives (default: <data>/novelty-index)")
-    p.add_argument("--top", type=int, default=5, help="how many most-similar pairs to show")
+    p.add_argument("--top", type=positive_int, default=5, help="how many most-similar pairs to show")
     _json_arg(p)
     p.set_defaults(func=cmd_novelty)
 
@@ -79,7 +80,7 @@ def register(subparsers) -> None:
              "nslm eval blimp --model runs/tf1m --blimp-limit 50")
     _model_arg(p)
     p.add_argument("--blimp", metavar="DIR", help="BLiMP folder (default: shared/data/blimp)")
-    p.add_argument("--blimp-limit", type=int, metavar="N", help="pairs per paradigm (67 paradigms; default: all 1,000)")
+    p.add_argument("--blimp-limit", type=positive_int, metavar="N", help="pairs per paradigm (67 paradigms; default: all 1,000)")
     _json_arg(p)
     p.set_defaults(func=cmd_blimp)
 
@@ -87,7 +88,7 @@ def register(subparsers) -> None:
              "nslm eval cola --model runs/tf1m --cola-limit 2000")
     _model_arg(p)
     p.add_argument("--cola", metavar="DIR", help="CoLA folder with the raw .tsv files (default: shared/data/cola)")
-    p.add_argument("--cola-limit", type=int, metavar="N", help="training rows to use (default: all 8,551)")
+    p.add_argument("--cola-limit", type=positive_int, metavar="N", help="training rows to use (default: all 8,551)")
     _json_arg(p)
     p.set_defaults(func=cmd_cola)
 
@@ -95,7 +96,7 @@ def register(subparsers) -> None:
              "nslm eval hellaswag --model runs/tf1m --limit 500")
     _model_arg(p)
     p.add_argument("--hellaswag", metavar="FILE", help="HellaSwag JSONL (default: the full 10,042-item llama.cpp file in shared/data)")
-    p.add_argument("--limit", type=int, metavar="N", help="first N items only")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="first N items only")
     _json_arg(p)
     p.set_defaults(func=cmd_hellaswag)
 
@@ -123,16 +124,16 @@ def register(subparsers) -> None:
                         "12 BLiMP pairs per paradigm, 1,000 CoLA rows, 200 HellaSwag items")
     p.add_argument("--skip", action="append", default=[], choices=["likelihood", "generate", "novelty", "blimp",
                    "cola", "hellaswag", "judge"], help="leave out a step (repeatable)")
-    p.add_argument("--val-max-tokens", type=int, metavar="N", help="validation tokens for likelihood")
-    p.add_argument("--prompt-limit", type=int, metavar="N", help="use the first N prompts only")
-    p.add_argument("--index-limit", type=int, metavar="N", help="training stories in the novelty index")
+    p.add_argument("--val-max-tokens", type=positive_int, metavar="N", help="validation tokens for likelihood")
+    p.add_argument("--prompt-limit", type=positive_int, metavar="N", help="use the first N prompts only")
+    p.add_argument("--index-limit", type=positive_int, metavar="N", help="training stories in the novelty index")
     p.add_argument("--index-dir", metavar="DIR", help="novelty index folder (default: <data>/novelty-index)")
     p.add_argument("--blimp", metavar="DIR", help="BLiMP folder")
-    p.add_argument("--blimp-limit", type=int, metavar="N", help="pairs per paradigm")
+    p.add_argument("--blimp-limit", type=positive_int, metavar="N", help="pairs per paradigm")
     p.add_argument("--cola", metavar="DIR", help="CoLA folder")
-    p.add_argument("--cola-limit", type=int, metavar="N", help="CoLA training rows")
+    p.add_argument("--cola-limit", type=positive_int, metavar="N", help="CoLA training rows")
     p.add_argument("--hellaswag", metavar="FILE", help="HellaSwag JSONL file")
-    p.add_argument("--hellaswag-limit", type=int, metavar="N", help="HellaSwag items")
+    p.add_argument("--hellaswag-limit", type=positive_int, metavar="N", help="HellaSwag items")
     _gen_args(p, with_limit=False)
     _judge_args(p, required=False)
     p.set_defaults(func=cmd_all)
@@ -142,9 +143,9 @@ def _gen_args(p, with_limit=True):
     p.add_argument("--prompts", help="prompt file: YAML/JSON list or one prompt per line "
                                      "(default: the TinyStories paper's evaluation prompts)")
     if with_limit:
-        p.add_argument("--prompt-limit", type=int, metavar="N", help="use the first N prompts only")
+        p.add_argument("--prompt-limit", type=positive_int, metavar="N", help="use the first N prompts only")
     p.add_argument("--seed", type=int, default=1234, help="story i uses seed + i")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="longest completion in tokens (default 300; 200 with --quick)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=None, help="longest completion in tokens (default 300; 200 with --quick)")
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
 
 
@@ -279,9 +280,11 @@ def cmd_judge(args) -> int:
 
 
 def cmd_human(args) -> int:
-    from nslm.eval.human import RatingStore
+    from nslm.eval.human import RatingStore, default_db_path
 
-    store = RatingStore(args.db)
+    if args.db is None and not default_db_path().is_file():  # a summary never creates the database
+        return _emit({}, args, [f"no ratings yet in {default_db_path()}"])
+    store = RatingStore(args.db, create=False)
     summary = store.summary()
     if not summary:
         lines = [f"no ratings yet in {store.path}"]
@@ -297,6 +300,10 @@ def cmd_human(args) -> int:
 
 
 def cmd_all(args) -> int:
+    from nslm.generate.api import resolve
+
+    for run in args.model:  # an unknown model is refused before the report folder is made
+        resolve(run)
     from nslm.eval.report import STEPS, EvalOptions, fmt, run_all, SUMMARY
 
     opts = EvalOptions(

@@ -18,6 +18,8 @@ from pathlib import Path
 from nslm.errors import NslmError
 
 CRITERIA = ("grammar", "creativity", "consistency")
+# Longest text each field may hold: a rating is a few words about a story, never a dump of a file.
+TEXT_LIMITS = {"model": 1_000, "rater": 100, "comment": 2_000, "prompt": 20_000, "story": 100_000}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ratings (
@@ -56,23 +58,49 @@ class Rating:
     comment: str
 
 
+def _check_text(name: str, value, limit: int) -> str:
+    """`value` as storable text of at most `limit` characters; NslmError naming the field otherwise."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise NslmError(f"the {name} of a rating must be text, not {type(value).__name__}.")
+    text = str(value)
+    if len(text) > limit:
+        raise NslmError(f"the {name} of a rating may hold at most {limit:,} characters, not {len(text):,}.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise NslmError(f"the {name} of a rating holds characters that are not valid text (a lone surrogate).") from None
+    return text
+
+
 class RatingStore:
     """Ratings of stories: `add(...) -> id`, `ratings(model=None)`, `summary()`, `models()`.
 
     Each call opens its own short connection, so the GUI's worker threads can share one store.
+    `create=False` only reads: a missing database is an error and nothing is ever created or written.
     """
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, *, create: bool = True):
         self.path = Path(path) if path else default_db_path()
+        self.read_only = not create
+        if self.read_only and not self.path.is_file():
+            raise NslmError(f"there is no ratings database at {self.path}; ratings are saved there by the GUI's "
+                            "rating panel (nslm gui --db PATH), or give the right file with --db.")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as db:
-                db.executescript(_SCHEMA)
+                if create:
+                    db.executescript(_SCHEMA)
+                else:  # a file that is not a ratings database fails here, not halfway through a listing
+                    db.execute("SELECT model, rater, grammar, creativity, consistency, comment FROM ratings LIMIT 1")
         except (OSError, sqlite3.DatabaseError) as exc:
             raise NslmError(f"cannot open the ratings database {self.path} ({exc}); give another path with --db.") from exc
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=10)
+        if self.read_only:
+            db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=10)
+        else:
+            db = sqlite3.connect(self.path, timeout=10)
         db.row_factory = sqlite3.Row
         return db
 
@@ -85,12 +113,16 @@ class RatingStore:
                 raise NslmError(f"{name} must be a whole number from 1 to 10, got {value!r}.")
         if not str(model).strip() or not str(story).strip():
             raise NslmError("a rating needs the model name and the story it rates.")
+        texts = {"model": model, "prompt": prompt, "story": story, "rater": rater or "anonymous",
+                 "comment": comment or ""}
+        model, prompt, story, rater, comment = (_check_text(k, v, TEXT_LIMITS[k]) for k, v in texts.items())
+        if self.read_only:
+            raise NslmError(f"cannot save a rating: the ratings database {self.path} was opened read-only.")
         with self._connect() as db:
             cur = db.execute(
                 "INSERT INTO ratings (created_at, rater, model, prompt, story, grammar, creativity, consistency, comment)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), str(rater or "anonymous"), str(model), str(prompt), str(story),
-                 int(grammar), int(creativity), int(consistency), str(comment or "")))
+                (time.time(), rater, model, prompt, story, int(grammar), int(creativity), int(consistency), comment))
             return int(cur.lastrowid)
 
     def ratings(self, model: str | None = None) -> list[Rating]:

@@ -29,10 +29,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from nslm.gui.app import build_app, launch  # gradio: imported when the app starts, not for `nslm --help`
-
     if args.port is not None and not 1 <= args.port <= 65535:
         raise NslmError(f"--port must be between 1 and 65535, not {args.port}")
+    # gradio: imported when the app starts, after the arguments are checked, never for `nslm --help`
+    from nslm.gui.app import build_app, launch
+
     app = build_app(runs_dir=args.runs_dir, data_dir=args.data, db_path=args.db, reports_dir=args.reports_dir)
     try:
         url = launch(app, host=args.host, port=args.port)

@@ -1,0 +1,289 @@
+"""Every `nslm` subcommand, given bad arguments, says so in one line and writes nothing.
+
+The subcommands are found by walking the argparse tree, so a new one is covered at once: each gets
+generic rows derived from its own options (an unknown option, a word for every number, a value outside
+every choice list) and must also have hand-written rows below (missing, empty and binary files, wrong
+formats, absurd values, NaN, wrong types, empty prompts). Each case runs in-process through
+`nslm.cli.main` and must end with exit 2, exactly one stderr line starting with `error:`, no traceback,
+and no file created, changed or removed in the working folder, the inputs or NSLM_HOME.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from nslm.cli import build_parser, main, positive_int
+from nslm.tokenizer import EOT
+
+pytestmark = pytest.mark.timeout(120)
+
+SHIPPED = "tinystories-transformer-1m"
+GOOD_STORY = ("Once upon a time, there was a little dog named Max. Max liked to run in the park with his red "
+              "ball. One day, he lost the ball under a big tree. He looked and looked until he found it. "
+              "Max was very happy and ran home to his mom.")
+
+
+def _leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict:
+    """{("data", "prepare"): its parser, ...} for every subcommand that does work (has no steps below)."""
+    found = {}
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs and path:
+        found[path] = parser
+    for action in subs:
+        for name, child in action.choices.items():
+            found.update(_leaf_commands(child, path + (name,)))
+    return found
+
+
+LEAVES = _leaf_commands(build_parser())
+
+
+def _generic_rows() -> list:
+    """Bad values every parser must refuse, derived from its own options."""
+    rows = []
+    for path, parser in LEAVES.items():
+        name = " ".join(path)
+        rows.append(pytest.param([*path, "--no-such-option"], id=f"{name}: unknown option"))
+        for action in parser._actions:
+            flag = next((s for s in action.option_strings if s.startswith("--")), None)
+            if flag is None:
+                continue
+            if action.type in (int, float, positive_int):
+                rows.append(pytest.param([*path, flag, "abc"], id=f"{name}: {flag} abc"))
+            if action.choices:
+                rows.append(pytest.param([*path, flag, "no-such-choice"], id=f"{name}: {flag} bad choice"))
+    return rows
+
+
+def _rel8run(reason: str):
+    return pytest.mark.xfail(strict=True, reason=f"rel8run (train/generate/checkpoints): {reason}")
+
+
+def _eval14(reason: str):
+    return pytest.mark.xfail(strict=True, reason=f"eval14 (eval measures): {reason}")
+
+
+# (command line, what the error must mention). Names in capitals are files made by `bad_inputs`.
+CASES = [
+    # data prepare
+    (["data", "prepare", "--train", "MISSING.txt", "--out", "OUT"], "does not exist"),
+    (["data", "prepare", "--train", "EMPTY.txt", "--out", "OUT"], "is empty"),
+    (["data", "prepare", "--train", "BINARY.txt", "--out", "OUT"], "binary"),
+    (["data", "prepare", "--train", "NOSEP.txt", "--out", "OUT"], "--split-on"),
+    (["data", "prepare", "--train", "LATIN1.txt", "--out", "OUT"], "not UTF-8"),
+    (["data", "prepare", "--train", "DEEP.jsonl", "--out", "OUT"], "nested too deeply"),
+    (["data", "prepare", "--train", "NOSTORY.jsonl", "--out", "OUT"], "no 'story' or 'text'"),
+    (["data", "prepare", "--train", "GOOD.txt", "--out", "/proc/nslm-out"], "cannot write --out"),
+    (["data", "prepare", "--train", "GOOD.txt", "--out", "GOOD.txt/sub"], "is a file"),
+    (["data", "prepare", "--train", "GOOD.txt", "--out", "GOOD.txt"], "is a file"),
+    (["data", "prepare", "--train", "GOOD.txt", "--out", "OUT", "--valid-share", "nan"], "--valid-share"),
+    (["data", "prepare", "--train", "GOOD.txt", "--out", "OUT", "--near-dup-threshold", "nan"], "threshold"),
+    (["data", "prepare", "--train", "GOOD.txt", "--out", "OUT", "--vocab-size", "10"], "vocab"),
+    (["data", "prepare", "--train", "GOOD.txt", "--out", "OUT", "--tokenizer", "klingon"], "klingon"),
+    (["data", "prepare", "--train", "GOOD.txt", "--out", "OUT", "--min-words", "-1"], "--min-words"),
+    (["data", "prepare", "--train", "GOOD.txt", "--out", "OUT", "--num-perm", "0"], "--num-perm"),
+    (["data", "prepare", "--train", "GOOD.txt", "--out", "OUT", "--max-stories", "-3"], "--max-stories"),
+    (["data", "prepare", "--train", "GOOD.txt", "--out", "OUT", "--tokenizer-sample", "0"], "--tokenizer-sample"),
+    (["data", "prepare", "--out", "OUT"], "no training files"),
+    # data clean
+    (["data", "clean", "--train", "BINARY.txt", "--out", "OUT"], "binary"),
+    (["data", "clean", "--train", "LATIN1.txt", "--out", "OUT"], "not UTF-8"),
+    (["data", "clean", "--train", "GOOD.txt", "--out", "/proc/nslm-out"], "cannot write --out"),
+    (["data", "clean", "--train", "GOOD.txt", "--valid", "EMPTY.txt", "--out", "OUT"], "is empty"),
+    (["data", "clean", "--train", "GOOD.txt", "--out", "OUT", "--vocab-limit", "0"], "--vocab-limit"),
+    # data tokenize
+    (["data", "tokenize", "MISSING"], "does not exist"),
+    (["data", "tokenize", "INPUTS"], "no train.txt"),
+    (["data", "tokenize", "CLEANED", "--tokenizer", "BINARY.txt"], "BINARY.txt"),
+    (["data", "tokenize", "CLEANED", "--tokenizer", "MISSING.json"], "MISSING.json"),
+    # tokenizer train / report
+    (["tokenizer", "train", "--input", "MISSING.txt", "--out", "OUT"], "does not exist"),
+    (["tokenizer", "train", "--input", "BINARY.txt", "--out", "OUT"], "binary"),
+    (["tokenizer", "train", "--input", "GOOD.txt", "--out", "OUT", "--kind", "klingon"], "klingon"),
+    (["tokenizer", "train", "--input", "GOOD.txt", "--out", "OUT", "--vocab-size", "-5"], "vocab"),
+    (["tokenizer", "train", "--input", "GOOD.txt", "--out", "OUT", "--sample", "-1"], "--sample"),
+    (["tokenizer", "train", "--input", "GOOD.txt", "--out", "GOOD.txt/sub"], "is a file"),
+    (["tokenizer", "report", "MISSING.json", "--valid", "GOOD.txt"], "MISSING.json"),
+    (["tokenizer", "report", "BINARY.txt", "--valid", "GOOD.txt"], "BINARY.txt"),
+    (["tokenizer", "report", "TOKENIZER", "--valid", "EMPTY.txt"], "is empty"),
+    (["tokenizer", "report", "TOKENIZER", "--valid", "GOOD.txt", "--max-stories", "0"], "--max-stories"),
+    (["tokenizer", "report", "TOKENIZER", "--valid", "GOOD.txt", "--json", "/proc/nslm.json"], "cannot write --json"),
+    # train
+    (["train", "--data", "MISSING", "--out", "OUT"], "MISSING"),
+    (["train", "--data", "INPUTS", "--out", "OUT"], "data folder"),
+    (["train", "--data", "DATA", "--out", "OUT", "--preset", "no-such-preset"], "no-such-preset"),
+    (["train", "--data", "DATA", "--out", "OUT", "--set", "model.d_model=-1"], "d_model"),
+    (["train", "--data", "DATA", "--out", "OUT", "--set", "nonsense"], "nonsense"),
+    (["train", "--data", "DATA", "--out", "OUT", "--max-steps", "-1"], "max_steps"),
+    (["train", "--data", "DATA", "--out", "OUT", "--config", "MISSING.toml"], "MISSING.toml"),
+    pytest.param(["train", "--data", "DATA", "--out", "OUT", "--config", "BINARY.txt"], "BINARY.txt",
+                 marks=_rel8run("a binary --config file is a UnicodeDecodeError traceback")),
+    (["train", "--data", "DATA", "--out", "GOOD.txt/sub"], "is a file"),
+    (["train", "--resume", "MISSING"], "MISSING"),
+    pytest.param(["train", "--data", "DATA", "--out", "OUT", "--set", "train.min_lr_ratio=abc"], "min_lr_ratio",
+                 marks=_rel8run("a wrong type in --set is a traceback")),
+    pytest.param(["train", "--data", "DATA", "--out", "OUT", "--max-minutes", "nan"], "--max-minutes",
+                 marks=_rel8run("NaN time limit is not refused")),
+    pytest.param(["train", "--resume", "RUN_BAD_STATE"], "state.json",
+                 marks=_rel8run("last/state.json holding [] is a traceback")),
+    # generate
+    (["generate", "--model", "MISSING", "Once upon a time"], "MISSING"),
+    (["generate", "--model", "INPUTS", "Once upon a time"], "INPUTS"),
+    (["generate", "--model", SHIPPED, "Once upon a time", "--num-samples", "0"], "--num-samples"),
+    (["generate", "--model", SHIPPED], "prompt"),
+    (["generate", "--model", SHIPPED, ""], "prompt"),
+    (["generate", "--model", SHIPPED, "Once", "--max-tokens", "-1"], "max"),
+    (["generate", "--model", SHIPPED, "Once", "--top-p", "2"], "top"),
+    (["generate", "--model", SHIPPED, "Once", "--top-k", "-3"], "top"),
+    pytest.param(["generate", "--model", SHIPPED, "Once", "--temperature", "nan"], "temperature",
+                 marks=_rel8run("--temperature nan")),
+    pytest.param(["generate", "--model", SHIPPED, "Once", "--seed", str(2 ** 70)], "seed",
+                 marks=_rel8run("--seed 2**70 is a traceback")),
+    # eval
+    (["eval", "likelihood", "--model", "MISSING", "--data", "DATA"], "MISSING"),
+    (["eval", "likelihood", "--model", SHIPPED, "--data", "MISSING"], "MISSING"),
+    (["eval", "likelihood", "--model", SHIPPED, "--data", "INPUTS"], "INPUTS"),
+    (["eval", "likelihood", "--model", SHIPPED, "--data", "DATA"], "another tokenizer"),
+    (["eval", "likelihood", "--model", SHIPPED, "--data", "DATA", "--stride", "0"], "--stride"),
+    (["eval", "generate", "--model", SHIPPED, "--out", "GOOD.txt/s.jsonl"], "is a file"),
+    (["eval", "generate", "--model", SHIPPED, "--out", "S.jsonl", "--prompts", "EMPTY.txt"], "EMPTY.txt"),
+    pytest.param(["eval", "generate", "--model", SHIPPED, "--out", "S.jsonl", "--prompts", "BINARY.txt"], "BINARY.txt",
+                 marks=_eval14("a binary --prompts file is a UnicodeDecodeError traceback")),
+    pytest.param(["eval", "generate", "--model", SHIPPED, "--out", "S.jsonl", "--temperature", "nan"], "temperature",
+                 marks=_rel8run("temperature NaN reaches torch.multinomial (RuntimeError)")),
+    (["eval", "novelty", "--data", "MISSING"], "MISSING"),
+    (["eval", "novelty", "--data", "DATA", "--stories", "BINARY.txt", "--index-dir", "/proc/nslm-idx"],
+     "cannot write --index-dir"),
+    (["eval", "novelty", "--data", "DATA", "--index-limit", "-1"], "limit"),
+    (["eval", "blimp", "--model", SHIPPED, "--blimp", "MISSING"], "MISSING"),
+    pytest.param(["eval", "blimp", "--model", SHIPPED, "--blimp", "INPUTS"], "INPUTS",
+                 marks=_eval14("a --blimp folder of other JSONL files is a KeyError traceback")),
+    (["eval", "cola", "--model", SHIPPED, "--cola", "MISSING"], "MISSING"),
+    pytest.param(["eval", "hellaswag", "--model", SHIPPED, "--hellaswag", "BINARY.txt"], "BINARY.txt",
+                 marks=_eval14("a binary --hellaswag file is a UnicodeDecodeError traceback")),
+    pytest.param(["eval", "hellaswag", "--model", SHIPPED, "--hellaswag", "EMPTY.txt"], "EMPTY.txt",
+                 marks=_eval14("an empty --hellaswag file is a TypeError traceback")),
+    (["eval", "judge", "--stories", "MISSING.jsonl", "--judge-url", "http://127.0.0.1:9"], "MISSING.jsonl"),
+    (["eval", "judge", "--stories", "NOSTORY.jsonl", "--judge-url", "http://127.0.0.1:9"], "NOSTORY.jsonl"),
+    (["eval", "human", "--db", "missing/dir/x.sqlite"], "missing/dir/x.sqlite"),
+    (["eval", "human", "--db", "BINARY.txt"], "BINARY.txt"),
+    (["eval", "human", "--db", "INPUTS"], "INPUTS"),
+    (["eval", "all", "--model", "MISSING", "--out", "REPORT"], "MISSING"),
+    (["eval", "all", "--model", SHIPPED, "--out", "GOOD.txt/report"], "is a file"),
+    # gui: refused before anything is served
+    (["gui", "--port", "99999"], "--port"),
+    (["gui", "--port", "0"], "--port"),
+    # bench
+    (["bench", "train", "--preset", "no-such-preset"], "no-such-preset"),
+    (["bench", "train", "--steps", "0"], "--steps"),
+    (["bench", "train", "--batch-size", "-2"], "batch"),
+    (["bench", "generate", "--model", "MISSING"], "MISSING"),
+    (["bench", "generate", "--tokens", "0"], "--tokens"),
+]
+
+
+def _args_of(case) -> list[str]:
+    return case.values[0] if hasattr(case, "values") else case[0]
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory, data_dir) -> Path:
+    """A folder of the bad (and a few good) inputs the cases name in capitals."""
+    root = tmp_path_factory.mktemp("inputs")
+    (root / "EMPTY.txt").write_bytes(b"")
+    (root / "BINARY.txt").write_bytes(bytes(range(256)) * 64)
+    (root / "GOOD.txt").write_text(f"{GOOD_STORY}\n{EOT}\n" * 3, encoding="utf-8")
+    (root / "NOSEP.txt").write_text(GOOD_STORY + "\n\n" + GOOD_STORY + "\n", encoding="utf-8")
+    (root / "LATIN1.txt").write_bytes(f"{GOOD_STORY.replace('.', ' café.')}\n{EOT}\n".encode("latin-1") * 5)
+    (root / "DEEP.jsonl").write_text(json.dumps({"story": GOOD_STORY}) + "\n" + "[" * 200_000 + "\n")
+    (root / "NOSTORY.jsonl").write_text(json.dumps({"title": "no story here"}) + "\n")
+    (root / "CLEANED").mkdir()
+    for split in ("train", "valid"):
+        (root / "CLEANED" / f"{split}.txt").write_text(f"{GOOD_STORY}\n{EOT}\n", encoding="utf-8")
+    (root / "TOKENIZER").mkdir()
+    (root / "TOKENIZER" / "tokenizer.json").write_bytes((data_dir / "tokenizer.json").read_bytes())
+    bad_run = root / "RUN_BAD_STATE"
+    (bad_run / "last").mkdir(parents=True)
+    (bad_run / "config.json").write_text("{}")
+    (bad_run / "last" / "state.json").write_text("[]")
+    return root
+
+
+def _tree(*roots: Path) -> dict:
+    """Every file under `roots` with its size and modification time, and every folder."""
+    seen = {}
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            seen.update({str(Path(folder, name)): "folder" for name in dirs})
+            for name in files:
+                stat = Path(folder, name).lstat()
+                seen[str(Path(folder, name))] = (stat.st_size, stat.st_mtime_ns)
+    return seen
+
+
+def _resolve(args: list[str], inputs: Path, data_dir: Path) -> list[str]:
+    named = {p.name: str(p) for p in inputs.iterdir()} | {"DATA": str(data_dir), "INPUTS": str(inputs)}
+    out = []
+    for arg in args:
+        head, _, rest = arg.partition("/")
+        out.append(named[head] + (f"/{rest}" if rest else "") if head in named else arg)
+    return out
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse exits; main's own errors return
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_one_clear_line(code, out, err, argv):
+    # progress bars redraw with \r; only what stays on screen counts
+    lines = [line.rsplit("\r", 1)[-1] for line in err.split("\n")]
+    lines = [line for line in lines if line.strip()]
+    assert code == 2, f"{argv}: exit {code}, stderr {err[-2000:]!r}"
+    assert "Traceback" not in err + out, f"{argv}: {err[-3000:]}"
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"{argv}: stderr {lines!r}"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """An empty working folder and NSLM_HOME (a GUI served by mistake fails on the module's timeout)."""
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    home.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("NSLM_HOME", str(home))
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv", _generic_rows())
+def test_generic_bad_argument(argv, capsys, workdir):
+    before = _tree(workdir)
+    _assert_one_clear_line(*_run(argv, capsys), argv)
+    assert _tree(workdir) == before
+
+
+@pytest.mark.parametrize("args, mention", CASES, ids=[" ".join(_args_of(c))[:80] for c in CASES])
+def test_bad_argument(args, mention, capsys, workdir, bad_inputs, data_dir):
+    argv = _resolve(args, bad_inputs, data_dir)
+    mention = _resolve([mention], bad_inputs, data_dir)[0]
+    before = _tree(workdir, bad_inputs, data_dir)
+    code, out, err = _run(argv, capsys)
+    _assert_one_clear_line(code, out, err, argv)
+    assert mention in err, f"{argv}: {err!r} does not mention {mention!r}"
+    assert _tree(workdir, bad_inputs, data_dir) == before, f"{argv} wrote or changed files"
+
+
+def test_every_subcommand_has_cases():
+    covered = {tuple(a for a in _args_of(c)[:2] if not a.startswith("-")) for c in CASES}
+    missing = [" ".join(p) for p in LEAVES if p not in covered and p[:1] not in covered]
+    assert not missing, f"add bad-argument cases for: {missing}"
+    assert len(LEAVES) >= 17  # data x3, tokenizer x2, train, generate, eval x9, gui, bench x2
