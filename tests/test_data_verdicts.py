@@ -149,3 +149,14 @@ def test_nothing_left_names_the_rule_that_removed_most(tmp_path, capsys):
     assert main(["data", "prepare", "--train", str(path), "--out", str(tmp_path / "ds"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert re.search(r"\(of (\d+): \1 too short\); most were too short: lower --min-words", err), err
+
+
+def test_tokenizer_train_leaves_out_an_oversized_story_and_says_so(tmp_path, capsys):
+    path = tmp_path / "raw.txt"
+    path.write_text("\n".join(_story(i) for i in range(20)) + "\n" + "huge " * 300_000 + "\n")
+    out = tmp_path / "tok"
+    assert main(["tokenizer", "train", "--input", str(path), "--split-on", "lines", "--kind", "char",
+                 "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"left out a story over the 1,000,000-character ceiling, the first at {path} line 21" in err
+    assert (out / "tokenizer.json").is_file()

@@ -115,3 +115,14 @@ def test_sha256_is_that_of_the_file_bytes(data_dir, tmp_path):
     tok = Tokenizer.load(compact)
     assert tok.sha256 == hashlib.sha256(compact.read_bytes()).hexdigest()
     assert tok.encode("Once upon a time.") == Tokenizer.load(data_dir).encode("Once upon a time.")
+
+
+@pytest.mark.parametrize("content", ["[" * 200_000, '["Lily"]', '{"lily": 3}', "\udcff"])
+def test_a_broken_casing_file_is_one_sentence(make_data_dir, tmp_path, content):
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    source = make_data_dir("word", 2048)
+    (folder / "tokenizer.json").write_bytes((source / "tokenizer.json").read_bytes())
+    (folder / "casing.json").write_text(content, encoding="utf-8", errors="surrogateescape")
+    with pytest.raises(NslmError, match="casing.json is not a JSON object of words"):
+        Tokenizer.load(folder / "tokenizer.json")

@@ -6,11 +6,12 @@ below data/ (data prepare trains and applies tokenizers), so tokenizer/ never im
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from nslm.atomic import atomic_dir, atomic_write_json
 from nslm.cli import HelpFormatter, positive_int
-from nslm.data.reading import read_stories
+from nslm.data.reading import MAX_STORY_CHARS, read_stories
 from nslm.errors import NslmError
 from nslm.tokenizer import check_kind_and_size, train_tokenizer
 from nslm.tokenizer.report import compare_tokenizers, comparison_markdown, comparison_table
@@ -63,7 +64,8 @@ def run_train(args) -> int:
     check_kind_and_size(args.kind, args.vocab_size)
     if args.out.exists() and (args.out / "tokenizer.json").exists():
         raise NslmError(f"{args.out} already holds a tokenizer.json; choose another --out")
-    stories = read_stories(args.input, args.split_on)
+    oversized = []
+    stories = read_stories(args.input, args.split_on, oversized.append)
     if args.sample:
         stories = (s for i, s in zip(range(args.sample), stories))
     tokenizer = train_tokenizer(args.kind, stories, args.vocab_size)
@@ -72,6 +74,10 @@ def run_train(args) -> int:
     else:
         with atomic_dir(args.out) as tmp:
             tokenizer.save(tmp)
+    if oversized:
+        what = "a story" if len(oversized) == 1 else f"{len(oversized):,} stories"
+        print(f"left out {what} over the {MAX_STORY_CHARS:,}-character ceiling, the first at "
+              f"{oversized[0].source}", file=sys.stderr)
     print(f"wrote {args.out / 'tokenizer.json'} ({tokenizer.kind}, vocabulary {tokenizer.vocab_size:,})")
     return 0
 

@@ -302,8 +302,9 @@ def cmd_human(args) -> int:
 def cmd_all(args) -> int:
     from nslm.generate.api import resolve
 
-    for run in args.model:  # an unknown model is refused before the report folder is made
-        resolve(run)
+    for run in args.model:  # an unknown name is refused before the report folder is made (run_all checks paths)
+        if Path(run).name == run and not Path(run).exists():
+            resolve(run)
     from nslm.eval.report import STEPS, EvalOptions, fmt, run_all, SUMMARY
 
     opts = EvalOptions(

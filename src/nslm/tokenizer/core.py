@@ -109,8 +109,10 @@ class Tokenizer:
         if kind == "word" and casing_path.is_file():
             try:
                 casing = json.loads(casing_path.read_text(encoding="utf-8"))
-            except ValueError as exc:
-                raise NslmError(f"{casing_path} is not valid JSON; delete it or retrain the tokenizer") from exc
+            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+                casing = None
+            if not isinstance(casing, dict) or not all(isinstance(v, str) for v in casing.values()):
+                raise NslmError(f"{casing_path} is not a JSON object of words; delete it or retrain the tokenizer")
         tokenizer = cls(hf, kind, casing)
         tokenizer._file_sha256 = hashlib.sha256(raw).hexdigest()
         return tokenizer
