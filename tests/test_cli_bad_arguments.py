@@ -126,9 +126,7 @@ CASES = [
                  marks=_rel8run("a binary --config file is a UnicodeDecodeError traceback")),
     (["train", "--data", "DATA", "--out", "GOOD.txt/sub"], "is a file"),
     (["train", "--resume", "MISSING"], "MISSING"),
-    pytest.param(["train", "--data", "DEEPMETA", "--out", "OUT"], "meta.json", marks=pytest.mark.xfail(
-        strict=True, reason="arch9 (one data-folder type): train/windows.py reads meta.json with its own reader, "
-                            "a RecursionError traceback; data.tokens.read_meta refuses it")),
+    (["train", "--data", "DEEPMETA", "--out", "OUT"], "meta.json"),
     pytest.param(["train", "--data", "DATA", "--out", "OUT", "--set", "train.min_lr_ratio=abc"], "min_lr_ratio",
                  marks=_rel8run("a wrong type in --set is a traceback")),
     pytest.param(["train", "--data", "DATA", "--out", "OUT", "--max-minutes", "nan"], "--max-minutes",
@@ -153,8 +151,7 @@ CASES = [
     (["eval", "likelihood", "--model", SHIPPED, "--data", "MISSING"], "MISSING"),
     (["eval", "likelihood", "--model", SHIPPED, "--data", "INPUTS"], "INPUTS"),
     (["eval", "likelihood", "--model", SHIPPED, "--data", "DATA"], "another tokenizer"),
-    pytest.param(["eval", "likelihood", "--model", SHIPPED, "--data", "DEEPMETA"], "meta.json",
-                 marks=_eval14("eval/likelihood.py reads meta.json with its own reader: RecursionError traceback")),
+    (["eval", "likelihood", "--model", SHIPPED, "--data", "DEEPMETA"], "meta.json"),
     (["eval", "likelihood", "--model", SHIPPED, "--data", "DATA", "--stride", "0"], "--stride"),
     (["eval", "generate", "--model", SHIPPED, "--out", "GOOD.txt/s.jsonl"], "is a file"),
     (["eval", "generate", "--model", SHIPPED, "--out", "S.jsonl", "--prompts", "EMPTY.txt"], "EMPTY.txt"),
