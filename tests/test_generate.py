@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 import nslm
 from nslm.cli import main
@@ -96,6 +97,25 @@ def test_cli_streams_and_says_why_it_stopped(runs, capsys):
     assert "prompt is empty" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, words", [
+    (["--temperature", "nan"], "temperature must be 0 (greedy) or a positive number, not nan"),
+    (["--temperature", "inf"], "temperature must be 0 (greedy) or a positive number, not inf"),
+    (["--top-p", "nan"], "top_p must be in (0, 1], not nan"),
+    (["--seed", str(2**70)], f"--seed must be a whole number from 0 to {2**63 - 1}, not {2**70}"),
+    (["--seed", "-1"], "--seed must be a whole number from 0"),
+    (["--seed", str(2**63 - 1), "--num-samples", "2"], "--seed plus --num-samples - 1 must be"),
+])
+def test_absurd_sampling_values_are_one_line(runs, capsys, args, words):
+    assert main(["generate", "--model", str(runs["transformer-1m"]), "Once upon a time", *args]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and words in err and err.count("\n") == 1 and out == ""
+    model = nslm.load(runs["transformer-1m"])
+    with pytest.raises(NslmError, match="seed must be"):
+        model.generate("Once upon a time", seed=2**70)
+    with pytest.raises(NslmError, match="temperature must be"):
+        model.generate("Once upon a time", temperature=float("nan"))
+
+
 def broken_copy(run: Path, tmp_path: Path, damage) -> Path:
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
@@ -119,6 +139,27 @@ def _wrong_shape(folder: Path) -> None:
     (folder / "config.json").write_text(json.dumps(config))
 
 
+def _claims(**model) -> callable:
+    """Damage: config.json edited to describe another model beside the same small weights."""
+    def edit(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        config["model"].update(model)
+        (folder / "config.json").write_text(json.dumps(config))
+    return edit
+
+
+def _weights_as(change) -> callable:
+    """Damage: every tensor of model.safetensors (and last/) passed through `change`."""
+    def edit(folder: Path) -> None:
+        for path in (folder / "model.safetensors", folder / "last" / "model.safetensors"):
+            save_file({k: change(v) for k, v in load_file(str(path)).items()}, str(path))
+    return edit
+
+
+def _one_nan(tensors: torch.Tensor) -> torch.Tensor:
+    return tensors.clone().index_fill_(0, torch.tensor([0]), float("nan")) if tensors.dim() == 2 else tensors
+
+
 def _other_tokenizer(folder: Path) -> None:
     text = (folder / "tokenizer.json").read_text()
     (folder / "tokenizer.json").write_text(text + " ")  # same tokens, different bytes: not the trained file
@@ -130,13 +171,19 @@ def _other_tokenizer(folder: Path) -> None:
     (lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 64), "corrupt"),
     (_pickle_weights, "pickle"),
     (_only_pt, "never pickles"),
-    (_wrong_shape, "does not fit"),
+    (_wrong_shape, "do not belong together"),
     (lambda f: (f / "config.json").unlink(), "no config.json"),
     (lambda f: (f / "config.json").write_text("{not json"), "corrupt"),
     (lambda f: (f / "tokenizer.json").unlink(), "no tokenizer.json"),
     (_other_tokenizer, "not the tokenizer"),
+    (_claims(d_model=1024, n_layer=24, d_ff=4096, n_head=16),
+     "holds 43,104 weights but config.json describes a model of 403,751,936 parameters"),
+    (_claims(d_model=4096, n_layer=48, d_ff=16384, n_head=32), "makes 12,889,493,504 parameters, more than nslm's limit"),
+    (lambda f: (f / "config.json").write_text("[" * 100_000), "corrupt"),
+    (_weights_as(lambda t: t.to(torch.int8)), "holds .* as I8; nslm models compute in float32"),
+    (_weights_as(_one_nan), "holds NaN or infinite values in"),
 ], ids=["missing", "truncated", "junk", "pickle", "pt-only", "shape", "no-config", "bad-config", "no-tokenizer",
-        "other-tokenizer"])
+        "other-tokenizer", "claims-bigger", "claims-absurd", "deep-config", "int8", "nan"])
 def test_broken_run_folders_are_one_clear_error(runs, tmp_path, capsys, damage, words):
     folder = broken_copy(runs["transformer-1m"], tmp_path, damage)
     before = folder_digest(folder)
@@ -146,6 +193,14 @@ def test_broken_run_folders_are_one_clear_error(runs, tmp_path, capsys, damage, 
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
     assert folder_digest(folder) == before  # nothing overwritten
+
+
+def test_half_precision_weights_are_widened_exactly(runs, tmp_path):
+    folder = broken_copy(runs["transformer-1m"], tmp_path, _weights_as(lambda t: t.to(torch.bfloat16)))
+    model = nslm.load(folder)
+    stored = load_file(str(folder / "model.safetensors"))
+    assert all(torch.equal(model.model.state_dict()[k], v.float()) for k, v in stored.items())
+    assert model.generate("Once upon a time", max_tokens=3, seed=1).n_tokens <= 3
 
 
 def test_names_resolve_to_shipped_models(runs, tmp_path, monkeypatch):

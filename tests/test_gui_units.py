@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -18,10 +19,11 @@ from nslm.gui.reports import latest_report
 from nslm.gui.storytelling import check_prompt, check_sampling
 from nslm.gui.train_form import check_form, parse_extra
 from nslm.gui.training import TrainingLauncher
+from test_run_lock import hold_run_in_a_process
 
 
-def write_run(folder, *, state="finished", pid=None, metrics=(), total=1_050_000, weights=True):
-    folder.mkdir(parents=True)
+def write_run(folder, *, state="finished", pid=None, metrics=(), total=1_050_000, weights=True, replace=False):
+    folder.mkdir(parents=True, exist_ok=replace)
     config = {"model": {"arch": "transformer", "n_layer": 4, "d_model": 128, "pos_encoding": "rope",
                         "vocab_size": 4096},
               "data": {"tokenizer_kind": "bpe", "vocab_size": 4096}, "params": {"total": total}}
@@ -89,7 +91,9 @@ def test_a_running_status_whose_process_is_gone_reads_as_interrupted(tmp_path):
 
 def test_a_second_run_is_refused_while_one_trains(tmp_path, data_dir):
     runs = tmp_path / "runs"
-    write_run(runs / "busy", state="running", pid=os.getpid())
+    write_run(runs / "busy", state="running")
+    holder = hold_run_in_a_process(runs / "busy")
+    write_run(runs / "busy", state="running", pid=holder.pid, replace=True)
     launcher = TrainingLauncher(runs)
     assert launcher.active_run() == "busy"
     with pytest.raises(NslmError, match="'busy' is still training"):
@@ -97,9 +101,8 @@ def test_a_second_run_is_refused_while_one_trains(tmp_path, data_dir):
     assert not (runs / "another").exists()
     with pytest.raises(NslmError, match="is running already"):
         launcher.resume("busy")
-    # this test process is not an `nslm train`, so stop must not signal it
-    with pytest.raises(NslmError, match="no live training process"):
-        launcher.stop("busy")
+    assert "Stopping 'busy'" in launcher.stop("busy")  # the process holding the run's lock is signalled
+    assert holder.wait(timeout=30) == -signal.SIGTERM
 
 
 def test_a_process_that_dies_before_writing_status_is_failed_with_its_error(tmp_path):

@@ -45,12 +45,23 @@ def test_unknown_preset_names_the_known_ones():
     ({"mlp": "relu"}, "mlp"),
     ({"rnn_hidden": -1, "arch": "lstm"}, "rnn_hidden"),
     ({"n_layers": 3}, "unknown model setting"),
+    ({"d_model": 4096, "n_layer": 48, "d_ff": 16384, "n_head": 32}, "makes 12,902,076,416 parameters, more than nslm's limit"),
+    ({"d_ff": 10**9}, "limit of 1,000,000,000"),
+    ({"vocab_size": 10**12}, "limit of 1,000,000,000"),
 ])
 def test_absurd_configs_are_refused_with_one_sentence(change, words):
     d = load_preset("transformer-1m").to_dict()
     d.update(change)
     with pytest.raises(NslmError, match=words):
         ModelConfig.from_dict(d)
+
+
+@pytest.mark.parametrize("name", ["transformer-1m", "lstm-1m", "gru-1m"])
+@pytest.mark.parametrize("change", [{}, {"bias": True}, {"norm": "layernorm", "bias": True}, {"pos_encoding": "learned"},
+                                    {"mlp": "swiglu", "bias": True}, {"rnn_hidden": 96, "n_layer": 3}])
+def test_parameter_count_without_building_equals_the_built_model(name, change):
+    cfg = ModelConfig.from_dict({**load_preset(name).to_dict(), **change})
+    assert cfg.param_counts() == build_model(cfg).param_counts()
 
 
 def small(arch: str, **kw) -> ModelConfig:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 from nslm.cli import main
+from nslm.errors import NslmError
+from nslm.models import ModelConfig
 from nslm.train.loop import learning_rate
 from nslm.train.config import TrainConfig
 
@@ -145,6 +149,13 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir):
     (["--set", "model.n_head=3"], "divide"),
     (["--set", "model.n_layers=3"], "unknown model setting"),
     (["--set", "lr=1"], "section.field=value"),
+    (["--set", "train.min_lr_ratio=abc"], "train.min_lr_ratio must be a number, not 'abc'"),
+    (["--set", "train.lr=NaN"], "train.lr must be a number, not nan"),
+    (["--set", "train.compile=1"], "train.compile must be true or false, not 1"),
+    (["--set", "model.d_model=12.5"], "model.d_model must be a whole number, not 12.5"),
+    (["--set", "train.max_steps=[3]"], "train.max_steps must be a whole number (or null), not [3]"),
+    (["--set", f"train.seed={2**70}"], "train.seed must be a whole number from 0 to 9223372036854775807"),
+    (["--set", "train.batch_size=100000000"], "needs about"),
 ])
 def test_bad_settings_are_one_sentence_and_write_nothing(tmp_path, data_dir, capsys, args, words):
     run = tmp_path / "bad"
@@ -153,6 +164,15 @@ def test_bad_settings_are_one_sentence_and_write_nothing(tmp_path, data_dir, cap
     err = capsys.readouterr().err
     assert err.startswith("error: ") and words in err and "Traceback" not in err
     assert not run.exists()
+
+
+@pytest.mark.parametrize("cls, section", [(ModelConfig, "model"), (TrainConfig, "train")])
+def test_every_setting_given_a_value_of_the_wrong_type_is_named(cls, section):
+    for field in dataclasses.fields(cls):
+        default = getattr(cls(), field.name)
+        wrong = 3 if isinstance(default, str) else 1 if isinstance(default, bool) else "abc"
+        with pytest.raises(NslmError, match=rf"^{section}\.{field.name} must be .*, not {wrong!r}$"):
+            cls.from_dict({field.name: wrong})
 
 
 def test_existing_run_and_foreign_data_are_refused(tmp_path, data_dir, make_data_dir, finished_run, capsys):
@@ -165,6 +185,32 @@ def test_existing_run_and_foreign_data_are_refused(tmp_path, data_dir, make_data
     assert (finished_run / "last" / "state.json").read_text() == before
     assert train("--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"\xff\xfe\x00binary", "is not UTF-8 text"),
+    (b"[" * 100_000, "is not valid JSON"),
+    (b'{"model": [1, 2]}', "'model' and 'train' must be tables"),
+    (b'{"preset": 7}', "'preset' must be a preset name"),
+    (b'{"train": {"lr": "fast"}}', "train.lr must be a number, not 'fast'"),
+])
+def test_a_bad_config_file_is_one_sentence(tmp_path, data_dir, capsys, content, words):
+    (tmp_path / "run.json").write_bytes(content)
+    assert train("--config", str(tmp_path / "run.json"), "--data", str(data_dir), "--out", str(tmp_path / "r")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("config", ["[]", '{"model": {}}', "[" * 100_000, '{"model": {}, "train": {}, "data": 3}'])
+def test_resume_of_a_run_whose_config_json_is_damaged_is_one_sentence(tmp_path, finished_run, capsys, config):
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    (run / "config.json").write_text(config)
+    capsys.readouterr()
+    assert train("--resume", str(run)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run / 'config.json'} is corrupt") and err.count("\n") == 1, err
 
 
 def test_config_file_sets_model_and_training(tmp_path, data_dir):
@@ -180,8 +226,6 @@ def test_config_file_sets_model_and_training(tmp_path, data_dir):
 
 
 def test_resume_from_a_corrupt_checkpoint_is_refused(tmp_path, finished_run, capsys):
-    import shutil
-
     run = tmp_path / "copy"
     shutil.copytree(finished_run, run)
     (run / "last" / "state.safetensors").write_bytes(b"\x80\x04junk")  # a pickle where tensors belong

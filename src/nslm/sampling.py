@@ -14,6 +14,17 @@ from typing import Iterator
 
 import torch
 
+from nslm.errors import NslmError
+
+
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; one bound for sampling and training
+
+
+def check_seed(seed, name: str = "seed") -> None:
+    """Refuse a seed that is not a whole number in [0, MAX_SEED] (NslmError naming `name`)."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise NslmError(f"{name} must be a whole number from 0 to {MAX_SEED}, not {seed!r}")
+
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
     """Set to -inf every logit outside the top-k and outside the smallest set with probability >= top_p."""

@@ -7,6 +7,7 @@ and model.safetensors; nothing is ever unpickled.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,9 +18,9 @@ import torch
 from nslm.device import as_device
 from nslm.errors import NslmError
 from nslm.models import ModelConfig, build_model
-from nslm.sampling import generate_ids
+from nslm.sampling import check_seed, generate_ids
 from nslm.tokenizer import Tokenizer, tokenizer_file_sha256
-from nslm.weights import find_weights, load_weights
+from nslm.weights import check_weights_fit, find_weights, load_weights
 
 
 @dataclass
@@ -131,7 +132,7 @@ class StoryModel:
                unconditional: bool = False) -> StoryStream:
         """Text pieces as they are generated (their concatenation is the formatted story); after the
         loop, the returned object's `.story` is the Story."""
-        _check_options(max_tokens, temperature, top_k, top_p)
+        _check_options(max_tokens, temperature, top_k, top_p, seed)
         ids, truncated = self.encode_prompt(prompt, unconditional)
         return StoryStream(self, ids, str(prompt or "").strip(), truncated, max_tokens=max_tokens,
                            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, use_cache=use_cache)
@@ -146,15 +147,21 @@ class StoryModel:
         return stream.story
 
 
-def _check_options(max_tokens, temperature, top_k, top_p) -> None:
-    if not isinstance(max_tokens, int) or max_tokens < 1:
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_options(max_tokens, temperature, top_k, top_p, seed) -> None:
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise NslmError(f"max_tokens must be a positive whole number, not {max_tokens!r}")
-    if temperature is None or temperature < 0:
-        raise NslmError(f"temperature must be 0 (greedy) or positive, not {temperature!r}")
-    if top_k is not None and top_k < 1:
+    if not _number(temperature) or temperature < 0:
+        raise NslmError(f"temperature must be 0 (greedy) or a positive number, not {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise NslmError(f"top_k must be a positive whole number, not {top_k!r}")
-    if top_p is not None and not 0 < top_p <= 1:
+    if top_p is not None and not (_number(top_p) and 0 < top_p <= 1):
         raise NslmError(f"top_p must be in (0, 1], not {top_p!r}")
+    if seed is not None:
+        check_seed(seed)
 
 
 # ---------------------------------------------------------------- finding and loading
@@ -193,8 +200,10 @@ def load(path_or_name: str | Path, device: str | torch.device | None = None) -> 
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
         model_cfg = ModelConfig.from_dict(config["model"])
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
         raise NslmError(f"{config_path} is corrupt or not an nslm run config") from None
+    except NslmError as exc:  # a setting the model cannot have: say which file holds it
+        raise NslmError(f"{config_path}: {exc}") from None
     tok_path = folder / "tokenizer.json"
     if not tok_path.is_file():
         raise NslmError(f"{folder} has no tokenizer.json; copy it from the run's data folder")
@@ -209,8 +218,10 @@ def load(path_or_name: str | Path, device: str | torch.device | None = None) -> 
         raise NslmError(f"{tok_path} is corrupt ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     if tokenizer.vocab_size != model_cfg.vocab_size:
         raise NslmError(f"{tok_path} has {tokenizer.vocab_size} tokens but the model expects {model_cfg.vocab_size}")
+    weights = find_weights(folder)
+    check_weights_fit(weights, model_cfg)  # from the file's header, before the config's model takes memory
     model = build_model(model_cfg)
-    load_weights(model, find_weights(folder))
+    load_weights(model, weights)
     dev = as_device(device)
     model.to(dev).eval()
     return StoryModel(model, tokenizer, config, dev, name=folder.name)

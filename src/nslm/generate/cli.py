@@ -36,9 +36,13 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nslm.generate.api import load  # torch: imported when the command runs, not for `nslm --help`
+    from nslm.sampling import check_seed
 
     if args.num_samples < 1:
         raise NslmError(f"--num-samples must be at least 1, not {args.num_samples}")
+    if args.seed is not None:  # sample i uses seed + i; each must be a valid seed
+        check_seed(args.seed, "--seed")
+        check_seed(args.seed + args.num_samples - 1, "--seed plus --num-samples - 1")
     if args.prompt is None and not args.unconditional:
         raise NslmError("give a prompt, e.g. nslm generate --model RUN \"Once upon a time\", or --unconditional")
     model = load(args.model, device=args.device)

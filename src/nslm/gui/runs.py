@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from nslm.errors import NslmError
 from nslm.generate.api import list_shipped
 from nslm.models import ModelConfig, model_class
 from nslm.train.metrics import parse_metrics
+from nslm.train.runlock import run_state
 
 # A model name is one folder name: no separators, no "..", nothing hidden.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -96,28 +96,6 @@ def read_metrics(run_dir: Path) -> list[dict]:
 def read_status(run_dir: Path) -> dict:
     """The run's `status.json`, or {} when absent."""
     return read_json(Path(run_dir) / "status.json") or {}
-
-
-def pid_alive(pid) -> bool:
-    """True if process `pid` exists and is not a zombie."""
-    try:
-        pid = int(pid)
-    except (TypeError, ValueError):
-        return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    # Field 3, after the parenthesised command name, is the state; Z = exited but not reaped.
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def best_eval(metrics: list[dict]) -> dict | None:
@@ -226,9 +204,7 @@ def describe_folder(folder: Path, key: str, kind: str) -> ModelEntry:
     if best and isinstance(best.get("val_bpb"), (int, float)):
         entry.val_bpb = f"{best['val_bpb']:.3f}"
     entry.date = _date(status, folder)
-    entry.state = str(status.get("state") or ("shipped" if kind == "shipped" else "—"))
-    if entry.state == "running" and not pid_alive(status.get("pid")):
-        entry.state = "interrupted"
+    entry.state = run_state(folder, status) if status.get("state") else ("shipped" if kind == "shipped" else "—")
     entry.loadable = (folder / "model.safetensors").is_file()
     return entry
 

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from nslm.atomic import atomic_write_json
 from nslm.errors import NslmError
-from nslm.gui.runs import child_folder, pid_alive, read_json, read_status
+from nslm.gui.runs import child_folder, read_json, read_status
+from nslm.train.checkpoint import has_checkpoint
+from nslm.train.runlock import process_start, run_state, same_process, training_pid
 
 ACTIVE_STATES = ("starting", "running", "stopping")
 
@@ -43,18 +45,19 @@ class TrainingLauncher:
     def _record(self, name: str) -> dict | None:
         return read_json(self.meta_dir / f"{name}.json")
 
-    def _alive(self, pid) -> bool:
-        child = self._children.get(pid)
+    def _alive(self, record: dict) -> bool:
+        """Whether the process this app launched for a run still lives (not a later one with its pid)."""
+        child = self._children.get(record.get("pid"))
         if child is not None:
             # Reap our own finished children so they do not linger as zombies.
             return child.poll() is None
-        return pid_alive(pid)
+        return same_process(record.get("pid"), record.get("pid_start"))
 
     def state(self, name: str) -> str:
         """starting | running | stopping | finished | stopped | failed | interrupted | missing."""
         run_dir = self.runs_dir / name
         record = self._record(name) or {}
-        launched_alive = bool(record) and self._alive(record.get("pid"))
+        launched_alive = bool(record) and self._alive(record)
         status_path = run_dir / "status.json"
         status = read_status(run_dir)
         try:
@@ -70,10 +73,7 @@ class TrainingLauncher:
                 return "stopping"  # saving its last checkpoint before exiting
             return "starting"
         if status:
-            state = str(status.get("state", "unknown"))
-            if state == "running":
-                return "running" if self._alive(status.get("pid")) else "interrupted"
-            return state
+            return run_state(run_dir, status)
         if record:
             return "stopped" if record.get("stopping") else "failed"
         return "missing" if not run_dir.exists() else "unknown"
@@ -121,8 +121,8 @@ class TrainingLauncher:
                 start_new_session=True, env=env,
             )
         self._children[child.pid] = child
-        atomic_write_json(self.meta_dir / f"{name}.json",
-                          {"pid": child.pid, "command": command, "started": time.time()})
+        atomic_write_json(self.meta_dir / f"{name}.json", {"pid": child.pid, "pid_start": process_start(child.pid),
+                                                           "command": command, "started": time.time()})
         return child.pid
 
     def _refuse_if_busy(self) -> None:
@@ -154,7 +154,7 @@ class TrainingLauncher:
             if state == "finished":
                 raise NslmError(f"Run '{name}' has finished its budget; start a new run to train more.")
             self._refuse_if_busy()
-            if not (run_dir / "last" / "state.json").is_file():
+            if not has_checkpoint(run_dir):
                 raise NslmError(f"Run '{name}' has no saved checkpoint to resume from (last/state.json is missing).")
             self._spawn(name, ["--resume", str(run_dir)])
             return name
@@ -167,21 +167,12 @@ class TrainingLauncher:
             if state not in ("starting", "running"):
                 raise NslmError(f"Run '{name}' is not training (it is {state}).")
             record = self._record(name) or {}
-            status = read_status(self.runs_dir / name)
-            pid = record.get("pid") if self._alive(record.get("pid")) else status.get("pid")
-            if not self._alive(pid) or not _is_training_process(pid):
+            # the process holding the run's lock, or the one just launched that has not taken it yet
+            pid = training_pid(self.runs_dir / name) or (record.get("pid") if self._alive(record) else None)
+            if pid is None:
                 raise NslmError(f"Run '{name}' has no live training process to stop.")
             os.kill(int(pid), signal.SIGTERM)
             record.update({"pid": int(pid), "stopping": True, "started": record.get("started", time.time())})
             atomic_write_json(self.meta_dir / f"{name}.json", record)
             return f"Stopping '{name}': it saves a checkpoint and exits; resume it any time."
 
-
-def _is_training_process(pid) -> bool:
-    """Guard against signalling a recycled pid: the process must be an `nslm train`."""
-    try:
-        cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError):
-        return sys.platform != "linux"
-    args = [part.decode(errors="replace") for part in cmdline]
-    return "train" in args and any("nslm" in part for part in args)

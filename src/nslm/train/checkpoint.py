@@ -7,12 +7,13 @@ Nothing here unpickles. Files are written atomically; `last/` is built as a whol
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from nslm.atomic import atomic_dir
+from nslm.atomic import atomic_dir, complete_dir, recover_dir, remove_stray_temporaries
 from nslm.errors import NslmError
 from nslm.weights import WEIGHTS_FILE, load_weights, read_safetensors, state_tensors
 
@@ -32,16 +33,16 @@ def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 
 def optimizer_from_files(optimizer: torch.optim.Optimizer, tensors: dict, info: dict) -> None:
     state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = value
-    for key, value in info.get("scalars", {}).items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
     try:
+        for key, value in tensors.items():
+            if key.startswith("opt."):
+                _, pid, name = key.split(".", 2)
+                state.setdefault(int(pid), {})[name] = value
+        for key, value in info.get("scalars", {}).items():
+            pid, name = key.split(".", 1)
+            state.setdefault(int(pid), {})[name] = value
         optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
-    except (ValueError, KeyError, RuntimeError) as exc:
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise NslmError(f"the saved optimizer state does not fit this model ({exc})") from None
 
 
@@ -56,17 +57,68 @@ def save_last(run_dir: Path, model: torch.nn.Module, optimizer, state: dict, rng
         (tmp / "state.json").write_text(json.dumps(dict(state, optimizer=opt_info), indent=2) + "\n")
 
 
-def load_last(run_dir: Path, model: torch.nn.Module, optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Restore model and optimizer from `run_dir/last/`; returns (state.json, RNG tensors)."""
-    last = run_dir / "last"
-    if not (last / "state.json").is_file():
-        raise NslmError(f"{run_dir} has no last/state.json to resume from; it was never checkpointed")
+def tidy_run_folder(run_dir: Path) -> None:
+    """On start and resume: finish a `last/` replacement that a crash cut short, and remove temporaries
+    that crashed writes left in the run folder."""
+    recover_dir(run_dir / "last")
+    remove_stray_temporaries(run_dir)
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether the run has a complete `last/` to resume from (also one a crash left mid-replacement)."""
+    last = complete_dir(Path(run_dir) / "last")
+    return last is not None and (last / "state.json").is_file()
+
+
+def _whole(value, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# state.json: each field and the rule its value must follow
+STATE_FIELDS = {
+    "step": ("a whole number >= 0", _whole),
+    "tokens": ("a whole number >= 0", _whole),
+    "elapsed_s": ("a number of seconds >= 0", lambda v: _number(v) and v >= 0),
+    "best_val_loss": ("null or a finite number", lambda v: v is None or _number(v)),
+    "data_position": ("an object with whole numbers seed, next_step and world_size >= 1",
+                      lambda v: isinstance(v, dict) and _whole(v.get("seed")) and _whole(v.get("next_step"))
+                      and _whole(v.get("world_size"), 1)),
+    "optimizer": ("an object with a list param_groups and an object scalars",
+                  lambda v: isinstance(v, dict) and isinstance(v.get("param_groups"), list)
+                  and isinstance(v.get("scalars", {}), dict)),
+}
+
+
+def read_state(path: Path) -> dict:
+    """state.json of a checkpoint, every field checked; a wrong one is an NslmError naming it."""
     try:
-        state = json.loads((last / "state.json").read_text())
-    except json.JSONDecodeError:
-        raise NslmError(f"{last / 'state.json'} is corrupt; the run cannot be resumed") from None
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise NslmError(f"{path} is corrupt (not JSON); the run cannot be resumed") from None
+    if not isinstance(state, dict):
+        raise NslmError(f"{path} is corrupt (not a JSON object); the run cannot be resumed")
+    for name, (rule, ok) in STATE_FIELDS.items():
+        if name not in state or not ok(state[name]):
+            raise NslmError(f"{path} is corrupt: \"{name}\" must be {rule}, not {state.get(name)!r}; "
+                            "the run cannot be resumed")
+    if state["data_position"]["next_step"] != state["step"]:
+        raise NslmError(f"{path} is corrupt: data_position.next_step differs from step; the run cannot be resumed")
+    return state
+
+
+def load_last(run_dir: Path, model: torch.nn.Module, optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Restore model and optimizer from `run_dir/last/` (or the complete copy a crash left beside it);
+    returns (state.json, RNG tensors)."""
+    last = complete_dir(run_dir / "last")
+    if last is None or not (last / "state.json").is_file():
+        raise NslmError(f"{run_dir} has no last/state.json to resume from; it was never checkpointed")
+    state = read_state(last / "state.json")
     load_weights(model, last / WEIGHTS_FILE)
     tensors = read_safetensors(last / "state.safetensors", "training state")
-    optimizer_from_files(optimizer, tensors, state.pop("optimizer", {}))
+    optimizer_from_files(optimizer, tensors, state.pop("optimizer"))
     rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
     return state, rng

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from nslm.device import DEVICES, DTYPES
 from nslm.errors import NslmError
-from nslm.models.config import check_known_fields
+from nslm.sampling import check_seed
+from nslm.models.config import check_field_types, check_known_fields
 
 
 @dataclass
@@ -45,6 +47,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         check_known_fields(cls, d, "training")
+        check_field_types(cls, d, "train")
         return cls(**d).validate()
 
     def to_dict(self) -> dict:
@@ -68,8 +71,9 @@ class TrainConfig:
             positive_int(name)
         for name in ("max_steps", "max_tokens", "stop_after_steps"):
             positive_int(name, allow_none=True)
-        for name in ("warmup_steps", "sample_tokens", "seed", "threads"):
+        for name in ("warmup_steps", "sample_tokens", "threads"):
             positive_int(name, allow_zero=True)
+        check_seed(self.seed, "train.seed")
         if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
             raise NslmError(f"train.lr must be a positive learning rate below 1, not {self.lr!r}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -114,16 +118,17 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise NslmError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
     try:
-        if path.suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-    except (ValueError, json.JSONDecodeError) as exc:
-        raise NslmError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except UnicodeDecodeError:
+        raise NslmError(f"config file {path} is not UTF-8 text; give a JSON or TOML file") from None
+    except (ValueError, RecursionError) as exc:
+        raise NslmError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from None
     if not isinstance(data, dict) or set(data) - {"model", "train", "preset"}:
         raise NslmError(f"config file {path} may only hold the tables 'preset', 'model' and 'train'")
+    if not all(isinstance(data.get(table, {}), dict) for table in ("model", "train")):
+        raise NslmError(f"config file {path}: 'model' and 'train' must be tables of settings")
+    if not isinstance(data.get("preset", ""), str):
+        raise NslmError(f"config file {path}: 'preset' must be a preset name")
     return data

@@ -32,6 +32,8 @@ from nslm.train.config import TrainConfig
 from nslm.train.plot import plot_loss
 from nslm.train.windows import batch_generator, random_batch, validation_windows
 from nslm.weights import save_weights, weights_sha256
+from nslm.train.metrics import read_metrics
+from nslm.train.runlock import hold_run
 
 
 # ---------------------------------------------------------------- schedule
@@ -166,10 +168,10 @@ class Trainer:
 
     def _restore(self) -> None:
         state, rng = checkpoint.load_last(self.run_dir, self.model, self.optimizer)
-        self.step = int(state["step"])
-        self.tokens_seen = int(state["tokens"])
+        self.step = state["step"]
+        self.tokens_seen = state["tokens"]
         self.elapsed_before = float(state["elapsed_s"])
-        self.best_val = float(state.get("best_val_loss") or float("inf"))
+        self.best_val = float("inf") if state["best_val_loss"] is None else float(state["best_val_loss"])
         key = f"cpu_rank{self.dist.rank}" if f"cpu_rank{self.dist.rank}" in rng else "cpu_rank0"
         if key in rng:
             torch.set_rng_state(rng[key])
@@ -184,8 +186,8 @@ class Trainer:
         path = self.run_dir / "metrics.jsonl"
         if not path.is_file():
             return
-        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
+        kept = [row for row in read_metrics(self.run_dir) if isinstance(row.get("step"), int) and row["step"] <= step]
+        atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
 
     # ---- helpers
     def autocast(self):
@@ -315,8 +317,13 @@ class Trainer:
     def run(self) -> dict:
         """Train to the limit, a stop signal, or an error; returns the final status record."""
         threads = torch.get_num_threads()
+        # the lock tells everyone else (the GUI, a second `nslm train --resume`) that this run is training
+        lock = hold_run(self.run_dir) if self.dist.main else nullcontext()
         try:
-            return self._run()
+            with lock:
+                if self.dist.main:
+                    checkpoint.tidy_run_folder(self.run_dir)
+                return self._run()
         finally:
             torch.set_num_threads(threads)  # train.threads applies to this run only
 

@@ -12,7 +12,7 @@ def parse_metrics(text: str) -> list[dict]:
     for line in text.splitlines():
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             continue
         if isinstance(row, dict):
             rows.append(row)

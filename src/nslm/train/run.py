@@ -7,12 +7,15 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
+
 from nslm import __version__
 from nslm.atomic import atomic_write_json
 from nslm.data.tokens import SPLITS, DataFolder
 from nslm.device import is_main_process, pick_device
 from nslm.errors import NslmError
 from nslm.models import ModelConfig, build_model, load_preset, preset_train_defaults
+from nslm.models.config import gigabytes, physical_memory
 from nslm.tokenizer.core import tokenizer_file_sha256
 from nslm.train.config import TrainConfig, apply_overrides, read_config_file
 from nslm.train.loop import Trainer
@@ -65,6 +68,7 @@ def prepare_run(out: str | Path | None = None, data: str | Path | None = None, p
     if mcfg.context_length + 1 > train_tokens:
         raise NslmError(f"the training split of {data} has {train_tokens} tokens, fewer than one window "
                         f"of {mcfg.context_length + 1}; lower model.context_length or use more data")
+    check_training_fits(mcfg, tcfg)  # an absent GPU or too little memory is refused before any folder is made
     run_config = {
         "preset": preset,
         "model": mcfg.to_dict(),
@@ -74,11 +78,27 @@ def prepare_run(out: str | Path | None = None, data: str | Path | None = None, p
         "nslm_version": __version__,
         "params": build_model(mcfg).param_counts(),
     }
-    pick_device(tcfg.device)  # an absent GPU is refused before any folder is made
     run_dir = Path(out)
     if is_main_process():
         _create_run_folder(run_dir, run_config)
     return run_config, run_dir
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Bytes of memory of `device` (RAM for the CPU), or None where unknown."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return physical_memory() if device.type == "cpu" else None
+
+
+def check_training_fits(mcfg: ModelConfig, tcfg: TrainConfig) -> None:
+    """Refuse a run whose weights, optimizer state and activations cannot fit in the device's memory."""
+    device = pick_device(tcfg.device)
+    need, have = mcfg.training_memory(tcfg.batch_size), device_memory(device)
+    if have and need > have:
+        raise NslmError(f"training this model at train.batch_size {tcfg.batch_size} needs about {gigabytes(need)} "
+                        f"(weights, optimizer state and activations), more than the {gigabytes(have)} of {device.type}; "
+                        "lower train.batch_size or model.context_length, or choose a smaller model")
 
 
 def _create_run_folder(run_dir: Path, run_config: dict) -> None:
@@ -100,9 +120,15 @@ def read_run_config(run_dir: Path) -> dict:
     if not path.is_file():
         raise NslmError(f"{run_dir} is not a run folder (no config.json); start a run with nslm train --out {run_dir}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError):  # ValueError covers bad JSON and bytes that are not UTF-8
         raise NslmError(f"{path} is corrupt (not JSON)") from None
+    tables = ("model", "train", "data")
+    if not isinstance(config, dict) or not all(isinstance(config.get(t), dict) for t in tables) \
+            or not isinstance(config["data"].get("path"), str) or not isinstance(config.get("tokenizer_sha256"), str):
+        raise NslmError(f"{path} is corrupt: it needs the tables model, train and data (with its path) and "
+                        "tokenizer_sha256, as nslm train writes them")
+    return config
 
 
 def _prepare_resume(run_dir: Path, data, overrides, train_options, preset, config_file) -> tuple[dict, Path]:
@@ -124,7 +150,9 @@ def _prepare_resume(run_dir: Path, data, overrides, train_options, preset, confi
     if model != run_config["model"]:
         raise NslmError("--resume cannot change model settings; start a new run for another model")
     # config.json is rewritten by the trainer once the checkpoint has loaded, so a failed resume changes nothing
-    return dict(run_config, train=TrainConfig.from_dict(train).to_dict(), data=_data_record(folder)), run_dir
+    tcfg = TrainConfig.from_dict(train)
+    check_training_fits(ModelConfig.from_dict(model), tcfg)
+    return dict(run_config, train=tcfg.to_dict(), data=_data_record(folder)), run_dir
 
 
 def train_run(run_config: dict, run_dir: Path, resume: bool = False) -> dict:
