@@ -61,10 +61,6 @@ def _generic_rows() -> list:
     return rows
 
 
-def _rel8run(reason: str):
-    return pytest.mark.xfail(strict=True, reason=f"rel8run (train/generate/checkpoints): {reason}")
-
-
 def _eval14(reason: str):
     return pytest.mark.xfail(strict=True, reason=f"eval14 (eval measures): {reason}")
 
@@ -122,17 +118,13 @@ CASES = [
     (["train", "--data", "DATA", "--out", "OUT", "--set", "nonsense"], "nonsense"),
     (["train", "--data", "DATA", "--out", "OUT", "--max-steps", "-1"], "max_steps"),
     (["train", "--data", "DATA", "--out", "OUT", "--config", "MISSING.toml"], "MISSING.toml"),
-    pytest.param(["train", "--data", "DATA", "--out", "OUT", "--config", "BINARY.txt"], "BINARY.txt",
-                 marks=_rel8run("a binary --config file is a UnicodeDecodeError traceback")),
+    (["train", "--data", "DATA", "--out", "OUT", "--config", "BINARY.txt"], "BINARY.txt"),
     (["train", "--data", "DATA", "--out", "GOOD.txt/sub"], "is a file"),
     (["train", "--resume", "MISSING"], "MISSING"),
     (["train", "--data", "DEEPMETA", "--out", "OUT"], "meta.json"),
-    pytest.param(["train", "--data", "DATA", "--out", "OUT", "--set", "train.min_lr_ratio=abc"], "min_lr_ratio",
-                 marks=_rel8run("a wrong type in --set is a traceback")),
-    pytest.param(["train", "--data", "DATA", "--out", "OUT", "--max-minutes", "nan"], "--max-minutes",
-                 marks=_rel8run("NaN time limit is not refused")),
-    pytest.param(["train", "--resume", "RUN_BAD_STATE"], "state.json",
-                 marks=_rel8run("last/state.json holding [] is a traceback")),
+    (["train", "--data", "DATA", "--out", "OUT", "--set", "train.min_lr_ratio=abc"], "min_lr_ratio"),
+    (["train", "--data", "DATA", "--out", "OUT", "--max-minutes", "nan"], "max_minutes"),
+    (["train", "--resume", "RUN_BAD_STATE"], "is corrupt"),  # its config.json is "{}" too
     # generate
     (["generate", "--model", "MISSING", "Once upon a time"], "MISSING"),
     (["generate", "--model", "INPUTS", "Once upon a time"], "INPUTS"),
@@ -142,10 +134,8 @@ CASES = [
     (["generate", "--model", SHIPPED, "Once", "--max-tokens", "-1"], "max"),
     (["generate", "--model", SHIPPED, "Once", "--top-p", "2"], "top"),
     (["generate", "--model", SHIPPED, "Once", "--top-k", "-3"], "top"),
-    pytest.param(["generate", "--model", SHIPPED, "Once", "--temperature", "nan"], "temperature",
-                 marks=_rel8run("--temperature nan")),
-    pytest.param(["generate", "--model", SHIPPED, "Once", "--seed", str(2 ** 70)], "seed",
-                 marks=_rel8run("--seed 2**70 is a traceback")),
+    (["generate", "--model", SHIPPED, "Once", "--temperature", "nan"], "temperature"),
+    (["generate", "--model", SHIPPED, "Once", "--seed", str(2 ** 70)], "seed"),
     # eval
     (["eval", "likelihood", "--model", "MISSING", "--data", "DATA"], "MISSING"),
     (["eval", "likelihood", "--model", SHIPPED, "--data", "MISSING"], "MISSING"),
@@ -157,8 +147,7 @@ CASES = [
     (["eval", "generate", "--model", SHIPPED, "--out", "S.jsonl", "--prompts", "EMPTY.txt"], "EMPTY.txt"),
     pytest.param(["eval", "generate", "--model", SHIPPED, "--out", "S.jsonl", "--prompts", "BINARY.txt"], "BINARY.txt",
                  marks=_eval14("a binary --prompts file is a UnicodeDecodeError traceback")),
-    pytest.param(["eval", "generate", "--model", SHIPPED, "--out", "S.jsonl", "--temperature", "nan"], "temperature",
-                 marks=_rel8run("temperature NaN reaches torch.multinomial (RuntimeError)")),
+    (["eval", "generate", "--model", SHIPPED, "--out", "S.jsonl", "--temperature", "nan"], "temperature"),
     (["eval", "novelty", "--data", "MISSING"], "MISSING"),
     (["eval", "novelty", "--data", "DATA", "--stories", "BINARY.txt", "--index-dir", "/proc/nslm-idx"],
      "cannot write --index-dir"),
