@@ -85,6 +85,12 @@ def test_uniform_model_bits_per_byte_is_log2_vocab_over_bytes_per_token(tmp_path
     assert result["bits_per_byte"] == pytest.approx(math.log2(257) / result["bytes_per_token"], rel=1e-9)
     assert result["perplexity"] == pytest.approx(257, rel=1e-6)
     assert result["loss"] == pytest.approx(math.log(257), rel=1e-9)
+    # Story i costs (bytes_i + 1) * log2(257) bits: the ratio estimator's standard error over stories.
+    x = np.array([len(s.encode()) for s in stories], dtype=float)
+    y = (x + 1) * math.log2(257)
+    r = y.sum() / x.sum()
+    se = math.sqrt(((y - r * x) ** 2).sum() / (len(x) * (len(x) - 1))) / x.mean()
+    assert result["bits_per_byte_se"] == pytest.approx(se, rel=1e-6) and se > 0
 
 
 def test_windows_score_every_token_once_with_its_own_context():
@@ -215,15 +221,54 @@ def hellaswag_file(tmp_path) -> Path:
     return path
 
 
-def test_hellaswag_uniform_model_ties_under_per_byte_normalisation(tmp_path):
+def test_hellaswag_uniform_model_picks_by_bytes_per_character(tmp_path):
     items = hellaswag.load_hellaswag(hellaswag_file(tmp_path), limit=20)
     scorer = Scorer(UniformModel(257, 512), 256, 512)
     result = hellaswag.hellaswag_accuracy(scorer, ByteTokenizer(), items)
-    # Every ending scores -log(257) per byte: all four tie, and ties are wrong.
-    assert result["accuracy"] == 0.0 and result["chance"] == 0.25 and result["items"] == len(items)
+    # Every byte of " " + ending costs log(257); divided by the ending's characters, the ending with the
+    # fewest bytes of " " + ending per character of the ending wins.
+    cost = [[(1 + len(e.encode())) / len(e) for e in it["endings"]] for it in items]
+    expected = np.mean([min(c) == c[it["label"]] and c.count(min(c)) == 1 for c, it in zip(cost, items)])
+    assert result["accuracy"] == pytest.approx(expected) and result["chance"] == 0.25 and result["items"] == len(items)
     lengths = [[len((" " + e).encode()) for e in it["endings"]] for it in items]
     shortest_unique = [min(l) == l[it["label"]] and l.count(min(l)) == 1 for l, it in zip(lengths, items)]
     assert result["accuracy_unnormalised"] == pytest.approx(np.mean(shortest_unique))
+
+
+def test_hellaswag_divides_by_the_characters_of_the_ending_without_its_space():
+    """lm-eval-harness's acc_norm divides by len(ending): characters, not bytes, and no leading space."""
+    # Uniform model: " " + ending costs (1 + bytes) * log(257). Per character of the ending:
+    # "ab" 1.5, "éé" 2.5, "abc" 1.33, "x" 2.0 -> "abc" (the label) wins. Per byte of the ending "éé"
+    # would win (1.25); per byte of " " + ending all four would tie (and a tie counts as wrong).
+    item = {"ctx": "A man sits.", "endings": ["ab", "éé", "abc", "x"], "label": 2}
+    result = hellaswag.hellaswag_accuracy(Scorer(UniformModel(257, 64), 256, 64), ByteTokenizer(), [item])
+    assert result["accuracy"] == 1.0
+
+
+def test_hellaswag_original_format_is_preprocessed_like_the_harness(tmp_path):
+    row = {"ctx_a": "A man is in a kitchen.", "ctx_b": "he", "ctx": "x", "label": 0, "activity_label": "Cooking",
+           "endings": ["[header] Cut  the bread.", "eats [title] a cake", "sits.", "runs."],
+           "source_id": "wikihow~123"}
+    path = tmp_path / "orig.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    (item,) = hellaswag.load_hellaswag(path)
+    assert item["ctx"] == "A man is in a kitchen. He" and item["source"] == "wikihow"
+    assert item["endings"][:2] == [" Cut the bread.", "eats. a cake"]
+
+
+def test_hellaswag_quick_slice_is_a_seeded_sample_from_every_source(tmp_path):
+    rows = [{"val_index": i, "ctx": f"c{i}", "endings": ["a", "b", "c", "d"], "label": 0}
+            for i in range(0, 10042, 7)]
+    path = tmp_path / "hs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = hellaswag.load_hellaswag(path, limit=200, seed=5)
+    sources = [it["source"] for it in items]
+    # The file lists ActivityNet first: the first 200 rows are all ActivityNet, a sample keeps both shares.
+    share = sum(r["val_index"] < hellaswag.ACTIVITYNET_ITEMS for r in rows) / len(rows)
+    assert sources.count("activitynet") == round(200 * share) and sources.count("wikihow") == 200 - round(200 * share)
+    assert [it["row"] for it in items] == sorted(it["row"] for it in items) != list(range(200))
+    assert items == hellaswag.load_hellaswag(path, limit=200, seed=5)
+    assert items != hellaswag.load_hellaswag(path, limit=200, seed=6)
 
 
 def test_hellaswag_long_context_is_cut_from_the_left():
@@ -260,3 +305,45 @@ def test_uniform_model_on_real_data_folders(make_data_dir, kind, vocab):
         assert result["unk"]["tokens"] == int((tokens == fake.tokenizer.unk_id).sum()) > 0
     else:
         assert "unk" not in result
+
+
+@pytest.mark.parametrize("arch", ["transformer", "lstm", "gru"])
+def test_identical_blimp_pairs_tie_whatever_batch_they_land_in(arch):
+    """A sentence's score must not depend on the padded width of its batch: identical pairs always tie."""
+    from nslm.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch=arch, vocab_size=257, context_length=96, d_model=32, n_layer=2, n_head=2, d_ff=64)
+    model = build_model(cfg).eval()
+    rng = np.random.default_rng(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "dogs", "bark", "loudly", "who", "did", "Sue", "see"]
+    sentences = [" ".join(rng.choice(words, size=n)) + "." for n in range(1, 21) for _ in range(3)]
+    pairs = [{"good": s, "bad": s, "uid": f"p{len(s) % 5}", "term": "same"} for s in sentences]
+    for batch_size in (4, 7):
+        result = grammar.blimp_accuracy(Scorer(model, 256, 96, batch_size=batch_size), ByteTokenizer(), pairs)
+        assert result["ties"] == len(pairs) and result["accuracy"] == 0.0, (arch, batch_size)
+
+
+def test_cola_quick_slice_draws_from_every_source(tmp_path):
+    # Like the real file: ordered by source, the first rows all from one book.
+    sources = ["bc01"] * 70 + ["cj99"] * 20 + ["gj04"] * 10
+    (tmp_path / "in_domain_train.tsv").write_text(
+        "".join(f"{s}\t{i % 2}\t\tThe cat sat {i}.\n" for i, s in enumerate(sources)))
+    (tmp_path / "in_domain_dev.tsv").write_text("".join(f"x\t{i % 2}\t\tA dog ran {i}.\n" for i in range(12)))
+    result = grammar.evaluate_cola(FakeStoryModel(UniformModel(257, 64)), tmp_path, limit=20, seed=3)
+    sample = result["sample"]
+    assert result["train_rows"] == 20 and sample["by_stratum"] == {"bc01": 14, "cj99": 4, "gj04": 2}
+    assert sample["rows"] != list(range(20))
+    assert result["in_domain_dev"]["mcc_se"] == 0.0  # one predicted class: MCC is 0 in every resample
+
+
+def test_blimp_quick_slice_is_a_seeded_sample_of_each_paradigm(tmp_path):
+    folder = tmp_path / "blimp"
+    folder.mkdir()
+    for uid in ("a", "b"):
+        (folder / f"{uid}.jsonl").write_text("".join(json.dumps(
+            {"sentence_good": f"{uid} {i} good.", "sentence_bad": f"{uid} {i} bad.", "UID": uid}) + "\n" for i in range(50)))
+    pairs = grammar.load_blimp(folder, limit=5, seed=1)
+    assert [p["uid"] for p in pairs] == ["a"] * 5 + ["b"] * 5
+    assert [p["row"] for p in pairs[:5]] != list(range(5)) and pairs == grammar.load_blimp(folder, limit=5, seed=1)
+    assert all(p["good"] == f"{p['uid']} {p['row']} good." for p in pairs)

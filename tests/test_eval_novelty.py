@@ -97,3 +97,30 @@ def test_limited_index_embeds_some_stories_but_counts_ngrams_of_all(tmp_path):
     assert found == stories[5] and cos == pytest.approx(1.0, abs=2e-3)
     # A request for more stories than the saved index holds rebuilds it.
     assert len(novelty.NoveltyIndex.load_or_build(tmp_path, limit=20, folder=tmp_path / "ix", batch_size=8)) == 20
+
+
+def test_ngrams_that_straddle_the_prompt_are_not_counted(index):
+    idx, stories = index
+    tokens = stories[5].split()
+    prompt = " ".join(tokens[:10])
+    # The completion goes on as the training story for three words, then says something new.
+    completion = " " + " ".join(tokens[10:13]) + " zebra quantum pudding flew xylophone marmalade galaxy orbit."
+    text = prompt + completion
+    (item,) = novelty.novelty_report(idx, [{"prompt": prompt, "completion": completion, "text": text}])["items"]
+    # Counting n-grams that merely end in the completion would find the training story's own words.
+    skip = len(novelty.words(prompt))
+    assert idx.ngram_overlap(text, 4, skip - 3) > 0
+    assert item["ngram4_overlap"] == 0.0 and item["ngram5_overlap"] == 0.0
+
+
+def test_overlap_is_the_mean_of_per_story_shares_and_repeats_count(index):
+    idx, stories = index
+    seen = " ".join(stories[7].split()[:4])  # one 4-gram seen in training
+    new = "purple zebra quantum pudding"
+    records = [{"prompt": "", "completion": f"{seen}. {new}. {new}.", "text": f"{seen}. {new}. {new}."},
+               {"prompt": "", "completion": seen, "text": seen}]
+    report = novelty.novelty_report(idx, records)
+    first = report["items"][0]["ngram4_overlap"]
+    # 12 words, 9 four-grams: the seen one and 8 unseen (the repeated new words count every time).
+    assert first == pytest.approx(1 / 9) and report["items"][1]["ngram4_overlap"] == 1.0
+    assert report["ngram4_overlap"] == pytest.approx((1 / 9 + 1.0) / 2)

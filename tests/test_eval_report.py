@@ -118,3 +118,58 @@ def test_grader_means_reach_the_report(runs, tmp_path):
     summary = results["models"]["transformer-1m"]["summary"]
     assert summary["judge.grammar"] == 8 and summary["judge.consistency"] == 9
     assert "LLM grade: grammar /10 | 8.00" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_one_step_table_drives_the_options_the_skip_choices_and_the_summary():
+    import argparse
+    import dataclasses
+
+    from nslm.cli import build_parser
+    from nslm.eval import steps
+
+    fields = {f.name for f in dataclasses.fields(report.EvalOptions)}
+    assert fields == {"seed", "steps", "quick"} | {o.field for o in steps.all_options()}
+    eval_all = build_parser()._subparsers._group_actions[0].choices["eval"]._subparsers._group_actions[0].choices["all"]
+    skip = next(a for a in eval_all._actions if a.dest == "skip")
+    assert tuple(skip.choices) == steps.STEP_NAMES == report.EvalOptions().steps
+    flags = {s for a in eval_all._actions for s in a.option_strings}
+    assert {o.flag for o in steps.all_options()} <= flags
+    quick = report.EvalOptions().apply_quick()
+    assert (quick.blimp_limit, quick.max_new_tokens, quick.temperature) == (12, 200, 0.8)
+    full = report.EvalOptions(max_new_tokens=50).fill_defaults()
+    assert (full.blimp_limit, full.max_new_tokens, full.judge_model) == (None, 50, "gpt-4o-mini")
+    keys = set(steps.summarise({}))
+    assert keys == {f.key for f in steps.FIGURES} and "blimp.accuracy" in keys and "judge.plot" in keys
+    assert isinstance(eval_all.formatter_class, type) and issubclass(eval_all.formatter_class, argparse.HelpFormatter)
+
+
+def test_markdown_and_html_render_the_same_document():
+    from nslm.eval import render
+
+    results = {"created": "now", "data": "d", "seed": 1, "quick": True, "seconds": 3, "models": {
+        "m": {"config": {"model": {"arch": "lstm"}}, "params": {"total": 10}, "skipped": {"judge": "no grader"},
+              "summary": {"params": 10, "blimp.accuracy": 0.5}, "standard_errors": {"blimp.accuracy": 0.05},
+              "blimp": {"pairs": 100, "ties": 0, "by_phenomenon": {"agreement": 0.5}}}}}
+    doc = render.build_document(results, [("blimp_phenomena.png", "BLiMP accuracy per phenomenon")])
+    md, page = render.to_markdown(doc), render.to_html(doc)
+    assert "| BLiMP accuracy (chance 50%) | 50.0% ± 5.0% |" in md and "<td>50.0% ± 5.0%</td>" in page
+    for text in ("judge skipped: no grader", "BLiMP per phenomenon", "agreement", "blimp_phenomena.png"):
+        assert text in md and text in page, text
+
+
+def test_missing_evaluation_data_says_what_to_download(monkeypatch, capsys, tmp_path):
+    from nslm.eval import datasets
+
+    monkeypatch.delenv("NSLM_SHARED_DATA", raising=False)
+    monkeypatch.setattr(datasets, "shared_data_dir", lambda: None)
+    for name, flag, source in (("blimp", "--blimp", "github.com/alexwarstadt/blimp"),
+                               ("cola", "--cola", "nyu-mll.github.io/CoLA"),
+                               ("hellaswag", "--hellaswag", "github.com/rowanz/hellaswag")):
+        hint = datasets.missing_data_hint(name)
+        assert flag in hint and "NSLM_SHARED_DATA" in hint and source in hint
+    assert main(["eval", "hellaswag", "--model", "tinystories-lstm-1m"]) == 2
+    err = capsys.readouterr().err
+    assert "--hellaswag FILE" in err and "rowanz/hellaswag" in err and "Traceback" not in err
+    monkeypatch.setenv("NSLM_SHARED_DATA", str(tmp_path))
+    (tmp_path / "cola").mkdir()
+    assert datasets.find_data("cola") == tmp_path / "cola"

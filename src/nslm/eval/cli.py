@@ -1,12 +1,24 @@
-"""`nslm eval ...`: one subcommand per measure, and `nslm eval all` for the side-by-side report."""
+"""`nslm eval ...`: one subcommand per measure, and `nslm eval all` for the side-by-side report.
+
+The options of `nslm eval all` (and its `--skip` choices) come from the step table
+`nslm.eval.steps.STEPS`; the measure subcommands reuse its rows where they take the same option.
+Heavy imports (torch, through the measures) stay inside the commands so that `--help` answers at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from nslm.cli import positive_int
+from rich.console import Console
+from rich.table import Table
+
+from nslm.atomic import atomic_write_json
+from nslm.cli import HelpFormatter, positive_int
 from nslm.errors import NslmError
+from nslm.eval import genset
+from nslm.eval.datasets import find_data
+from nslm.eval.steps import STEP_NAMES, STEPS, Option, all_options, model_data_dir
 
 DESCRIPTION = """Measure trained story models: likelihood (bits per byte), generated stories, novelty
 against the training stories, grammar (BLiMP, CoLA), HellaSwag, an LLM grader and human ratings."""
@@ -18,18 +30,26 @@ EPILOG = """examples:
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples as written; shows a default only when there is one."""
+def _step_options(name: str) -> dict[str, Option]:
+    return {o.field: o for s in STEPS if s.name == name for o in s.options}
 
-    def _get_help_string(self, action):
-        if action.default in (None, False, []) or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
+
+def _add(p, opt: Option, *, quick_note: bool = False, flag: str | None = None, **overrides) -> None:
+    """Add one table option to a parser: with its default for a measure command, None for `all` (filled later)."""
+    help_text = opt.help
+    if quick_note:
+        shown = [f"default {opt.default}"] if opt.default is not None else []
+        shown += [f"{opt.quick:,} with --quick" if isinstance(opt.quick, int) else f"{opt.quick} with --quick"] \
+            if opt.quick is not None else []
+        help_text += f" ({'; '.join(shown)})" if shown else ""
+    kwargs = dict(type=positive_int if opt.type is int else opt.type, metavar=opt.metavar, help=help_text, default=None if quick_note else opt.default)
+    kwargs.update(overrides)
+    p.add_argument(flag or opt.flag, dest=opt.field, **kwargs)
 
 
 def _sub(subs, name: str, help: str, example: str) -> argparse.ArgumentParser:
     return subs.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
-                           formatter_class=_Formatter)
+                           formatter_class=HelpFormatter)
 
 
 def _model_arg(p, many=False):
@@ -40,13 +60,17 @@ def _model_arg(p, many=False):
         p.add_argument("--model", required=True, metavar="RUN", help="run folder made by `nslm train` (or a shipped model name)")
 
 
+def _seed_arg(p, what="the seed of every random sample (and story i's seed is seed + i)"):
+    p.add_argument("--seed", type=int, default=1234, help=what)
+
+
 def _json_arg(p):
     p.add_argument("--json", metavar="FILE", help="also write the full result as JSON here")
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("eval", help="evaluate trained models (bits per byte, novelty, grammar, ...)",
-                                   description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter)
+                                   description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
     subs = parser.add_subparsers(dest="eval_command", metavar="MEASURE")
 
@@ -54,8 +78,8 @@ def register(subparsers) -> None:
              "nslm eval likelihood --model runs/tf1m --data data/ts")
     _model_arg(p)
     p.add_argument("--data", metavar="DIR", help="data folder (default: the one in the run's config.json)")
-    p.add_argument("--max-tokens", type=positive_int, metavar="N", help="use only the first whole stories within this many tokens")
-    p.add_argument("--stride", type=positive_int, help="window stride in tokens (default: half the context)")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="use only the first whole stories within this many tokens")
+    _add(p, _step_options("likelihood")["stride"])
     _json_arg(p)
     p.set_defaults(func=cmd_likelihood)
 
@@ -63,47 +87,54 @@ def register(subparsers) -> None:
              "nslm eval generate --model runs/tf1m --out stories.jsonl")
     _model_arg(p)
     p.add_argument("--out", required=True, help="JSONL file to write (prompt, completion, tokens, ended)")
-    _gen_args(p)
+    for opt in _step_options("generate").values():
+        _add(p, opt)
+    _seed_arg(p, "story i uses seed + i")
     p.set_defaults(func=cmd_generate)
 
     p = _sub(subs, "novelty", "nearest training story, n-gram overlap and longest common substring of generated stories",
              "nslm eval novelty --data data/ts --stories stories.jsonl")
     p.add_argument("--data", required=True, metavar="DIR", help="data folder whose train.txt the model learned from")
     p.add_argument("--stories", help="generated stories (JSONL from `nslm eval generate`); without it only the index is built")
-    p.add_argument("--index-limit", type=positive_int, metavar="N", help="index only the first N training stories (default: all)")
-    p.add_argument("--index-dir", metavar="DIR", help="where the index lives (default: <data>/novelty-index)")
-    p.add_argument("--top", type=positive_int, default=5, help="how many most-similar pairs to show")
+    for opt in _step_options("novelty").values():
+        _add(p, opt)
+    p.add_argument("--top", type=int, default=5, help="how many most-similar pairs to show")
     _json_arg(p)
     p.set_defaults(func=cmd_novelty)
 
     p = _sub(subs, "blimp", "BLiMP minimal pairs, zero-shot (ties count as wrong)",
              "nslm eval blimp --model runs/tf1m --blimp-limit 50")
     _model_arg(p)
-    p.add_argument("--blimp", metavar="DIR", help="BLiMP folder (default: shared/data/blimp)")
-    p.add_argument("--blimp-limit", type=positive_int, metavar="N", help="pairs per paradigm (67 paradigms; default: all 1,000)")
+    for opt in _step_options("blimp").values():
+        _add(p, opt)
+    _seed_arg(p)
     _json_arg(p)
     p.set_defaults(func=cmd_blimp)
 
     p = _sub(subs, "cola", "CoLA: linear probe on the frozen model's features, Matthews correlation",
              "nslm eval cola --model runs/tf1m --cola-limit 2000")
     _model_arg(p)
-    p.add_argument("--cola", metavar="DIR", help="CoLA folder with the raw .tsv files (default: shared/data/cola)")
-    p.add_argument("--cola-limit", type=positive_int, metavar="N", help="training rows to use (default: all 8,551)")
+    for opt in _step_options("cola").values():
+        _add(p, opt)
+    _seed_arg(p)
     _json_arg(p)
     p.set_defaults(func=cmd_cola)
 
     p = _sub(subs, "hellaswag", "HellaSwag zero-shot accuracy, per-character normalised (chance 25%%)",
              "nslm eval hellaswag --model runs/tf1m --limit 500")
     _model_arg(p)
-    p.add_argument("--hellaswag", metavar="FILE", help="HellaSwag JSONL (default: the full 10,042-item llama.cpp file in shared/data)")
-    p.add_argument("--limit", type=positive_int, metavar="N", help="first N items only")
+    hs = _step_options("hellaswag")
+    _add(p, hs["hellaswag"])
+    _add(p, hs["hellaswag_limit"], flag="--limit")
+    _seed_arg(p)
     _json_arg(p)
     p.set_defaults(func=cmd_hellaswag)
 
     p = _sub(subs, "judge", "grade generated stories with an OpenAI-compatible LLM (the TinyStories paper's rubric)",
              "NSLM_JUDGE_API_KEY=sk-... nslm eval judge --stories stories.jsonl --judge-url https://api.openai.com/v1")
     p.add_argument("--stories", required=True, help="JSONL from `nslm eval generate`")
-    _judge_args(p)
+    for opt in _step_options("judge").values():
+        _add(p, opt, required=opt.field == "judge_url")
     _json_arg(p)
     p.set_defaults(func=cmd_judge)
 
@@ -120,51 +151,34 @@ def register(subparsers) -> None:
     p.add_argument("--data", metavar="DIR", help="data folder (valid split for likelihood, train.txt for novelty)")
     p.add_argument("--out", required=True, metavar="DIR", help="report folder (results.json, report.md, report.html, plots)")
     p.add_argument("--quick", action="store_true",
-                   help="small slices: 40k validation tokens, 12 prompts, 1,000 stories embedded for novelty, "
-                        "12 BLiMP pairs per paradigm, 1,000 CoLA rows, 200 HellaSwag items")
-    p.add_argument("--skip", action="append", default=[], choices=["likelihood", "generate", "novelty", "blimp",
-                   "cola", "hellaswag", "judge"], help="leave out a step (repeatable)")
-    p.add_argument("--val-max-tokens", type=positive_int, metavar="N", help="validation tokens for likelihood")
-    p.add_argument("--prompt-limit", type=positive_int, metavar="N", help="use the first N prompts only")
-    p.add_argument("--index-limit", type=positive_int, metavar="N", help="training stories in the novelty index")
-    p.add_argument("--index-dir", metavar="DIR", help="novelty index folder (default: <data>/novelty-index)")
-    p.add_argument("--blimp", metavar="DIR", help="BLiMP folder")
-    p.add_argument("--blimp-limit", type=positive_int, metavar="N", help="pairs per paradigm")
-    p.add_argument("--cola", metavar="DIR", help="CoLA folder")
-    p.add_argument("--cola-limit", type=positive_int, metavar="N", help="CoLA training rows")
-    p.add_argument("--hellaswag", metavar="FILE", help="HellaSwag JSONL file")
-    p.add_argument("--hellaswag-limit", type=positive_int, metavar="N", help="HellaSwag items")
-    _gen_args(p, with_limit=False)
-    _judge_args(p, required=False)
+                   help="small slices for the limits not given: " + ", ".join(
+                       f"{o.flag} {o.quick:,}" for o in all_options() if o.quick is not None))
+    p.add_argument("--skip", action="append", default=[], choices=STEP_NAMES, help="leave out a step (repeatable)")
+    _seed_arg(p)
+    for opt in all_options():
+        _add(p, opt, quick_note=True)
     p.set_defaults(func=cmd_all)
 
 
-def _gen_args(p, with_limit=True):
-    p.add_argument("--prompts", help="prompt file: YAML/JSON list or one prompt per line "
-                                     "(default: the TinyStories paper's evaluation prompts)")
-    if with_limit:
-        p.add_argument("--prompt-limit", type=positive_int, metavar="N", help="use the first N prompts only")
-    p.add_argument("--seed", type=int, default=1234, help="story i uses seed + i")
-    p.add_argument("--max-new-tokens", type=positive_int, default=None, help="longest completion in tokens (default 300; 200 with --quick)")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
+# ---------------------------------------------------------------- output
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
-def _judge_args(p, required=True):
-    p.add_argument("--judge-url", required=required, help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1")
-    p.add_argument("--judge-model", default="gpt-4o-mini", help="grader model name")
-    p.add_argument("--judge-key-env", default="NSLM_JUDGE_API_KEY", help="environment variable holding the API key")
-    p.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per request")
-    p.add_argument("--judge-retries", type=int, default=3, help="retries per story (with backoff) before it is recorded missing")
+def _emit(result: dict, args, lines: list, console: Console | None = None) -> int:
+    """Print lines (text or rich tables); with --json, also write the whole result."""
+    from nslm.eval.report import jsonable
 
-
-# ---------------------------------------------------------------- commands
-def _emit(result: dict, args, lines: list[str]) -> int:
-    from nslm.eval.report import _jsonable
-    from nslm.atomic import atomic_write_json
-
-    print("\n".join(lines))
+    console = console or Console()
+    for line in lines:
+        console.print(line, markup=False, highlight=False) if isinstance(line, str) else console.print(line)
     if getattr(args, "json", None):
-        atomic_write_json(args.json, _jsonable(result))
+        atomic_write_json(args.json, jsonable(result))
         print(f"wrote {args.json}")
     return 0
 
@@ -175,28 +189,19 @@ def _load(args):
     return load_story_model(args.model)
 
 
-def _default(path, *parts, flag):
-    from nslm.eval.report import shared_path
-
-    found = path or shared_path(*parts)
-    if not found:
-        raise NslmError(f"the data for this measure was not found; give it with {flag}.")
-    return found
-
-
 def cmd_likelihood(args) -> int:
     from nslm.eval.likelihood import evaluate_likelihood
-    from nslm.eval.report import _model_data_dir
 
     model = _load(args)
-    data = args.data or _model_data_dir(model, None)
+    data = args.data or model_data_dir(model, None)
     if not data:
         raise NslmError("no data folder given and the run's own is gone; give one with --data.")
     r = evaluate_likelihood(model, data, args.max_tokens, args.stride)
     lines = [f"model {args.model} on {data} ({r['scope']}: {r['tokens']:,} tokens, {r['bytes']:,} bytes)",
              f"  validation loss  {r['loss']:.4f} nats/token",
              f"  perplexity       {r['perplexity']:.3f}",
-             f"  bits per byte    {r['bits_per_byte']:.4f}"]
+             f"  bits per byte    {r['bits_per_byte']:.4f}"
+             + (f" ± {r['bits_per_byte_se']:.4f} (one standard error over stories)" if r.get("bits_per_byte_se") else "")]
     if r.get("unk"):
         lines.append(f"  <unk> targets    {r['unk']['tokens']:,} ({r['unk']['rate']:.2%}); loss over known tokens "
                      f"{r['unk']['loss_known_tokens']:.4f} ({r['unk']['how_counted']})")
@@ -204,11 +209,9 @@ def cmd_likelihood(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from nslm.eval import genset
-
     model = _load(args)
     prompts = genset.load_prompts(args.prompts)[: args.prompt_limit or None]
-    records = genset.generate_set(model, prompts, seed=args.seed, max_tokens=args.max_new_tokens or 300,
+    records = genset.generate_set(model, prompts, seed=args.seed, max_tokens=args.max_new_tokens,
                                   temperature=args.temperature)
     genset.save_jsonl(records, args.out)
     ended = sum(r["ended"] for r in records)
@@ -217,18 +220,19 @@ def cmd_generate(args) -> int:
 
 
 def cmd_novelty(args) -> int:
-    from nslm.eval import genset, novelty
+    from nslm.eval import novelty
 
-    index = novelty.NoveltyIndex.load_or_build(args.data, args.index_limit, args.index_dir)
+    index = novelty.NoveltyIndex.load_or_build(args.data, args.novelty_limit, args.index_dir)
     lines = [f"novelty index: {len(index):,} training stories in {index.folder}"]
     if not args.stories:
         return _emit(index.meta, args, lines)
     r = novelty.novelty_report(index, genset.load_jsonl(args.stories), top=args.top)
-    lines += [f"  stories                        {r['stories']}",
-              f"  mean cosine to nearest story   {r['mean_max_cosine']:.3f} (median {r['median_max_cosine']:.3f})",
-              f"  4-grams seen in training       {r['ngram4_overlap']:.1%}",
-              f"  5-grams seen in training       {r['ngram5_overlap']:.1%}",
-              f"  longest common substring       mean {r['mean_lcs_chars']:.0f} chars, max {r['max_lcs_chars']}"]
+    lines.append(_table(f"novelty of {r['stories']} stories", ["measure", "value"], [
+        ["mean cosine to nearest story", f"{r['mean_max_cosine']:.3f} (median {r['median_max_cosine']:.3f})"],
+        ["4-grams seen in training", f"{r['ngram4_overlap']:.1%}"],
+        ["5-grams seen in training", f"{r['ngram5_overlap']:.1%}"],
+        ["longest common substring", f"mean {r['mean_lcs_chars']:.0f} chars, max {r['max_lcs_chars']}"]]))
+    lines.append(r["how_counted"])
     for item in r["most_similar"]:
         lines += ["", f"cosine {item['cosine']:.3f}, 4-gram overlap {item['ngram4_overlap']:.0%}:",
                   f"  generated: {item['text'][:300]}", f"  training:  {item['nearest_story'][:300]}"]
@@ -238,44 +242,44 @@ def cmd_novelty(args) -> int:
 def cmd_blimp(args) -> int:
     from nslm.eval.grammar import evaluate_blimp
 
-    r = evaluate_blimp(_load(args), _default(args.blimp, "blimp", flag="--blimp"), args.blimp_limit)
-    lines = [f"BLiMP accuracy {r['accuracy']:.1%} on {r['pairs']:,} pairs (chance 50%, {r['ties']} ties counted wrong)"]
-    lines += [f"  {k:<40} {v:.1%}" for k, v in r["by_phenomenon"].items()]
+    r = evaluate_blimp(_load(args), find_data("blimp", args.blimp), args.blimp_limit, seed=args.seed)
+    title = (f"BLiMP accuracy {r['accuracy']:.1%} ± {r['accuracy_se']:.1%} on {r['pairs']:,} pairs "
+             f"(chance 50%, {r['ties']} ties counted wrong)")
+    lines = [_table(title, ["phenomenon", "accuracy"], [[k, f"{v:.1%}"] for k, v in r["by_phenomenon"].items()])]
     return _emit(r, args, lines)
 
 
 def cmd_cola(args) -> int:
     from nslm.eval.grammar import evaluate_cola
 
-    r = evaluate_cola(_load(args), _default(args.cola, "cola", flag="--cola"), args.cola_limit)
-    lines = [f"CoLA ({r['head']}, {r['train_rows']:,} training rows)"]
-    for name in ("in_domain_dev", "out_of_domain_dev"):
-        if name in r:
-            d = r[name]
-            lines.append(f"  {name:<18} MCC {d['mcc']:.3f}  accuracy {d['accuracy']:.1%} (majority class {d['majority_accuracy']:.1%})")
-    return _emit(r, args, lines)
+    r = evaluate_cola(_load(args), find_data("cola", args.cola), args.cola_limit, seed=args.seed)
+    rows = [[name, f"{r[name]['mcc']:.3f} ± {r[name]['mcc_se']:.3f}", f"{r[name]['accuracy']:.1%}",
+             f"{r[name]['majority_accuracy']:.1%}"] for name in ("in_domain_dev", "out_of_domain_dev") if name in r]
+    title = f"CoLA ({r['head']}, {r['train_rows']:,} training rows)"
+    return _emit(r, args, [_table(title, ["dev set", "MCC", "accuracy", "majority class"], rows)])
 
 
 def cmd_hellaswag(args) -> int:
-    from nslm.eval.hellaswag import DEFAULT_FILE, evaluate_hellaswag
+    from nslm.eval.hellaswag import evaluate_hellaswag
 
-    r = evaluate_hellaswag(_load(args), _default(args.hellaswag, "hellaswag", DEFAULT_FILE, flag="--hellaswag"), args.limit)
-    lines = [f"HellaSwag accuracy {r['accuracy']:.1%} (chance 25%) on {r['items']:,} items, "
+    r = evaluate_hellaswag(_load(args), find_data("hellaswag", args.hellaswag), args.hellaswag_limit, seed=args.seed)
+    lines = [f"HellaSwag accuracy {r['accuracy']:.1%} ± {r['accuracy_se']:.1%} (chance 25%) on {r['items']:,} items, "
              f"unnormalised {r['accuracy_unnormalised']:.1%}",
              f"  normalisation: {r['normalisation']}", f"  data: {r['differs_from_original']}"]
     return _emit(r, args, lines)
 
 
 def cmd_judge(args) -> int:
-    from nslm.eval import genset, judge
+    from nslm.eval import judge
 
     grader = judge.judge_from_args(args.judge_url, args.judge_model, args.judge_key_env, args.judge_timeout,
                                    args.judge_retries)
     r = judge.grade_stories(grader, genset.load_jsonl(args.stories))
-    lines = [f"graded {r['graded']} of {r['stories']} stories with {r['judge_model']} ({r['missing']} missing)"]
-    lines += [f"  {k:<12} {v:.2f}/10" if v is not None else f"  {k:<12} –" for k, v in r["means"].items()]
+    title = f"graded {r['graded']} of {r['stories']} stories with {r['judge_model']} ({r['missing']} missing)"
+    lines = [_table(title, ["criterion", "mean /10"],
+                    [[k, f"{v:.2f}" if v is not None else "–"] for k, v in r["means"].items()])]
     if r["age_groups"]:
-        lines.append("  age groups   " + ", ".join(f"{k}: {v}" for k, v in sorted(r["age_groups"].items())))
+        lines.append("age groups: " + ", ".join(f"{k}: {v}" for k, v in sorted(r["age_groups"].items())))
     return _emit(r, args, lines)
 
 
@@ -289,9 +293,9 @@ def cmd_human(args) -> int:
     if not summary:
         lines = [f"no ratings yet in {store.path}"]
     else:
-        lines = [f"ratings in {store.path}", f"  {'model':<30} {'ratings':>7} {'raters':>6} {'grammar':>8} {'creativity':>10} {'consistency':>11}"]
-        lines += [f"  {m:<30} {s['ratings']:>7} {s['raters']:>6} {s['grammar']:>8.2f} {s['creativity']:>10.2f} {s['consistency']:>11.2f}"
-                  for m, s in summary.items()]
+        lines = [_table(f"ratings in {store.path}", ["model", "ratings", "raters", "grammar", "creativity", "consistency"],
+                        [[m, str(s["ratings"]), str(s["raters"]), f"{s['grammar']:.2f}", f"{s['creativity']:.2f}",
+                          f"{s['consistency']:.2f}"] for m, s in summary.items()])]
     if args.list:
         for r in store.ratings():
             lines.append(f"  #{r.id} {r.model} by {r.rater}: grammar {r.grammar}, creativity {r.creativity}, "
@@ -305,29 +309,18 @@ def cmd_all(args) -> int:
     for run in args.model:  # an unknown name is refused before the report folder is made (run_all checks paths)
         if Path(run).name == run and not Path(run).exists():
             resolve(run)
-    from nslm.eval.report import STEPS, EvalOptions, fmt, run_all, SUMMARY
+    from nslm.eval.render import summary_rows
+    from nslm.eval.report import EvalOptions, run_all
 
-    opts = EvalOptions(
-        seed=args.seed, steps=tuple(s for s in STEPS if s not in args.skip), val_max_tokens=args.val_max_tokens,
-        prompts=args.prompts, prompt_limit=args.prompt_limit, temperature=args.temperature,
-        novelty_limit=args.index_limit, index_dir=args.index_dir, blimp=args.blimp, blimp_limit=args.blimp_limit,
-        cola=args.cola, cola_limit=args.cola_limit, hellaswag=args.hellaswag, hellaswag_limit=args.hellaswag_limit,
-        judge_url=args.judge_url, judge_model=args.judge_model, judge_key_env=args.judge_key_env,
-        judge_timeout=args.judge_timeout, judge_retries=args.judge_retries)
-    if args.max_new_tokens:
-        opts.max_new_tokens = args.max_new_tokens
+    opts = EvalOptions(seed=args.seed, steps=tuple(s for s in STEP_NAMES if s not in args.skip),
+                       **{o.field: getattr(args, o.field) for o in all_options()})
     if args.quick:
         opts.apply_quick()
     results = run_all(args.model, args.data, args.out, opts)
-    names = list(results["models"])
-    print(f"{'':<48}" + "".join(f"{n[:16]:>18}" for n in names))
-    for key, label, pattern in SUMMARY:
-        values = [results["models"][n]["summary"].get(key) for n in names]
-        if all(v is None for v in values):
-            continue
-        print(f"{label[:48]:<48}" + "".join(f"{fmt(v, pattern):>18}" for v in values))
-    for n in names:
-        for step, why in results["models"][n]["skipped"].items():
-            print(f"{n}: {step} skipped: {why}")
+    console = Console()
+    console.print(_table("evaluation (± one standard error)", ["measure", *results["models"]], summary_rows(results)))
+    for n, res in results["models"].items():
+        for step, why in res["skipped"].items():
+            console.print(f"{n}: {step} skipped: {why}", markup=False, highlight=False)
     print(f"report: {Path(args.out) / 'report.md'} and report.html ({results['seconds']:.0f} s)")
     return 0

@@ -13,15 +13,13 @@ from typing import Iterable
 
 from nslm.atomic import atomic_write_text
 from nslm.errors import NslmError
-from nslm.sample_data import shared_data_dir
+from nslm.eval.datasets import default_data_path, missing_data_hint
 
-PROMPTS_FILE = Path("tinystories_eval_prompts") / "Evaluation prompts.yaml"
 
 
 def default_prompts_path() -> Path | None:
     """The paper's prompt file in the shared data folder, or None when this machine has none."""
-    root = shared_data_dir()
-    return root / PROMPTS_FILE if root and (root / PROMPTS_FILE).is_file() else None
+    return default_data_path("prompts")
 
 
 def load_prompts(path: str | Path | None = None) -> list[str]:
@@ -29,7 +27,7 @@ def load_prompts(path: str | Path | None = None) -> list[str]:
     if path is None:
         path = default_prompts_path()
         if path is None:
-            raise NslmError("the TinyStories evaluation prompts were not found; give a prompt file with --prompts.")
+            raise NslmError(missing_data_hint("prompts"))
     path = Path(path)
     if not path.is_file():
         raise NslmError(f"prompt file {path} does not exist; give a YAML list or a text file with one prompt per line.")

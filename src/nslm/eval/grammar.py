@@ -3,7 +3,8 @@
 BLiMP: a pair counts as correct only when the grammatical sentence gets a strictly higher total
 log-probability (end-of-story token as the start context) than the ungrammatical one. Ties count as
 wrong, so a model that cannot tell the sentences apart (identical scores, or a word-level model that
-maps both sentences to the same `<unk>`s) scores 0% on them, not 50% or 100%.
+maps both sentences to the same `<unk>`s) scores 0% on them, not 50% or 100%: identical token
+sequences are scored once (`Scorer.token_logprobs`), so they tie whatever batch they land in.
 
 CoLA: the language model stays frozen; its `features()` (final hidden states), mean-pooled over the
 sentence's tokens, feed a logistic-regression head trained on `in_domain_train` (class-balanced, L2);
@@ -22,12 +23,16 @@ import numpy as np
 import torch
 
 from nslm.errors import NslmError
+from nslm.eval.sampling import binomial_se, bootstrap_se, per_stratum_sample, sample_record, stratified_sample
 from nslm.eval.scoring import Scorer
 
 
 # ---------------------------------------------------------------- BLiMP
-def load_blimp(folder: str | Path, limit: int | None = None) -> list[dict]:
-    """Minimal pairs from BLiMP's `*.jsonl` files (a folder, or its `data/` subfolder); `limit` per paradigm."""
+def load_blimp(folder: str | Path, limit: int | None = None, seed: int = 1234) -> list[dict]:
+    """Minimal pairs from BLiMP's `*.jsonl` files (a folder, or its `data/` subfolder).
+
+    With `limit`, a seeded random sample of that many pairs from each paradigm (file), in file order.
+    """
     folder = Path(folder)
     if (folder / "data").is_dir():
         folder = folder / "data"
@@ -37,17 +42,15 @@ def load_blimp(folder: str | Path, limit: int | None = None) -> list[dict]:
     pairs = []
     for path in files:
         with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f):
-                if limit is not None and n >= limit:
-                    break
-                if not line.strip():
-                    continue
-                rec = json.loads(line)
-                pairs.append({
-                    "good": rec["sentence_good"], "bad": rec["sentence_bad"],
-                    "uid": rec.get("UID", path.stem), "term": rec.get("linguistics_term", "?"),
-                    "field": rec.get("field", "?"),
-                })
+            rows = [json.loads(line) for line in f if line.strip()]
+        for n, rec in enumerate(rows):
+            pairs.append({
+                "good": rec["sentence_good"], "bad": rec["sentence_bad"],
+                "uid": rec.get("UID", path.stem), "term": rec.get("linguistics_term", "?"),
+                "field": rec.get("field", "?"), "file": path.stem, "row": n,
+            })
+    if limit is not None:
+        pairs = [pairs[i] for i in per_stratum_sample([p["file"] for p in pairs], limit, seed)]
     return pairs
 
 
@@ -63,8 +66,10 @@ def blimp_accuracy(scorer: Scorer, tokenizer, pairs: Sequence[dict], progress=No
     for p, ok in zip(pairs, correct):
         by_term[p["term"]].append(bool(ok))
         by_uid[p["uid"]].append(bool(ok))
+    accuracy = float(correct.mean()) if len(pairs) else None
     result = {
-        "accuracy": float(correct.mean()) if len(pairs) else None,
+        "accuracy": accuracy,
+        "accuracy_se": binomial_se(accuracy, len(pairs)),
         "pairs": len(pairs),
         "ties": ties,
         "by_phenomenon": {k: float(np.mean(v)) for k, v in sorted(by_term.items())},
@@ -78,25 +83,32 @@ def blimp_accuracy(scorer: Scorer, tokenizer, pairs: Sequence[dict], progress=No
     return result
 
 
-def evaluate_blimp(story_model, folder: str | Path, limit: int | None = None, batch_size: int = 64) -> dict:
-    """BLiMP accuracy of a loaded `StoryModel`."""
+def evaluate_blimp(story_model, folder: str | Path, limit: int | None = None, batch_size: int = 64,
+                   seed: int = 1234) -> dict:
+    """BLiMP accuracy of a loaded `StoryModel` on all pairs, or a seeded sample of `limit` per paradigm."""
     from tqdm import tqdm
 
-    pairs = load_blimp(folder, limit)
+    pairs = load_blimp(folder, limit, seed)
     scorer = Scorer.for_story_model(story_model, batch_size)
     with tqdm(total=2 * len(pairs), desc="blimp", unit="sent", leave=False) as bar:
         result = blimp_accuracy(scorer, story_model.tokenizer, pairs, bar)
     result["limit_per_paradigm"] = limit
+    if limit is not None:
+        rows: dict[str, list[int]] = defaultdict(list)
+        for p in pairs:
+            rows[p["file"]].append(p["row"])
+        result["sample"] = {"seed": seed, "method": f"seeded random sample of {limit} pairs per paradigm",
+                            "rows_drawn": len(pairs), "rows": dict(rows)}
     return result
 
 
 # ---------------------------------------------------------------- CoLA
-def load_cola(path: str | Path, limit: int | None = None) -> tuple[list[str], np.ndarray]:
-    """Sentences and 0/1 labels of a CoLA raw `.tsv` (source, label, mark, sentence)."""
+def read_cola(path: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
+    """Sentences, 0/1 labels and source codes of a CoLA raw `.tsv` (source, label, mark, sentence)."""
     path = Path(path)
     if not path.is_file():
         raise NslmError(f"CoLA file {path} does not exist; give the CoLA folder with --cola.")
-    sentences, labels = [], []
+    sentences, labels, sources = [], [], []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             parts = line.rstrip("\n").split("\t")
@@ -104,11 +116,19 @@ def load_cola(path: str | Path, limit: int | None = None) -> tuple[list[str], np
                 if line.strip():
                     raise NslmError(f"{path} line {n} does not have 4 tab-separated columns.")
                 continue
-            sentences.append(parts[3])
+            sources.append(parts[0])
             labels.append(int(parts[1]))
-            if limit is not None and len(sentences) >= limit:
-                break
-    return sentences, np.array(labels, dtype=np.int64)
+            sentences.append(parts[3])
+    return sentences, np.array(labels, dtype=np.int64), sources
+
+
+def load_cola(path: str | Path, limit: int | None = None, seed: int = 1234) -> tuple[list[str], np.ndarray]:
+    """Sentences and labels of a CoLA `.tsv`: all rows, or a seeded sample of `limit` stratified by source."""
+    sentences, labels, sources = read_cola(path)
+    if limit is None or limit >= len(sentences):
+        return sentences, labels
+    rows = stratified_sample(sources, limit, seed)
+    return [sentences[i] for i in rows], labels[rows]
 
 
 @torch.no_grad()
@@ -186,8 +206,8 @@ class LinearProbe:
 
 
 def cola_probe(featurize, train: tuple[list[str], np.ndarray], devs: dict[str, tuple[list[str], np.ndarray]],
-               l2: float = 1e-2) -> dict:
-    """Train the probe on `train` and report MCC and accuracy on each dev set.
+               l2: float = 1e-2, seed: int = 1234) -> dict:
+    """Train the probe on `train` and report MCC (with a bootstrap standard error) and accuracy on each dev set.
 
     `featurize(sentences) -> [N, D]` is any frozen feature extractor.
     """
@@ -198,27 +218,41 @@ def cola_probe(featurize, train: tuple[list[str], np.ndarray], devs: dict[str, t
     for name, (sentences, labels) in devs.items():
         pred = probe.predict(featurize(sentences))
         result[name] = {"rows": len(sentences), "mcc": matthews_corrcoef(labels, pred),
+                        "mcc_se": bootstrap_se(lambda rows: matthews_corrcoef(labels[rows], pred[rows]),
+                                               len(labels), seed),
                         "accuracy": float((pred == labels).mean()),
                         "majority_accuracy": float(max(labels.mean(), 1 - labels.mean()))}
     first = next(iter(devs))
-    result["mcc"] = result[first]["mcc"]
+    result["mcc"], result["mcc_se"] = result[first]["mcc"], result[first]["mcc_se"]
     return result
 
 
-def evaluate_cola(story_model, folder: str | Path, limit: int | None = None, batch_size: int = 64) -> dict:
-    """CoLA MCC of a linear probe on a loaded `StoryModel`'s features; `limit` caps the training rows."""
+def evaluate_cola(story_model, folder: str | Path, limit: int | None = None, batch_size: int = 64,
+                  seed: int = 1234) -> dict:
+    """CoLA MCC of a linear probe on a loaded `StoryModel`'s features.
+
+    `limit` trains the probe on a seeded sample of that many training rows, stratified by source
+    (the file is ordered by source, so its first rows come mostly from one book).
+    """
     from tqdm import tqdm
 
     folder = Path(folder)
-    train = load_cola(folder / "in_domain_train.tsv", limit)
+    sentences, labels, sources = read_cola(folder / "in_domain_train.tsv")
+    rows = list(range(len(sentences)))
+    if limit is not None and limit < len(rows):
+        rows = stratified_sample(sources, limit, seed)
+    train = ([sentences[i] for i in rows], labels[rows])
     devs = {"in_domain_dev": load_cola(folder / "in_domain_dev.tsv")}
     if (folder / "out_of_domain_dev.tsv").is_file():
         devs["out_of_domain_dev"] = load_cola(folder / "out_of_domain_dev.tsv")
     total = len(train[0]) + sum(len(d[0]) for d in devs.values())
     with tqdm(total=total, desc="cola", unit="sent", leave=False) as bar:
-        def featurize(sentences):
-            return pooled_features(story_model.model, story_model.tokenizer, sentences,
+        def featurize(batch):
+            return pooled_features(story_model.model, story_model.tokenizer, batch,
                                    story_model.context_length, story_model.device, batch_size, bar)
-        result = cola_probe(featurize, train, devs)
+        result = cola_probe(featurize, train, devs, seed=seed)
     result["limit_train_rows"] = limit
+    if limit is not None:
+        result["sample"] = sample_record(sources, rows, seed, len(sources),
+                                         "seeded random sample of training rows, stratified by source (proportional)")
     return result

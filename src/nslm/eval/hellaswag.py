@@ -1,33 +1,72 @@
 """HellaSwag zero-shot: which of four endings does the model find most likely after the context?
 
 Each ending is scored as the summed log-probability of `" " + ending` after the end-of-story token and the
-context, divided by the ending's length in UTF-8 bytes (per-character normalisation, the convention of
-lm-eval-harness's `acc_norm`): tokenizer-independent, so BPE, word and character models compare fairly.
-The unnormalised accuracy is reported beside it. Chance is 25%.
+context. `accuracy` (lm-eval-harness's `acc_norm`) divides that sum by the ending's length in characters:
+`len(ending)` of the ending string without the leading space, after harness's preprocessing (Unicode
+code points, not UTF-8 bytes: the two differ on non-ASCII endings). A per-character divisor does not
+depend on the tokenizer, so BPE, word and character models compare fairly. The unnormalised accuracy
+(harness's `acc`) is reported beside it. Chance is 25%; a tie between the best endings counts as wrong.
 
 The default file is the whole validation set (10,042 items) in llama.cpp's cleaned form
-(`hellaswag_val_full_llamacpp.jsonl`): WikiHow `[header]`/`[step]` tags are removed and the second part
-of the context is not re-capitalised as lm-eval-harness does, so figures differ slightly from
-harness numbers on the original file. Files in the original rowanz format (`ctx`, `endings`, `label`)
-are read too.
+(`hellaswag_val_full_llamacpp.jsonl`): its endings are already preprocessed like harness's (WikiHow
+`[header]`/`[step]` tags removed), but the second part of the context is not re-capitalised as
+lm-eval-harness does, so figures differ slightly from harness numbers on the original file. Files in the
+original rowanz format (`ctx_a`, `ctx_b`, `endings`, `label`, `source_id`) are read too and preprocessed
+as harness does (its context also starts with the activity label, which ours leaves out).
+
+A `limit` draws a seeded random sample stratified by source (ActivityNet or WikiHow) instead of taking
+the first items, which the file orders by source.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
 from nslm.errors import NslmError
+from nslm.eval.sampling import binomial_se, sample_record, stratified_sample
 from nslm.eval.scoring import Scorer
 
 DEFAULT_FILE = "hellaswag_val_full_llamacpp.jsonl"
 CHANCE = 0.25
+# HellaSwag's validation set lists its 3,243 ActivityNet items before its 6,799 WikiHow items; the
+# llama.cpp file keeps that order (`val_index`) but drops `source_id`.
+ACTIVITYNET_ITEMS = 3243
 
 
-def load_hellaswag(path: str | Path, limit: int | None = None) -> list[dict]:
-    """Items `{ctx, endings[4], label}` from a HellaSwag JSONL file or a folder holding the default file."""
+def harness_preprocess(text: str) -> str:
+    """lm-eval-harness's HellaSwag text clean-up: WikiHow `[title]` becomes '. ', other tags go."""
+    text = text.strip().replace(" [title]", ". ")
+    text = re.sub(r"\[.*?\]", "", text)
+    return text.replace("  ", " ")
+
+
+def _source(rec: dict) -> str:
+    if rec.get("source_id"):
+        return str(rec["source_id"]).split("~")[0]
+    if "val_index" in rec:
+        return "activitynet" if int(rec["val_index"]) < ACTIVITYNET_ITEMS else "wikihow"
+    return "?"
+
+
+def _item(rec: dict) -> dict:
+    if "ctx_a" in rec and "ctx_b" in rec:  # the original format: clean it up as harness does
+        ctx = harness_preprocess(rec["ctx_a"] + " " + rec["ctx_b"].capitalize())
+        endings = [harness_preprocess(e) for e in rec["endings"]]
+    else:
+        ctx, endings = rec["ctx"], list(rec["endings"])
+    return {"ctx": ctx, "endings": endings, "label": int(rec["label"]),
+            "activity": rec.get("activity_label", ""), "source": _source(rec)}
+
+
+def load_hellaswag(path: str | Path, limit: int | None = None, seed: int = 1234) -> list[dict]:
+    """Items `{ctx, endings[4], label, source, row}` from a HellaSwag JSONL file or a folder holding the default file.
+
+    With `limit`, a seeded random sample of that many items, stratified by source, in file order.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / DEFAULT_FILE
@@ -38,32 +77,35 @@ def load_hellaswag(path: str | Path, limit: int | None = None) -> list[dict]:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            rec = json.loads(line)
             try:
-                item = {"ctx": rec["ctx"], "endings": list(rec["endings"]), "label": int(rec["label"]),
-                        "activity": rec.get("activity_label", "")}
-            except (KeyError, TypeError, ValueError) as exc:
+                item = _item(json.loads(line))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise NslmError(f"{path} line {n} lacks ctx/endings/label; give a HellaSwag JSONL file.") from exc
             if len(item["endings"]) != 4:
                 raise NslmError(f"{path} line {n} has {len(item['endings'])} endings instead of 4.")
+            item["row"] = len(items)
             items.append(item)
-            if limit is not None and len(items) >= limit:
-                break
-    return items
+    return draw_sample(items, limit, seed)
+
+
+def draw_sample(items: list[dict], limit: int | None, seed: int) -> list[dict]:
+    """All items, or a seeded random sample of `limit` of them stratified by source, in file order."""
+    if limit is None or limit >= len(items):
+        return items
+    return [items[i] for i in stratified_sample([it["source"] for it in items], limit, seed)]
 
 
 def hellaswag_accuracy(scorer: Scorer, tokenizer, items: list[dict], progress=None) -> dict:
-    """Zero-shot accuracy with per-byte normalisation (and without) over `items`."""
+    """Zero-shot accuracy over `items`, normalised per character of the ending (and unnormalised)."""
     pairs, lengths = [], []
     for item in items:
         ctx_ids = tokenizer.encode(item["ctx"])
         for ending in item["endings"]:
-            text = " " + ending
-            pairs.append((ctx_ids, tokenizer.encode(text)))
-            lengths.append(max(1, len(text.encode("utf-8"))))
+            pairs.append((ctx_ids, tokenizer.encode(" " + ending)))
+            lengths.append(max(1, len(ending)))  # characters of the ending itself, as harness's len(choice)
     logps = scorer.continuation_logprobs(pairs, progress)
     total = np.array([lp.sum() for lp in logps]).reshape(len(items), 4)
-    per_byte = total / np.array(lengths, dtype=np.float64).reshape(len(items), 4)
+    per_char = total / np.array(lengths, dtype=np.float64).reshape(len(items), 4)
     labels = np.array([item["label"] for item in items])
 
     def acc(scores):
@@ -72,26 +114,34 @@ def hellaswag_accuracy(scorer: Scorer, tokenizer, items: list[dict], progress=No
         unique_best = (scores == best).sum(axis=1) == 1
         return float(((scores.argmax(axis=1) == labels) & unique_best).mean()) if len(items) else None
 
+    accuracy = acc(per_char)
     return {
-        "accuracy": acc(per_byte),
+        "accuracy": accuracy,
+        "accuracy_se": binomial_se(accuracy, len(items)),
         "accuracy_unnormalised": acc(total),
         "items": len(items),
         "chance": CHANCE,
-        "normalisation": "summed log-probability of ' ' + ending divided by its UTF-8 bytes (per character)",
+        "normalisation": "summed log-probability of ' ' + ending divided by len(ending), the ending's characters "
+                         "without the leading space (lm-eval-harness's acc_norm)",
     }
 
 
-def evaluate_hellaswag(story_model, path: str | Path, limit: int | None = None, batch_size: int = 32) -> dict:
-    """HellaSwag accuracy of a loaded `StoryModel` on the first `limit` items (all by default)."""
+def evaluate_hellaswag(story_model, path: str | Path, limit: int | None = None, batch_size: int = 32,
+                       seed: int = 1234) -> dict:
+    """HellaSwag accuracy of a loaded `StoryModel` on all items, or a seeded sample of `limit` of them."""
     from tqdm import tqdm
 
-    items = load_hellaswag(path, limit)
+    population = load_hellaswag(path)
+    items = draw_sample(population, limit, seed)
     scorer = Scorer.for_story_model(story_model, batch_size)
     with tqdm(total=4 * len(items), desc="hellaswag", unit="ending", leave=False) as bar:
         result = hellaswag_accuracy(scorer, story_model.tokenizer, items, bar)
     result["file"] = str(path)
     result["limit"] = limit
+    if limit is not None:
+        result["sample"] = sample_record([it["source"] for it in population], [it["row"] for it in items], seed,
+                                         len(population), "seeded random sample, stratified by source (proportional)")
     result["differs_from_original"] = ("llama.cpp's cleaned text: WikiHow tags removed, ctx_b not re-capitalised"
                                       if Path(path).name.startswith("hellaswag_val_full_llamacpp") or Path(path).is_dir()
-                                      else "original format")
+                                      else "original format, preprocessed as lm-eval-harness does (no activity label)")
     return result

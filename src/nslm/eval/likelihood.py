@@ -16,6 +16,7 @@ import numpy as np
 
 from nslm.data.tokens import DataFolder
 from nslm.errors import NslmError
+from nslm.eval.sampling import ratio_se
 from nslm.eval.scoring import Scorer
 from nslm.tokenizer import EOT
 
@@ -52,8 +53,13 @@ def evaluate_tokens(
     unk_id: int | None = None,
     stride: int | None = None,
     progress=None,
+    story_bytes: list[int] | None = None,
 ) -> dict:
-    """Loss (nats/token), perplexity, bits per token and bits per byte of `tokens` scored as one stream."""
+    """Loss (nats/token), perplexity, bits per token and bits per byte of `tokens` scored as one stream.
+
+    With `story_bytes` (the UTF-8 bytes of each story the tokens hold), also the standard error of bits
+    per byte over stories.
+    """
     if len(tokens) == 0 or n_bytes <= 0:
         raise NslmError("the validation split holds no tokens or no bytes; prepare the data folder again.")
     tokens = np.asarray(tokens, dtype=np.int64)
@@ -71,6 +77,8 @@ def evaluate_tokens(
         "context_length": scorer.context_length,
         "stride": stride or max(1, scorer.context_length // 2),
     }
+    if story_bytes is not None:
+        result["bits_per_byte_se"] = story_bits_per_byte_se(logp, tokens, scorer.eot_id, story_bytes)
     if unk_id is not None:
         is_unk = tokens == unk_id
         known = int((~is_unk).sum())
@@ -82,6 +90,15 @@ def evaluate_tokens(
             "stands for every rare word); loss_known_tokens leaves those targets out",
         }
     return result
+
+
+def story_bits_per_byte_se(logp: np.ndarray, tokens: np.ndarray, eot_id: int, story_bytes: list[int]) -> float | None:
+    """Standard error of bits per byte with stories as the units (each story's tokens end at its EOT)."""
+    ends = np.flatnonzero(tokens == eot_id) + 1
+    if len(ends) != len(story_bytes):
+        return None
+    bits = np.add.reduceat(-logp, np.r_[0, ends[:-1]]) / math.log(2)
+    return ratio_se(bits, story_bytes)
 
 
 def evaluate_likelihood(story_model, data_dir: str | Path, max_tokens: int | None = None,
@@ -102,13 +119,15 @@ def evaluate_likelihood(story_model, data_dir: str | Path, max_tokens: int | Non
     n_stories = split.stories or int((tokens == eot).sum())
     n_bytes = split.bytes
     note = "whole validation split"
+    counts = story_byte_counts(Path(data_dir) / "valid.txt") if (Path(data_dir) / "valid.txt").is_file() else []
+    story_bytes = counts if len(counts) == n_stories else None
     if max_tokens and max_tokens < len(tokens):
         ends = np.flatnonzero(np.asarray(tokens[:max_tokens]) == eot)
         if len(ends) == 0:
             raise NslmError(f"--max-tokens {max_tokens} is shorter than the first validation story; raise it.")
         kept = int(len(ends))
         tokens = tokens[: int(ends[-1]) + 1]
-        counts = story_byte_counts(Path(data_dir) / "valid.txt") if (Path(data_dir) / "valid.txt").is_file() else []
+        story_bytes = story_bytes[:kept] if story_bytes else None
         if len(counts) == n_stories and sum(counts) > 0:
             # Scale our own count to the header's so the whole-split and partial figures agree.
             n_bytes = round(sum(counts[:kept]) * (n_bytes or sum(counts)) / sum(counts))
@@ -118,7 +137,8 @@ def evaluate_likelihood(story_model, data_dir: str | Path, max_tokens: int | Non
         n_stories = kept
     scorer = Scorer(story_model.model, eot, story_model.context_length, story_model.device, batch_size)
     with tqdm(total=len(tokens), desc="likelihood", unit="tok", leave=False) as bar:
-        result = evaluate_tokens(scorer, np.asarray(tokens), n_bytes, story_model.tokenizer.unk_id, stride, bar)
+        result = evaluate_tokens(scorer, np.asarray(tokens), n_bytes, story_model.tokenizer.unk_id, stride, bar,
+                                 story_bytes)
     result.update(stories=n_stories, split="valid", data=str(data_dir), scope=note,
                   tokenizer_kind=folder.meta["tokenizer_kind"], vocab_size=folder.vocab_size)
     return result

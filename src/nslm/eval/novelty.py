@@ -25,6 +25,7 @@ import numpy as np
 
 from nslm.atomic import atomic_dir, atomic_write_json
 from nslm.errors import NslmError
+from nslm.eval.sampling import mean_se
 from nslm.tokenizer import EOT
 
 INDEX_VERSION = 2
@@ -315,18 +316,21 @@ class NoveltyIndex:
     def ngram_overlap(self, text: str, n: int = 4, skip_words: int = 0) -> float | None:
         """Share of the text's word n-grams that occur in the training stories (None: no n-gram counted).
 
-        N-grams that end within the first `skip_words` words (a given prompt) are not counted.
+        Only n-grams wholly after the first `skip_words` words (a given prompt) count; an n-gram that
+        occurs several times in the text counts each time.
         """
-        h = ngram_hashes(text, n)[max(0, skip_words - n + 1):]
+        h = ngram_hashes(text, n)[max(0, skip_words):]
         return float(self.ngrams[n].contains(h).mean()) if len(h) else None
 
 
 def novelty_report(index: NoveltyIndex, records: list[dict], top: int = 5) -> dict:
     """Novelty figures for generated stories (records of a generation set).
 
-    The nearest neighbour is found for the whole story (prompt + completion). N-gram overlap counts the
-    n-grams that end in the completion (the part the model wrote; an n-gram may start in the prompt), and
-    the longest common substring is taken between the completion and the nearest training story.
+    The nearest neighbour is found for the whole story (prompt + completion). N-gram overlap counts only
+    the n-grams wholly inside the completion (the words after the prompt's; one that starts in the prompt
+    is left out), each occurrence once, as a share per story; `ngram4_overlap` and `ngram5_overlap` are
+    the means of those per-story shares. The longest common substring is taken between the completion
+    and the nearest training story.
     """
     if not records:
         raise NslmError("no generated stories to measure novelty on.")
@@ -356,7 +360,12 @@ def novelty_report(index: NoveltyIndex, records: list[dict], top: int = 5) -> di
         "mean_max_cosine": mean("cosine"),
         "median_max_cosine": float(np.median([x["cosine"] for x in items])),
         "ngram4_overlap": mean("ngram4_overlap"),
+        "ngram4_overlap_se": mean_se([x["ngram4_overlap"] for x in items]),
         "ngram5_overlap": mean("ngram5_overlap"),
+        "ngram5_overlap_se": mean_se([x["ngram5_overlap"] for x in items]),
+        "mean_max_cosine_se": mean_se([x["cosine"] for x in items]),
+        "how_counted": "per story: share of the completion's word n-grams (those wholly after the prompt; repeats "
+                       "count each time) seen in training; the figure is the mean of the per-story shares",
         "mean_lcs_chars": mean("lcs_chars"),
         "max_lcs_chars": max(x["lcs_chars"] for x in items),
         "cosines": [x["cosine"] for x in items],

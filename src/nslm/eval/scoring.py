@@ -51,7 +51,24 @@ class Scorer:
 
         A sequence longer than the context keeps its last `context_length` tokens of context for every
         prediction near its end (left truncation of the context; every token is still scored).
+        Identical sequences are scored once and share the result: a model's output can move in the last
+        digits with the padded width of a batch, and two copies of one sentence must still tie exactly.
         """
+        first: dict[tuple[int, ...], int] = {}
+        unique: list[Sequence[int]] = []
+        slot = []
+        for seq in sequences:
+            key = tuple(int(t) for t in seq)
+            if key not in first:
+                first[key] = len(unique)
+                unique.append(seq)
+            slot.append(first[key])
+        scored = self._unique_logprobs(unique, progress)
+        if progress is not None:
+            progress.update(len(sequences) - len(unique))
+        return [scored[k] for k in slot]
+
+    def _unique_logprobs(self, sequences: Sequence[Sequence[int]], progress=None) -> list[np.ndarray]:
         results: list[np.ndarray | None] = [None] * len(sequences)
         short, long = [], []
         for i, seq in enumerate(sequences):
