@@ -8,7 +8,7 @@ so a new measure is one new row here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -59,11 +59,13 @@ class StepContext:
 
 @dataclass(frozen=True)
 class Step:
+    """One measure: `--skip` name, function, section of a model's results it fills, figures and options."""
+
     name: str
     run: Callable[[StepContext], dict]
-    section: str  # where its result lives in a model's results
+    section: str
     figures: tuple[Figure, ...] = ()
-    options: tuple[Option, ...] = field(default_factory=tuple)
+    options: tuple[Option, ...] = ()
 
 
 def model_data_dir(story_model, data_dir: str | None) -> str | None:
