@@ -42,7 +42,8 @@ def _add(p, opt: Option, *, quick_note: bool = False, flag: str | None = None, *
         shown += [f"{opt.quick:,} with --quick" if isinstance(opt.quick, int) else f"{opt.quick} with --quick"] \
             if opt.quick is not None else []
         help_text += f" ({'; '.join(shown)})" if shown else ""
-    kwargs = dict(type=positive_int if opt.type is int else opt.type, metavar=opt.metavar, help=help_text, default=None if quick_note else opt.default)
+    counts = opt.type is int and opt.field != "judge_retries"  # zero retries is a valid choice
+    kwargs = dict(type=positive_int if counts else opt.type, metavar=opt.metavar, help=help_text, default=None if quick_note else opt.default)
     kwargs.update(overrides)
     p.add_argument(flag or opt.flag, dest=opt.field, **kwargs)
 
@@ -78,7 +79,7 @@ def register(subparsers) -> None:
              "nslm eval likelihood --model runs/tf1m --data data/ts")
     _model_arg(p)
     p.add_argument("--data", metavar="DIR", help="data folder (default: the one in the run's config.json)")
-    p.add_argument("--max-tokens", type=int, metavar="N", help="use only the first whole stories within this many tokens")
+    p.add_argument("--max-tokens", type=positive_int, metavar="N", help="use only the first whole stories within this many tokens")
     _add(p, _step_options("likelihood")["stride"])
     _json_arg(p)
     p.set_defaults(func=cmd_likelihood)
@@ -98,7 +99,7 @@ def register(subparsers) -> None:
     p.add_argument("--stories", help="generated stories (JSONL from `nslm eval generate`); without it only the index is built")
     for opt in _step_options("novelty").values():
         _add(p, opt)
-    p.add_argument("--top", type=int, default=5, help="how many most-similar pairs to show")
+    p.add_argument("--top", type=positive_int, default=5, help="how many most-similar pairs to show")
     _json_arg(p)
     p.set_defaults(func=cmd_novelty)
 
