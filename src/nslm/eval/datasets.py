@@ -80,3 +80,12 @@ def find_data(name: str, given: str | Path | None = None) -> Path:
     if found is None:
         raise NslmError(missing_data_hint(name))
     return found
+
+
+def read_text(path: Path, what: str) -> str:
+    """The text of a user-given evaluation file; one sentence naming the file when it is not UTF-8 text."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise NslmError(f"{what} file {path} is not UTF-8 text (a byte at offset {exc.start} is not); "
+                        "give the text file itself.") from exc

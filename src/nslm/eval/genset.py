@@ -13,7 +13,7 @@ from typing import Iterable
 
 from nslm.atomic import atomic_write_text
 from nslm.errors import NslmError
-from nslm.eval.datasets import default_data_path, missing_data_hint
+from nslm.eval.datasets import default_data_path, missing_data_hint, read_text
 
 
 
@@ -31,7 +31,7 @@ def load_prompts(path: str | Path | None = None) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise NslmError(f"prompt file {path} does not exist; give a YAML list or a text file with one prompt per line.")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "prompt")
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
         import yaml
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from nslm.errors import NslmError
+from nslm.eval.datasets import read_text
 from nslm.eval.sampling import binomial_se, bootstrap_se, per_stratum_sample, sample_record, stratified_sample
 from nslm.eval.scoring import Scorer
 
@@ -41,11 +42,16 @@ def load_blimp(folder: str | Path, limit: int | None = None, seed: int = 1234) -
         raise NslmError(f"no BLiMP files (*.jsonl) in {folder}; give the BLiMP data folder with --blimp.")
     pairs = []
     for path in files:
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        for n, rec in enumerate(rows):
+        lines = [line for line in read_text(path, "BLiMP").splitlines() if line.strip()]
+        for n, line in enumerate(lines):
+            try:
+                rec = json.loads(line)
+                good, bad = rec["sentence_good"], rec["sentence_bad"]
+            except (KeyError, TypeError, ValueError, RecursionError) as exc:
+                raise NslmError(f"{path} line {n + 1} lacks sentence_good/sentence_bad; "
+                                "give the BLiMP data folder with --blimp.") from exc
             pairs.append({
-                "good": rec["sentence_good"], "bad": rec["sentence_bad"],
+                "good": good, "bad": bad,
                 "uid": rec.get("UID", path.stem), "term": rec.get("linguistics_term", "?"),
                 "field": rec.get("field", "?"), "file": path.stem, "row": n,
             })

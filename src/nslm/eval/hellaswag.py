@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from nslm.errors import NslmError
+from nslm.eval.datasets import read_text
 from nslm.eval.sampling import binomial_se, sample_record, stratified_sample
 from nslm.eval.scoring import Scorer
 
@@ -73,18 +74,19 @@ def load_hellaswag(path: str | Path, limit: int | None = None, seed: int = 1234)
     if not path.is_file():
         raise NslmError(f"HellaSwag file {path} does not exist; give it with --hellaswag.")
     items = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = _item(json.loads(line))
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise NslmError(f"{path} line {n} lacks ctx/endings/label; give a HellaSwag JSONL file.") from exc
-            if len(item["endings"]) != 4:
-                raise NslmError(f"{path} line {n} has {len(item['endings'])} endings instead of 4.")
-            item["row"] = len(items)
-            items.append(item)
+    for n, line in enumerate(read_text(path, "HellaSwag").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = _item(json.loads(line))
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            raise NslmError(f"{path} line {n} lacks ctx/endings/label; give a HellaSwag JSONL file.") from exc
+        if len(item["endings"]) != 4:
+            raise NslmError(f"{path} line {n} has {len(item['endings'])} endings instead of 4.")
+        item["row"] = len(items)
+        items.append(item)
+    if not items:
+        raise NslmError(f"HellaSwag file {path} holds no items; give a HellaSwag JSONL file.")
     return draw_sample(items, limit, seed)
 
 
