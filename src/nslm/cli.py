@@ -15,13 +15,14 @@ from nslm import __version__
 from nslm.errors import NslmError
 from nslm.outputs import check_output_options
 
-# Subcommands in pipeline order: data -> tokenizer -> train -> generate -> eval -> gui, and bench.
+# Subcommands in pipeline order: data -> tokenizer -> train -> generate -> eval -> export -> gui, and bench.
 AREAS = (
     "nslm.data.cli",
     "nslm.data.tokenizer_cli",  # beside data/: it reads story files, which tokenizer/ must not
     "nslm.train.cli",
     "nslm.generate.cli",
     "nslm.eval.cli",
+    "nslm.interop.cli",
     "nslm.gui.cli",
     "nslm.bench.cli",
 )

@@ -8,6 +8,7 @@ Heavy imports (torch, through the measures) stay inside the commands so that `--
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from rich.console import Console
@@ -66,7 +67,8 @@ def _seed_arg(p, what="the seed of every random sample (and story i's seed is se
 
 
 def _json_arg(p):
-    p.add_argument("--json", metavar="FILE", help="also write the full result as JSON here")
+    p.add_argument("--json", metavar="FILE", nargs="?", const="-",
+                   help="also write the full result as JSON to FILE; alone, print it as the last line of stdout")
 
 
 def register(subparsers) -> None:
@@ -178,6 +180,9 @@ def _emit(result: dict, args, lines: list, console: Console | None = None) -> in
     console = console or Console()
     for line in lines:
         console.print(line, markup=False, highlight=False) if isinstance(line, str) else console.print(line)
+    if getattr(args, "json", None) == "-":  # --json alone: the result object as the last line of stdout
+        print(json.dumps(jsonable(result)))
+        return 0
     if getattr(args, "json", None):
         atomic_write_json(args.json, jsonable(result))
         print(f"wrote {args.json}")
@@ -202,7 +207,10 @@ def cmd_likelihood(args) -> int:
              f"  validation loss  {r['loss']:.4f} nats/token",
              f"  perplexity       {r['perplexity']:.3f}",
              f"  bits per byte    {r['bits_per_byte']:.4f}"
-             + (f" ± {r['bits_per_byte_se']:.4f} (one standard error over stories)" if r.get("bits_per_byte_se") else "")]
+             + (f" ± {r['bits_per_byte_se']:.4f} (one standard error over stories)" if r.get("bits_per_byte_se") else "")
+             + " (every prediction, end-of-story included)",
+             f"  bits per byte    {r['bits_per_byte_excl_eos']:.4f} (stories' own tokens only, each after "
+             "end-of-story: comparable across projects)"]
     if r.get("unk"):
         lines.append(f"  <unk> targets    {r['unk']['tokens']:,} ({r['unk']['rate']:.2%}); loss over known tokens "
                      f"{r['unk']['loss_known_tokens']:.4f} ({r['unk']['how_counted']})")

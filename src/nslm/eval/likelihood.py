@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nslm.data.reading import read_stories
 from nslm.data.tokens import DataFolder
 from nslm.errors import NslmError
 from nslm.eval.sampling import ratio_se
@@ -101,23 +102,59 @@ def story_bits_per_byte_se(logp: np.ndarray, tokens: np.ndarray, eot_id: int, st
     return ratio_se(bits, story_bytes)
 
 
+def uses_data_tokens(story_model, folder: DataFolder) -> bool:
+    """Whether the data folder's token files are this model's own tokenization; when not (another
+    project's model), the stories of `valid.txt` are tokenized with the model's tokenizer instead."""
+    ours = story_model.config.get("tokenizer_sha256") or getattr(story_model.tokenizer, "sha256", None)
+    return bool(ours) and folder.matches(ours)
+
+
+def retokenized_stream(tokenizer, data_dir: str | Path) -> tuple[np.ndarray, int, int]:
+    """`valid.txt`'s stories in `tokenizer`'s ids, each followed by its end-of-story (or BOS) id, with
+    the number of stories and their UTF-8 bytes."""
+    path = Path(data_dir) / "valid.txt"
+    if not path.is_file():
+        raise NslmError(f"{path} is missing; a model with another tokenizer is scored on the story text")
+    stories = list(read_stories([path]))
+    ids: list[int] = []
+    for story in stories:
+        ids += list(tokenizer.encode(story)) + [tokenizer.eot_id]
+    return np.asarray(ids, dtype=np.int64), len(stories), sum(len(s.encode("utf-8")) for s in stories)
+
+
+def bits_per_byte_excl_eos(scorer: Scorer, tokens: np.ndarray, n_bytes: int) -> float:
+    """Bits per byte over the stories' own tokens only: each story of the end-of-story-separated stream
+    scored on its own after one end-of-story token, the end-of-story prediction left out, long stories in
+    windows with at least half a context before each token. Comparable between models of any project."""
+    ends = np.flatnonzero(tokens == scorer.eot_id)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    stories = [tokens[a:b].tolist() for a, b in zip(starts, ends) if b > a]
+    total = sum(float(lp.sum()) for lp in scorer.token_logprobs(stories))
+    return -total / math.log(2) / n_bytes
+
+
 def evaluate_likelihood(story_model, data_dir: str | Path, max_tokens: int | None = None,
                         stride: int | None = None, batch_size: int = 16) -> dict:
     """Likelihood figures of a loaded `StoryModel` on `data_dir`'s validation split.
 
     `max_tokens` keeps only the first whole stories that fit (for quick runs); their bytes are counted
-    from `valid.txt`. Returns a dict with tokens, bytes, loss, perplexity, bits_per_byte and, for
-    word-level models, the `<unk>` counts.
+    from `valid.txt`. Returns a dict with tokens, bytes, loss, perplexity, bits_per_byte,
+    bits_per_byte_excl_eos and, for word-level models, the `<unk>` counts. A model with another
+    tokenizer than the data folder's (another project's) is scored on `valid.txt` in its own tokens.
     """
     from tqdm import tqdm
 
     folder = DataFolder(data_dir)
     check_same_tokenizer(story_model.config, folder, getattr(story_model, "name", "?"), data_dir)
-    split = folder.split("valid")
-    tokens = split.ids
-    eot = folder.eot_id
-    n_stories = split.stories or int((tokens == eot).sum())
-    n_bytes = split.bytes
+    if uses_data_tokens(story_model, folder):
+        split = folder.split("valid")
+        tokens, eot, n_bytes = split.ids, folder.eot_id, split.bytes
+        n_stories = split.stories or int((tokens == eot).sum())
+        tokenized_by = "the data folder"
+    else:
+        tokens, n_stories, n_bytes = retokenized_stream(story_model.tokenizer, data_dir)
+        eot = story_model.tokenizer.eot_id
+        tokenized_by = "the model's own tokenizer (valid.txt)"
     note = "whole validation split"
     counts = story_byte_counts(Path(data_dir) / "valid.txt") if (Path(data_dir) / "valid.txt").is_file() else []
     story_bytes = counts if len(counts) == n_stories else None
@@ -126,19 +163,23 @@ def evaluate_likelihood(story_model, data_dir: str | Path, max_tokens: int | Non
         if len(ends) == 0:
             raise NslmError(f"--max-tokens {max_tokens} is shorter than the first validation story; raise it.")
         kept = int(len(ends))
+        full_len = len(tokens)
         tokens = tokens[: int(ends[-1]) + 1]
         story_bytes = story_bytes[:kept] if story_bytes else None
         if len(counts) == n_stories and sum(counts) > 0:
             # Scale our own count to the header's so the whole-split and partial figures agree.
             n_bytes = round(sum(counts[:kept]) * (n_bytes or sum(counts)) / sum(counts))
         else:
-            n_bytes = round(n_bytes * len(tokens) / len(split))
+            n_bytes = round(n_bytes * len(tokens) / full_len)
         note = f"first {kept} of {n_stories} validation stories"
         n_stories = kept
+    tokens = np.asarray(tokens, dtype=np.int64)
     scorer = Scorer(story_model.model, eot, story_model.context_length, story_model.device, batch_size)
-    with tqdm(total=len(tokens), desc="likelihood", unit="tok", leave=False) as bar:
-        result = evaluate_tokens(scorer, np.asarray(tokens), n_bytes, story_model.tokenizer.unk_id, stride, bar,
-                                 story_bytes)
-    result.update(stories=n_stories, split="valid", data=str(data_dir), scope=note,
-                  tokenizer_kind=folder.meta["tokenizer_kind"], vocab_size=folder.vocab_size)
+    with tqdm(total=2 * len(tokens), desc="likelihood", unit="tok", leave=False) as bar:
+        result = evaluate_tokens(scorer, tokens, n_bytes, story_model.tokenizer.unk_id, stride, bar, story_bytes)
+        result["bits_per_byte_excl_eos"] = bits_per_byte_excl_eos(scorer, tokens, n_bytes)
+        bar.update(len(tokens))
+    result.update(stories=n_stories, split="valid", data=str(data_dir), scope=note, tokenized_by=tokenized_by,
+                  tokenizer_kind=getattr(story_model.tokenizer, "kind", folder.meta.get("tokenizer_kind")),
+                  vocab_size=story_model.tokenizer.vocab_size, eot_id=eot)
     return result

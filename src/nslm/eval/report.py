@@ -22,6 +22,7 @@ import torch
 
 from nslm.atomic import atomic_write_json, atomic_write_text
 from nslm.errors import NslmError
+from nslm.interop.foreign import foreign_name, is_foreign
 from nslm.eval import plots, render
 from nslm.eval.human import RatingStore, default_db_path
 from nslm.eval.steps import STEP_NAMES, STEPS, StepContext, all_options, standard_errors, summarise
@@ -74,7 +75,7 @@ class EvalOptions:
 
 def load_story_model(path: str):
     """`nslm.load(path)`, with a missing folder reported as one sentence."""
-    if not Path(path).exists() and ("/" in str(path) or os.sep in str(path)):
+    if not Path(path).exists() and ("/" in str(path) or os.sep in str(path)) and not is_foreign(path):
         raise NslmError(f"model folder {path} does not exist; give a run folder made by `nslm train`.")
     try:
         return load(path)
@@ -150,7 +151,7 @@ def run_all(models: list[str], data_dir: str | None, out: str | Path, opts: Eval
     if not models:
         raise NslmError("give at least one model with --model RUN.")
     for run in models:
-        if not Path(run).exists() and ("/" in run or os.sep in run):
+        if not Path(run).exists() and ("/" in run or os.sep in run) and not is_foreign(run):
             raise NslmError(f"model folder {run} does not exist; give a run folder made by `nslm train`.")
     if data_dir and not Path(data_dir).is_dir():
         raise NslmError(f"data folder {data_dir} does not exist; make one with `nslm data prepare`.")
@@ -179,7 +180,7 @@ def run_all(models: list[str], data_dir: str | None, out: str | Path, opts: Eval
 def _unique_names(models: list[str]) -> list[str]:
     names = []
     for run in models:
-        base = Path(run).name or str(run)
+        base = foreign_name(run) if is_foreign(run) else (Path(run).name or str(run))
         name, k = base, 2
         while name in names:
             name, k = f"{base}-{k}", k + 1

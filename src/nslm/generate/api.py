@@ -17,6 +17,7 @@ import torch
 
 from nslm.device import as_device
 from nslm.errors import NslmError
+from nslm.interop.foreign import detect_foreign, is_foreign, load_foreign
 from nslm.models import ModelConfig, build_model
 from nslm.sampling import check_seed, generate_ids
 from nslm.tokenizer import Tokenizer, tokenizer_file_sha256
@@ -190,8 +191,15 @@ def resolve(path_or_name: str | Path) -> Path:
 
 
 def load(path_or_name: str | Path, device: str | torch.device | None = None) -> StoryModel:
-    """Load a run folder or shipped model by name; any missing or corrupt file is one NslmError."""
+    """Load a run folder, a shipped model by name, or another project's model (`hf:DIR`,
+    `llama2c:FILE.bin`, or a runs-folder subfolder holding one); any missing or corrupt file is one NslmError."""
+    if is_foreign(path_or_name):
+        dev = as_device(device)
+        foreign = load_foreign(str(path_or_name), dev)
+        return StoryModel(foreign.model, foreign.tokenizer, foreign.config, dev, name=foreign.name)
     folder = resolve(path_or_name)
+    if detect_foreign(folder):  # another project's model kept in the runs folder
+        return load(detect_foreign(folder), device)
     if folder.is_file():
         raise NslmError(f"{folder} is a file; give the run folder that holds config.json and model.safetensors")
     config_path = folder / "config.json"

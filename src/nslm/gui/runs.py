@@ -15,6 +15,7 @@ from pathlib import Path
 
 from nslm.errors import NslmError
 from nslm.generate.api import list_shipped
+from nslm.interop.foreign import detect_foreign, foreign_summary
 from nslm.models import ModelConfig, model_class
 from nslm.train.metrics import parse_metrics
 from nslm.train.runlock import run_state
@@ -182,6 +183,12 @@ TABLE_HEADERS = ["model", "kind", "architecture", "params", "tokenizer", "train 
 def describe_folder(folder: Path, key: str, kind: str) -> ModelEntry:
     """Read one run-layout folder into a ModelEntry; unreadable parts show as '—' or '?'."""
     entry = ModelEntry(key=key, name=folder.name, kind=kind, path=folder)
+    foreign = detect_foreign(folder)
+    if foreign:  # another project's model (transformers folder, llama2.c checkpoint): nslm.load reads it too
+        summary = foreign_summary(foreign)
+        entry.arch, entry.params = summary["arch"], human_count(summary.get("params"))
+        entry.tokenizer, entry.state, entry.loadable = summary.get("tokenizer", "—"), foreign.split(":")[0], True
+        return entry
     config = read_json(folder / "config.json")
     status = read_status(folder)
     if config is None:

@@ -1,0 +1,277 @@
+"""Other projects' models behind nslm's model contract: `hf:DIR` (a transformers causal LM folder, or a
+hub id when there is network) and `llama2c:FILE.bin` (a llama2.c version-0 checkpoint).
+
+Each loader returns a `ForeignModel`: a module with nslm's `forward(idx) -> (logits, loss)`,
+`features(idx)`, `new_cache()` and `param_counts()`, a tokenizer with `encode`/`decode`/`eot_id`, and a
+config dict; `nslm.load` wraps it into a StoryModel, so generation and every measure use it unchanged.
+The story separator is the model's own: llama2.c and Llama tokenizers put BOS before every story.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+
+from nslm.errors import NslmError
+from nslm.interop import layouts, llama2c_format
+from nslm.models import ModelConfig
+from nslm.models.transformer import Transformer
+
+PREFIXES = ("hf:", "llama2c:")
+
+
+def is_foreign(spec) -> bool:
+    """Whether a `--model` value names another project's model (`hf:...`, `llama2c:...`)."""
+    return isinstance(spec, str) and spec.startswith(PREFIXES)
+
+
+def detect_foreign(folder: str | Path) -> str | None:
+    """The `hf:`/`llama2c:` spec of a folder holding another project's model (a transformers folder, or
+    one llama2.c checkpoint with its tokenizer), or None; so such folders load like run folders."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    config = folder / "config.json"
+    if config.is_file():
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        is_hf = isinstance(data, dict) and "model_type" in data and "model" not in data
+        return f"hf:{folder}" if is_hf else None
+    found = [p for p in sorted(folder.glob("*.bin")) if llama2c_format.read_header(p) is not None]
+    return f"llama2c:{found[0]}" if len(found) == 1 else None
+
+
+def foreign_summary(spec: str) -> dict:
+    """What a model list shows of a foreign model without loading it: arch, parameters, tokenizer."""
+    kind, _, target = spec.partition(":")
+    if kind == "llama2c":
+        h = llama2c_format.read_header(target)
+        if h is None:
+            return {"arch": "llama2c (unreadable)"}
+        tables = 2 * h.seq_len * (h.head_size // 2)  # stored rotary tables, not weights
+        return {"arch": f"llama2c {h.n_layers}L d{h.dim} rope", "params": llama2c_format.weight_count(h) - tables,
+                "tokenizer": f"sentencepiece-{h.vocab_size}"}
+    try:
+        config = json.loads((Path(target) / "config.json").read_text(encoding="utf-8"))
+        with safe_open(str(Path(target) / "model.safetensors"), framework="np") as f:
+            params = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
+    except (OSError, ValueError, SafetensorError):
+        return {"arch": "hf (unreadable)"}
+    layers = config.get("num_hidden_layers") or config.get("n_layer")
+    return {"arch": f"hf {config.get('model_type', '?')} {layers}L", "params": params,
+            "tokenizer": f"hf-{config.get('vocab_size', '?')}"}
+
+
+def foreign_name(spec: str) -> str:
+    """A short name for reports and file names: the checkpoint's stem, the folder's name, or the hub id."""
+    kind, _, target = spec.partition(":")
+    if kind == "llama2c" or Path(target).exists():
+        return Path(target).stem if kind == "llama2c" else Path(target).name
+    return target.replace("/", "--")
+
+
+@dataclass
+class ForeignModel:
+    model: nn.Module
+    tokenizer: object
+    config: dict
+    name: str
+
+
+def load_foreign(spec: str, device: torch.device) -> ForeignModel:
+    """Load `hf:DIR_OR_ID` or `llama2c:FILE.bin` onto `device`, in eval mode."""
+    kind, _, target = spec.partition(":")
+    if not target:
+        raise NslmError(f"{spec!r} names no model; write {kind}:PATH")
+    loaded = load_llama2c(target) if kind == "llama2c" else load_hf(target)
+    loaded.model.to(device).eval()
+    return loaded
+
+
+# ---------------------------------------------------------------- llama2.c
+def load_llama2c(path: str | Path) -> ForeignModel:
+    """A llama2.c checkpoint as an nslm Transformer (Llama layout) with its tokenizer.bin / tok*.bin."""
+    header, tensors = llama2c_format.read_checkpoint(path)
+    if not header.shared_classifier:
+        raise NslmError(f"{path} has a separate output classifier; nslm models tie it to the embedding")
+    _check_rope_tables(header, tensors, path)
+    tokenizer = llama2c_format.Llama2cTokenizer.load(llama2c_format.find_tokenizer(path), header.vocab_size)
+    cfg = ModelConfig(arch="transformer", vocab_size=header.vocab_size, context_length=header.seq_len,
+                      d_model=header.dim, n_layer=header.n_layers, n_head=header.n_heads, d_ff=header.hidden_dim,
+                      pos_encoding="rope", norm="rmsnorm", mlp="swiglu", bias=False, rope_base=10000.0)
+    model = GroupedKVTransformer(cfg, header.n_kv_heads)
+    model.load_state_dict(layouts.llama_to_nslm(llama2c_as_llama(header, tensors), header.n_layers,
+                                                header.n_heads, header.n_kv_heads))
+    config = {"model": cfg.to_dict(), "source": f"llama2c:{path}", "llama2c_header": vars(header),
+              "params": model.param_counts()}
+    return ForeignModel(model, tokenizer, config, foreign_name(f"llama2c:{path}"))
+
+
+class GroupedKVTransformer(Transformer):
+    """Our Transformer holding a grouped-query model (each key/value head copied to its query heads);
+    parameters are counted as the original stores them, without the copies."""
+
+    def __init__(self, cfg: ModelConfig, n_kv_head: int):
+        super().__init__(cfg)
+        self.n_kv_head = n_kv_head
+
+    def param_counts(self) -> dict:
+        counts = super().param_counts()
+        c = self.cfg
+        copies = c.n_layer * 2 * (c.n_head - self.n_kv_head) * (c.d_model // c.n_head) * c.d_model
+        return {**counts, "total": counts["total"] - copies, "non_embedding": counts["non_embedding"] - copies}
+
+
+def llama2c_as_llama(header, tensors: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """llama2.c tensors under LlamaForCausalLM's names, q/k rows turned from neighbour to rotate-half pairs."""
+    t = {k: torch.from_numpy(v) for k, v in tensors.items()}
+    out = {"model.embed_tokens.weight": t["tok_embeddings"], "model.norm.weight": t["rms_final"]}
+    for i in range(header.n_layers):
+        p = f"model.layers.{i}."
+        out |= {f"{p}self_attn.q_proj.weight": layouts.from_interleaved(t["wq"][i], header.n_heads),
+                f"{p}self_attn.k_proj.weight": layouts.from_interleaved(t["wk"][i], header.n_kv_heads),
+                f"{p}self_attn.v_proj.weight": t["wv"][i], f"{p}self_attn.o_proj.weight": t["wo"][i],
+                f"{p}mlp.gate_proj.weight": t["w1"][i], f"{p}mlp.down_proj.weight": t["w2"][i],
+                f"{p}mlp.up_proj.weight": t["w3"][i], f"{p}input_layernorm.weight": t["rms_att"][i],
+                f"{p}post_attention_layernorm.weight": t["rms_ffn"][i]}
+    return out
+
+
+def _check_rope_tables(header, tensors, path) -> None:
+    """The file's stored rotary angles must be the standard ones (base 10000) that our model computes."""
+    half = header.head_size // 2
+    freq = 10000.0 ** (-np.arange(half) * 2.0 / header.head_size)
+    angles = np.outer(np.arange(header.seq_len), freq)
+    if not np.allclose(tensors["freq_cis_real"], np.cos(angles), atol=1e-4):
+        raise NslmError(f"{path} stores rotary tables of another base than 10000, which nslm does not read")
+
+
+# ---------------------------------------------------------------- transformers
+@dataclass
+class ForeignShape:
+    """What generation and scoring ask of a model's config: a fixed window of `context_length` tokens."""
+
+    context_length: int
+    vocab_size: int
+    arch: str = "transformer"  # windowed, as our Transformer (not a carried state, as our RNN)
+
+
+class HFCache:
+    """transformers' key/value cache for the tokens fed so far; `reset` starts over."""
+
+    def __init__(self):
+        self.past = None
+        self.pos = 0
+
+    def reset(self) -> None:
+        self.past, self.pos = None, 0
+
+
+class HFCausalLM(nn.Module):
+    """A transformers causal LM under nslm's model contract."""
+
+    def __init__(self, hf_model: nn.Module, context_length: int):
+        super().__init__()
+        self.hf = hf_model
+        self.cfg = ForeignShape(context_length, int(hf_model.get_input_embeddings().weight.shape[0]))
+
+    def new_cache(self, batch_size: int = 1) -> HFCache:
+        return HFCache()
+
+    def forward(self, idx, targets=None, cache: HFCache | None = None):
+        # transformers >= 5.24 names the key/value cache `cache` (formerly `past_key_values`)
+        out = self.hf(input_ids=idx, cache=cache.past if cache else None, use_cache=cache is not None)
+        if cache is not None:
+            cache.past, cache.pos = out.cache, cache.pos + idx.shape[1]
+        logits = out.logits
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    def features(self, idx, cache=None):
+        """The last hidden states (after the final norm), what the output head reads."""
+        return self.hf.base_model(input_ids=idx).last_hidden_state
+
+    def param_counts(self) -> dict:
+        total = sum(p.numel() for p in self.hf.parameters())
+        embedding = self.hf.get_input_embeddings().weight.numel()
+        positions = getattr(self.hf.base_model, "wpe", None)  # GPT-2's learned positions
+        if positions is not None:
+            embedding += positions.weight.numel()
+        return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
+
+
+class HFTokenizer:
+    """A transformers tokenizer as nslm sees one: ids without special tokens, the story separator as eot."""
+
+    kind = "hf"
+    unk_id = None
+    hf = None
+
+    def __init__(self, tok, sha256: str | None):
+        self.tok = tok
+        self.sha256 = sha256
+        eot = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        if eot is None:
+            raise NslmError("the transformers tokenizer has neither a bos nor an eos token to separate stories")
+        self.eot_id: int = int(eot)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tok)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    def encode_batch(self, texts) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids) -> str:
+        return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+
+def import_transformers(needed_by: str):
+    """transformers, with its progress bars off (nslm prints its own lines)."""
+    # an optional extra (nslm[hf]) and slow to import: only export and hf: models need it
+    try:
+        import transformers
+    except ImportError:
+        raise NslmError(f"{needed_by} need the transformers package; install it with pip install 'nslm[hf]'") from None
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
+def load_hf(target: str) -> ForeignModel:
+    """A transformers causal LM folder (or hub id) with its tokenizer, in float32."""
+    transformers = import_transformers("hf: models")
+    folder = Path(target)
+    local = folder.is_dir()
+    if not local and (folder.exists() or target.startswith((".", "/", "~")) or target.count("/") > 1):
+        raise NslmError(f"{target} is not a folder with a transformers model (config.json and weights)")
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(target, local_files_only=local)
+        hf_model = transformers.AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32,
+                                                                     local_files_only=local)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NslmError(f"could not load transformers model {target} ({first})") from None
+    cfg = hf_model.config
+    context = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 2048
+    tok_file = folder / "tokenizer.json"
+    sha = hashlib.sha256(tok_file.read_bytes()).hexdigest() if local and tok_file.is_file() else None
+    config = {"model": {"arch": cfg.model_type, "context_length": int(context), "vocab_size": int(cfg.vocab_size),
+                        "transformers_class": type(hf_model).__name__}, "source": f"hf:{target}"}
+    model = HFCausalLM(hf_model, int(context))
+    config["params"] = model.param_counts()
+    return ForeignModel(model, HFTokenizer(tok, sha), config, foreign_name(f"hf:{target}"))
