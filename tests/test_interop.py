@@ -21,7 +21,7 @@ from nslm.data.reading import read_stories
 from nslm.errors import NslmError
 from nslm.eval.likelihood import evaluate_likelihood
 from nslm.eval.scoring import Scorer
-from nslm.generate.sampling import generate_ids
+from nslm.sampling import generate_ids
 from nslm.interop import layouts, llama2c_format
 from nslm.interop.export import export
 from nslm.models import ModelConfig

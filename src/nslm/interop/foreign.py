@@ -159,11 +159,11 @@ def _check_rope_tables(header, tensors, path) -> None:
 # ---------------------------------------------------------------- transformers
 @dataclass
 class ForeignShape:
-    """What generation and scoring ask of a model's config: a fixed window of `context_length` tokens."""
+    """What generation and scoring ask of a model's config: a window of `context_length` tokens."""
 
     context_length: int
     vocab_size: int
-    arch: str = "transformer"  # windowed, as our Transformer (not a carried state, as our RNN)
+    arch: str  # transformers' model_type, for display
 
 
 class HFCache:
@@ -178,12 +178,15 @@ class HFCache:
 
 
 class HFCausalLM(nn.Module):
-    """A transformers causal LM under nslm's model contract."""
+    """A transformers causal LM under nslm's model contract (a windowed model, docs/ARCHITECTURE.md)."""
+
+    windowed = True
 
     def __init__(self, hf_model: nn.Module, context_length: int):
         super().__init__()
         self.hf = hf_model
-        self.cfg = ForeignShape(context_length, int(hf_model.get_input_embeddings().weight.shape[0]))
+        self.cfg = ForeignShape(context_length, int(hf_model.get_input_embeddings().weight.shape[0]),
+                                f"hf:{hf_model.config.model_type}")
 
     def new_cache(self, batch_size: int = 1) -> HFCache:
         return HFCache()
