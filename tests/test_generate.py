@@ -206,7 +206,7 @@ def test_half_precision_weights_are_widened_exactly(runs, tmp_path):
 def test_names_resolve_to_shipped_models(runs, tmp_path, monkeypatch):
     shipped = tmp_path / "pretrained"
     shutil.copytree(runs["lstm-1m"], shipped / "tiny-lstm")
-    monkeypatch.setattr(api, "_pretrained_root", lambda: shipped)
+    monkeypatch.setattr(api, "pretrained_root", lambda: shipped)
     assert api.list_shipped() == ["tiny-lstm"]
     assert nslm.load("tiny-lstm").name == "tiny-lstm"
     with pytest.raises(NslmError, match="shipped models: tiny-lstm"):

@@ -17,7 +17,7 @@ from nslm.gui import runs as runlib
 from nslm.gui.overlap import mark_shared, shared_ngram_share
 from nslm.gui.reports import latest_report
 from nslm.gui.storytelling import check_prompt, check_sampling
-from nslm.gui.train_form import check_form, parse_extra
+from nslm.gui.train_form import TrainForm, check_form, parse_extra
 from nslm.gui.training import TrainingLauncher
 from test_run_lock import hold_run_in_a_process
 
@@ -135,20 +135,22 @@ def test_sampling_values_are_checked_with_a_reason():
     assert (ok.temperature, ok.top_k, ok.top_p, ok.max_tokens, ok.seed) == (0.8, None, None, 300, None)
     assert check_sampling(0, 40, 0.9, 10, 7).kwargs() == {"max_tokens": 10, "temperature": 0.0, "top_k": 40,
                                                          "top_p": 0.9, "seed": 7}
-    for args, reason in [((99, 0, 1, 10, 1), "Temperature"), ((float("nan"), 0, 1, 10, 1), "Temperature"),
-                         ((1, -3, 1, 10, 1), "Top-k"), ((1, 2.5, 1, 10, 1), "Top-k"), ((1, 0, 0, 10, 1), "Top-p"),
-                         ((1, 0, 1, 0, 1), "Max tokens"), ((1, 0, 1, 10**9, 1), "Max tokens"),
-                         ((1, 0, 1, 10, 1.5), "Seed"), ((1, 0, 1, 10, "x"), "Seed")]:
+    assert check_sampling(7, 0, 1, 10, 1).temperature == 7  # generation's own bound: any temperature >= 0
+    # the bounds and sentences are generation's (nslm.generate.api.check_options), not a copy
+    for args, reason in [((-1, 0, 1, 10, 1), "temperature must be 0"), ((float("nan"), 0, 1, 10, 1), "temperature"),
+                         ((1, -3, 1, 10, 1), "top_k"), ((1, 2.5, 1, 10, 1), "top_k"), ((1, 0, 0, 10, 1), "top_p"),
+                         ((1, 0, 1, 0, 1), "max_tokens"), ((1, 0, 1, 10**9, 1), "max_tokens"),
+                         ((1, 0, 1, 10, 1.5), "seed"), ((1, 0, 1, 10, "x"), "Seed"), ((1, 0, 1, 10, 2**70), "seed")]:
         with pytest.raises(NslmError, match=reason):
             check_sampling(*args)
-    with pytest.raises(NslmError, match="beginning of a story"):
-        check_prompt("   ")
+    with pytest.raises(NslmError, match="under 20,000"):
+        check_prompt("x" * 20_001)
 
 
 def test_train_form_shows_reasons_per_field_and_the_parameter_count(data_dir):
     from nslm.models import build_model, load_preset
 
-    ok = check_form("transformer-1m", str(data_dir), 128, 4, 256, 2e-3, 32, "minutes", 5, "tf", "")
+    ok = check_form(TrainForm("transformer-1m", str(data_dir), 128, 4, 256, 2e-3, 32, "minutes", 5, "tf", ""))
     assert ok.ok, ok.errors
     cfg = load_preset("transformer-1m")
     cfg.vocab_size = 1024
@@ -158,13 +160,13 @@ def test_train_form_shows_reasons_per_field_and_the_parameter_count(data_dir):
     assert ok.args[:4] == ["--preset", "transformer-1m", "--data", str(data_dir)]
     assert "--max-minutes" in ok.args and "train.lr=0.002" in ok.args
 
-    bad = check_form("transformer-1m", str(data_dir / "nope"), 130, 0, 256, -1, 2.5, "tokens", 0, "../x", "lr")
+    bad = check_form(TrainForm("transformer-1m", str(data_dir / "nope"), 130, 0, 256, -1, 2.5, "tokens", 0, "../x", "lr"))
     assert set(bad.errors) == {"data", "layers", "lr", "batch", "budget", "name", "extra"}
     assert "does not exist" in bad.errors["data"]
     assert "Layers must be between" in bad.errors["layers"]
-    assert "below 1" in check_form("transformer-1m", str(data_dir), 128, 4, 256, 1, 8, "minutes", 1, "tf", "").errors["lr"]
+    assert "below 1" in check_form(TrainForm("transformer-1m", str(data_dir), 128, 4, 256, 1, 8, "minutes", 1, "tf", "")).errors["lr"]
     assert "not a valid name" in bad.errors["name"]
-    heads = check_form("transformer-1m", str(data_dir), 130, 4, 256, 1e-3, 8, "minutes", 1, "tf", "")
+    heads = check_form(TrainForm("transformer-1m", str(data_dir), 130, 4, 256, 1e-3, 8, "minutes", 1, "tf", ""))
     assert set(heads.errors) == {"width"} and "n_head" in heads.errors["width"]
     assert parse_extra("train.eval_interval=10, model.n_head=2\ntrain.log_interval=1") == (
         ["train.eval_interval=10", "model.n_head=2", "train.log_interval=1"], None)
@@ -220,29 +222,59 @@ def test_closest_story_panel_shows_cosine_and_marks_shared_ngrams(monkeypatch, t
 def test_the_app_starts_with_a_shipped_model_ready_or_a_friendly_empty_state(monkeypatch, tmp_path, data_dir):
     from test_gui_api import tiny_run
 
-    from nslm.gui.app import build_app, empty_state
+    from nslm.gui.app import build_app
+    from nslm.gui.models_tab import empty_state
 
     shipped = tmp_path / "pretrained"
     shutil.copytree(tiny_run(data_dir, tmp_path / "source" / "tiny"), shipped / "tiny-shipped")
-    monkeypatch.setattr(runlib, "shipped_dir", lambda: shipped)
-    monkeypatch.setattr("nslm.generate.api._pretrained_root", lambda: shipped)
+    monkeypatch.setattr("nslm.generate.api.pretrained_root", lambda: shipped)  # the one place that says where
     ctx = build_app(runs_dir=tmp_path / "runs", data_dir=data_dir).nslm_context
     assert ctx.default_model() == "shipped:tiny-shipped"
     assert ctx.cache.loaded() == ["shipped:tiny-shipped"]  # loaded before the first page opens
     assert empty_state(ctx) == ""
     assert runlib.list_models(tmp_path / "runs")[0].row()[:2] == ["tiny-shipped", "shipped"]
 
-    monkeypatch.setattr(runlib, "shipped_dir", lambda: tmp_path / "none")
-    monkeypatch.setattr("nslm.generate.api._pretrained_root", lambda: tmp_path / "none")
+    monkeypatch.setattr("nslm.generate.api.pretrained_root", lambda: tmp_path / "none")
     ctx = build_app(runs_dir=tmp_path / "no-runs").nslm_context
     assert ctx.default_model() is None and "No model yet" in empty_state(ctx)
 
 
 def test_choosing_a_preset_fills_in_its_shape_and_learning_rate():
-    from nslm.gui.app import preset_defaults
+    from nslm.gui.train_tab import preset_defaults
     from nslm.models import load_preset, preset_train_defaults
 
     cfg, lr = preset_defaults("lstm-1m")
     assert (cfg.d_model, cfg.n_layer, cfg.context_length) == (128, 2, 256) == (
         load_preset("lstm-1m").d_model, load_preset("lstm-1m").n_layer, load_preset("lstm-1m").context_length)
     assert lr == preset_train_defaults("lstm-1m").get("lr", 2e-3)
+
+
+def test_a_symlink_to_a_run_elsewhere_is_not_a_member_of_the_runs_folder(tmp_path):
+    write_run(tmp_path / "elsewhere" / "real")
+    runs = tmp_path / "runs"
+    write_run(runs / "own")
+    (runs / "link").symlink_to(tmp_path / "elsewhere" / "real")
+    assert runlib.run_names(runs) == ["own"]
+    assert [e.name for e in runlib.list_models(runs) if e.kind == "run"] == ["own"]
+    with pytest.raises(NslmError, match="outside"):
+        runlib.model_path("run:link", runs)  # what Load says, and what the live view says too
+
+
+def test_shared_ngrams_are_counted_as_the_evaluation_counts_them():
+    import numpy as np
+
+    from nslm.eval.novelty import NgramSet, ngram_hashes
+
+    story = "Lily's cat didn't want to go out. It was raining, so the cat slept."
+    other = "LILY'S CAT didn't want to sleep; the cat slept."
+    share = shared_ngram_share(story, other, 4)
+    expected = NgramSet([np.unique(ngram_hashes(other, 4))]).contains(ngram_hashes(story, 4)).mean()
+    assert share == pytest.approx(expected) == pytest.approx(2 / 11)
+    assert mark_shared(story, other, 4).startswith("<mark>Lily's cat didn't want to</mark> go out.")
+
+
+def test_a_nan_rating_is_refused_with_the_rating_store_sentence(tmp_path):
+    from nslm.eval.human import RatingStore
+
+    with pytest.raises(NslmError, match="grammar must be a whole number from 1 to 10"):
+        RatingStore(tmp_path / "r.sqlite").add("m", "p", "story", float("nan"), 5, 5)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import time
@@ -42,6 +43,14 @@ def default_db_path() -> Path:
     """`$NSLM_HOME/ratings.sqlite`, with NSLM_HOME defaulting to `~/.nslm`."""
     home = os.environ.get("NSLM_HOME") or os.path.join(os.path.expanduser("~"), ".nslm")
     return Path(home) / "ratings.sqlite"
+
+
+def check_score(name: str, value) -> int:
+    """`value` as a whole score from 1 to 10; NslmError naming the criterion otherwise (NaN included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value) or not 1 <= value <= 10:
+        raise NslmError(f"{name} must be a whole number from 1 to 10, got {value!r}.")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -109,8 +118,7 @@ class RatingStore:
         """Store one rating (scores are whole numbers 1-10) and return its id; NslmError for a bad value."""
         scores = {"grammar": grammar, "creativity": creativity, "consistency": consistency}
         for name, value in scores.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or not 1 <= value <= 10:
-                raise NslmError(f"{name} must be a whole number from 1 to 10, got {value!r}.")
+            check_score(name, value)
         if not str(model).strip() or not str(story).strip():
             raise NslmError("a rating needs the model name and the story it rates.")
         texts = {"model": model, "prompt": prompt, "story": story, "rater": rater or "anonymous",

@@ -76,6 +76,14 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """Where each word of `words(text)` sits in `text`, as (start, end), to mark words on screen."""
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a few characters ('İ') lower to two; keep positions one to one
+        lowered = "".join(c.lower()[:1] or c for c in text)
+    return [m.span() for m in _WORD.finditer(lowered)]
+
+
 def _word_hash(word: str) -> int:
     h = _word_hashes.get(word)
     if h is None:

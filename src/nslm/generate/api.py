@@ -119,7 +119,13 @@ class StoryModel:
             return [eot], False
         if prompt is None or not str(prompt).strip():
             raise NslmError("the prompt is empty; give the beginning of a story, e.g. \"Once upon a time\"")
-        ids = self.tokenizer.encode(str(prompt).strip())
+        prompt = str(prompt).strip()
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate, e.g. half of an emoji pasted from a broken source
+            raise NslmError(f"the prompt holds a broken character at position {exc.start + 1} "
+                            "(half of a character pair); delete it or type it again") from None
+        ids = self.tokenizer.encode(prompt)
         if not ids:
             raise NslmError("the prompt encodes to no tokens; give the beginning of a story in words")
         # in training every story follows an end-of-story token, so one before the prompt marks a story start
@@ -133,7 +139,7 @@ class StoryModel:
                unconditional: bool = False) -> StoryStream:
         """Text pieces as they are generated (their concatenation is the formatted story); after the
         loop, the returned object's `.story` is the Story."""
-        _check_options(max_tokens, temperature, top_k, top_p, seed)
+        check_options(max_tokens, temperature, top_k, top_p, seed)
         ids, truncated = self.encode_prompt(prompt, unconditional)
         return StoryStream(self, ids, str(prompt or "").strip(), truncated, max_tokens=max_tokens,
                            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, use_cache=use_cache)
@@ -152,7 +158,8 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_options(max_tokens, temperature, top_k, top_p, seed) -> None:
+def check_options(max_tokens, temperature, top_k=None, top_p=None, seed=None) -> None:
+    """The sampling settings every face accepts; NslmError with one sentence for a bad one."""
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise NslmError(f"max_tokens must be a positive whole number, not {max_tokens!r}")
     if not _number(temperature) or temperature < 0:
@@ -166,13 +173,14 @@ def _check_options(max_tokens, temperature, top_k, top_p, seed) -> None:
 
 
 # ---------------------------------------------------------------- finding and loading
-def _pretrained_root() -> Path:
+def pretrained_root() -> Path:
+    """The folder of the models shipped inside the package (src/nslm/pretrained/)."""
     return Path(str(resources.files("nslm") / "pretrained"))
 
 
 def list_shipped() -> list[str]:
     """Names of the models shipped inside the package (src/nslm/pretrained/<name>/)."""
-    root = _pretrained_root()
+    root = pretrained_root()
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file())
@@ -184,7 +192,7 @@ def resolve(path_or_name: str | Path) -> Path:
     if path.exists():
         return path
     if str(path_or_name) in list_shipped():
-        return _pretrained_root() / str(path_or_name)
+        return pretrained_root() / str(path_or_name)
     shipped = list_shipped()
     hint = f"; shipped models: {', '.join(shipped)}" if shipped else ""
     raise NslmError(f"no run folder or shipped model called {str(path_or_name)!r}{hint}")

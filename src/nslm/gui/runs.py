@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nslm.errors import NslmError
-from nslm.generate.api import list_shipped
+from nslm.generate import api as generate_api
 from nslm.interop.foreign import detect_foreign, foreign_summary
 from nslm.models import ModelConfig, model_class
 from nslm.train.metrics import parse_metrics
@@ -28,8 +28,8 @@ SHIPPED_PREFIX = "shipped:"
 
 
 def shipped_dir() -> Path:
-    """The folder of models shipped inside the package (`src/nslm/pretrained`)."""
-    return Path(__file__).resolve().parent.parent / "pretrained"
+    """The folder of models shipped inside the package (generation's `pretrained_root`, resolved)."""
+    return generate_api.pretrained_root().resolve()
 
 
 def check_name(name: str) -> str:
@@ -92,6 +92,14 @@ def read_metrics(run_dir: Path) -> list[dict]:
     rows = parse_metrics(text)
     _metrics_cache[path] = ((stat.st_size, stat.st_mtime_ns), rows)
     return rows
+
+
+def metrics_time(run_dir: Path) -> float | None:
+    """When `metrics.jsonl` was last written (seconds since the epoch), or None."""
+    try:
+        return (Path(run_dir) / "metrics.jsonl").stat().st_mtime
+    except OSError:
+        return None
 
 
 def read_status(run_dir: Path) -> dict:
@@ -216,10 +224,26 @@ def describe_folder(folder: Path, key: str, kind: str) -> ModelEntry:
     return entry
 
 
+def run_names(runs_dir: Path) -> list[str]:
+    """The runs folder's members: plain-named subfolders that resolve inside it (the same rule as
+    `child_folder`, so a symlink to a run elsewhere is neither listed nor watched nor loaded)."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    names = []
+    for folder in runs_dir.iterdir():
+        try:
+            if NAME_PATTERN.match(folder.name) and child_folder(runs_dir, folder.name).is_dir():
+                names.append(folder.name)
+        except (NslmError, OSError):
+            continue
+    return names
+
+
 def list_models(runs_dir: Path) -> list[ModelEntry]:
-    """Shipped models first, then the runs folder's subfolders, newest first."""
+    """Shipped models first, then the runs folder's members, newest first."""
     entries = []
-    for name in list_shipped():
+    for name in generate_api.list_shipped():
         try:
             folder = child_folder(shipped_dir(), name)
         except NslmError:
@@ -227,15 +251,12 @@ def list_models(runs_dir: Path) -> list[ModelEntry]:
         if folder.is_dir():
             entries.append(describe_folder(folder, SHIPPED_PREFIX + name, "shipped"))
     runs = []
-    runs_dir = Path(runs_dir)
-    if runs_dir.is_dir():
-        for folder in runs_dir.iterdir():
-            if not folder.is_dir() or not NAME_PATTERN.match(folder.name):
-                continue
-            try:
-                mtime = folder.stat().st_mtime
-            except OSError:
-                continue
-            runs.append((mtime, describe_folder(folder, RUN_PREFIX + folder.name, "run")))
+    for name in run_names(runs_dir):
+        folder = Path(runs_dir) / name
+        try:
+            mtime = folder.stat().st_mtime
+        except OSError:
+            continue
+        runs.append((mtime, describe_folder(folder, RUN_PREFIX + name, "run")))
     entries += [entry for _, entry in sorted(runs, key=lambda r: r[0], reverse=True)]
     return entries

@@ -9,7 +9,6 @@ still going) is reloaded on the next request.
 from __future__ import annotations
 
 import html
-import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 import nslm
 from nslm.errors import NslmError
 from nslm.eval.novelty import NoveltyIndex
+from nslm.generate.api import check_options
 from nslm.gui.overlap import mark_shared, shared_ngram_share
 from nslm.gui.runs import model_path
 
@@ -45,41 +45,40 @@ def _number(value, what: str) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise NslmError(f"{what} must be a number, not {value!r}.") from None
-    if not math.isfinite(number):
-        raise NslmError(f"{what} must be a finite number, not {value!r}.")
     return number
 
 
+def _whole_or_none(value, what: str, off: float) -> int | float | None:
+    """A form number as a whole number, or None when it is empty or the value that means "off"."""
+    if value in (None, ""):
+        return None
+    number = _number(value, what)
+    if number == off:
+        return None
+    return int(number) if number.is_integer() else number
+
+
 def check_prompt(prompt) -> str:
-    """The prompt, or NslmError when it is empty or absurdly long."""
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise NslmError('Write the beginning of a story first, for example "Once upon a time, there was a".')
+    """The prompt, or NslmError when it is longer than a web form should carry (the model checks the rest)."""
+    prompt = "" if prompt is None else str(prompt)
     if len(prompt) > MAX_PROMPT_CHARS:
         raise NslmError(f"The prompt is {len(prompt):,} characters long; keep it under {MAX_PROMPT_CHARS:,}.")
-    return prompt.strip()
+    return prompt
 
 
 def check_sampling(temperature, top_k, top_p, max_tokens, seed) -> Sampling:
-    """Turn the form's values into Sampling; a value out of range is an NslmError naming the range."""
-    temperature = _number(temperature, "Temperature")
-    if not 0 <= temperature <= 5:
-        raise NslmError(f"Temperature must be between 0 (always the likeliest word) and 5, not {temperature:g}.")
-    top_k_v = _number(top_k if top_k not in (None, "") else 0, "Top-k")
-    if top_k_v != int(top_k_v) or not 0 <= top_k_v <= 1_000_000:
-        raise NslmError(f"Top-k must be a whole number, 0 to switch it off, not {top_k_v:g}.")
-    top_p_v = _number(top_p if top_p not in (None, "") else 1, "Top-p")
-    if not 0 < top_p_v <= 1:
-        raise NslmError(f"Top-p must be above 0 and at most 1 (1 switches it off), not {top_p_v:g}.")
-    max_v = _number(max_tokens, "Max tokens")
-    if max_v != int(max_v) or not 1 <= max_v <= MAX_NEW_TOKENS:
-        raise NslmError(f"Max tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, not {max_v:g}.")
-    seed_v = None
-    if seed not in (None, "") and _number(seed, "Seed") >= 0:
-        seed_f = _number(seed, "Seed")
-        if seed_f != int(seed_f) or seed_f >= 2**63:
-            raise NslmError(f"Seed must be a whole number (or empty / -1 for a random one), not {seed!r}.")
-        seed_v = int(seed_f)
-    return Sampling(int(max_v), temperature, int(top_k_v) or None, top_p_v if top_p_v < 1 else None, seed_v)
+    """The form's values in the form generation takes them (top-k 0, top-p 1 and seed -1 mean off);
+    the bounds are generation's own (`nslm.generate.api.check_options`), with its sentence."""
+    sampling = Sampling(max_tokens=_whole_or_none(max_tokens, "Max tokens", off=float("nan")),
+                        temperature=_number(temperature, "Temperature"),
+                        top_k=_whole_or_none(top_k, "Top-k", off=0), top_p=_whole_or_none(top_p, "Top-p", off=1),
+                        seed=_whole_or_none(seed, "Seed", off=-1))
+    if isinstance(sampling.top_p, int):
+        sampling.top_p = float(sampling.top_p)
+    check_options(**sampling.kwargs())
+    if sampling.max_tokens > MAX_NEW_TOKENS:
+        raise NslmError(f"max_tokens must be at most {MAX_NEW_TOKENS} on this page, not {sampling.max_tokens}")
+    return sampling
 
 
 class ModelCache:
@@ -168,7 +167,6 @@ class NeighbourFinder:
         if data is None:
             return ("<p class='nslm-muted'>No novelty index for this model's data folder yet. Build it with "
                     "<code>nslm eval novelty --data DIR</code> to see the closest training story here.</p>")
-
         try:
             with self._lock:
                 index = self._indexes.get(data)

@@ -6,6 +6,7 @@ problems at once and the Start button refuses while any remains.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,11 +14,33 @@ from pathlib import Path
 from nslm.data.tokens import DataFolder
 from nslm.errors import NslmError
 from nslm.gui.runs import check_name, human_count
-from nslm.models import build_model, load_preset
+from nslm.models import ModelConfig, build_model, load_preset
 
-# `nslm train --set` names of the form's training fields.
+# `nslm train --set` names of the form's fields.
 TRAIN_KEYS = {"lr": "train.lr", "batch": "train.batch_size"}
-FIELDS = ("preset", "data", "width", "layers", "context", "lr", "batch", "budget", "name", "extra")
+MODEL_KEYS = {"width": "d_model", "layers": "n_layer", "context": "context_length"}
+
+
+@dataclass
+class TrainForm:
+    """The Train tab's fields by name, as the page sends them."""
+
+    preset: str = "transformer-1m"
+    data: str = ""
+    width: float = 128
+    layers: float = 4
+    context: float = 256
+    lr: float = 2e-3
+    batch: float = 32
+    budget_kind: str = "minutes"
+    budget: float = 10
+    name: str = ""
+    extra: str = ""
+
+
+FORM_FIELDS = tuple(f.name for f in dataclasses.fields(TrainForm))
+# The fields that show a reason under them (the budget's unit cannot be wrong).
+FIELDS = tuple(name for name in FORM_FIELDS if name != "budget_kind")
 
 
 @dataclass
@@ -73,13 +96,22 @@ def _positive(value, high: float, what: str) -> tuple[float | None, str | None]:
     return number, None
 
 
-def _field_of(message: str) -> str:
-    """Which form field a ModelConfig.validate() message is about."""
-    if "context_length" in message:
-        return "context"
-    if "n_layer" in message:
-        return "layers"
-    return "width"
+def model_errors(cfg: ModelConfig, shape: dict[str, int]) -> dict[str, str]:
+    """The model's own check (`ModelConfig.validate`) per form field: each field's value is tried alone
+    on the preset, so a reason lands under the field that causes it; a clash that only the fields
+    together make is shown under the width."""
+    errors = {}
+    for name, value in shape.items():
+        try:
+            dataclasses.replace(cfg, **{MODEL_KEYS[name]: value}).validate()
+        except NslmError as exc:
+            errors[name] = str(exc)
+    if not errors:
+        try:
+            dataclasses.replace(cfg, **{MODEL_KEYS[n]: v for n, v in shape.items()}).validate()
+        except NslmError as exc:
+            errors["width"] = str(exc)
+    return errors
 
 
 def parse_extra(text: str) -> tuple[list[str], str | None]:
@@ -92,57 +124,67 @@ def parse_extra(text: str) -> tuple[list[str], str | None]:
     return items, None
 
 
-def check_form(preset, data, width, layers, context, lr, batch, budget_kind, budget, name, extra) -> FormResult:
-    """Check every field; on success `args` holds the `nslm train` arguments (without --out)."""
-    result = FormResult()
-    errors = result.errors
-    cfg = None
-    try:
-        cfg = load_preset(str(preset))
-    except NslmError as exc:
-        errors["preset"] = str(exc)
-    meta, result.data_text = data_summary(data)
-    if meta is None:
-        errors["data"] = result.data_text
-    width_v, errors["width"] = _whole(width, 8, 4096, "Width")
-    layers_v, errors["layers"] = _whole(layers, 1, 64, "Layers")
-    context_v, errors["context"] = _whole(context, 8, 8192, "Context")
-    lr_v, errors["lr"] = _positive(lr, 1.0, "Learning rate")
-    if lr_v is None or lr_v >= 1.0:  # AdamW on these models diverges long before 1
-        lr_v, errors["lr"] = None, "Learning rate must be a number above 0 and below 1 (e.g. 0.002)."
-    batch_v, errors["batch"] = _whole(batch, 1, 4096, "Batch")
-    if budget_kind == "tokens":
-        budget_v, errors["budget"] = _whole(budget, 1, 10**13, "Token budget")
+def _field_errors(form: TrainForm) -> tuple[dict, dict]:
+    """(checked values, reasons) of every field taken alone."""
+    values, errors = {}, {}
+    values["width"], errors["width"] = _whole(form.width, 8, 4096, "Width")
+    values["layers"], errors["layers"] = _whole(form.layers, 1, 64, "Layers")
+    values["context"], errors["context"] = _whole(form.context, 8, 8192, "Context")
+    values["lr"], errors["lr"] = _positive(form.lr, 1.0, "Learning rate")
+    if values["lr"] is None or values["lr"] >= 1.0:  # AdamW on these models diverges long before 1
+        values["lr"], errors["lr"] = None, "Learning rate must be a number above 0 and below 1 (e.g. 0.002)."
+    values["batch"], errors["batch"] = _whole(form.batch, 1, 4096, "Batch")
+    if form.budget_kind == "tokens":
+        values["budget"], errors["budget"] = _whole(form.budget, 1, 10**13, "Token budget")
     else:
-        budget_v, errors["budget"] = _positive(budget, 60 * 24 * 30, "Time budget (minutes)")
+        values["budget"], errors["budget"] = _positive(form.budget, 60 * 24 * 30, "Time budget (minutes)")
     try:
-        check_name(str(name or "").strip())
+        check_name(str(form.name or "").strip())
     except NslmError as exc:
         errors["name"] = str(exc)
-    extras, errors["extra"] = parse_extra(extra)
-    for key in [k for k, v in errors.items() if v is None]:
-        del errors[key]
+    values["extra"], errors["extra"] = parse_extra(form.extra)
+    return values, {k: v for k, v in errors.items() if v}
 
-    if cfg is not None and not {"width", "layers", "context"} & errors.keys():
-        cfg.d_model, cfg.n_layer, cfg.context_length = width_v, layers_v, context_v
+
+def _param_text(cfg: ModelConfig) -> str:
+    counts = build_model(cfg).param_counts()
+    return (f"**{human_count(counts['total'])} parameters** ({human_count(counts['embedding'])} embedding, "
+            f"{human_count(counts['non_embedding'])} non-embedding)")
+
+
+def check_form(form: TrainForm) -> FormResult:
+    """Check every field; on success `args` holds the `nslm train` arguments (without --out)."""
+    result = FormResult()
+    cfg = None
+    try:
+        cfg = load_preset(str(form.preset))
+    except NslmError as exc:
+        result.errors["preset"] = str(exc)
+    meta, result.data_text = data_summary(form.data)
+    if meta is None:
+        result.errors["data"] = result.data_text
+    values, errors = _field_errors(form)
+    result.errors.update(errors)
+    if cfg is not None and not set(MODEL_KEYS) & result.errors.keys():
         if meta is not None and isinstance(meta.get("vocab_size"), int):
             cfg.vocab_size = meta["vocab_size"]
-        try:
-            cfg.validate()
-            counts = build_model(cfg).param_counts()
-            result.params_text = (f"**{human_count(counts['total'])} parameters** "
-                                  f"({human_count(counts['embedding'])} embedding, "
-                                  f"{human_count(counts['non_embedding'])} non-embedding)")
-        except NslmError as exc:
-            errors[_field_of(str(exc))] = str(exc)
+        shape = {name: values[name] for name in MODEL_KEYS}
+        result.errors.update(model_errors(cfg, shape))
+        if not result.errors.keys() & set(MODEL_KEYS):
+            result.params_text = _param_text(dataclasses.replace(cfg, **{MODEL_KEYS[n]: v for n, v in shape.items()}))
     if not result.params_text:
         result.params_text = "Parameter count appears once the model fields are valid."
-    if errors:
-        return result
-    budget_flag = ["--max-tokens", str(int(budget_v))] if budget_kind == "tokens" else ["--max-minutes", f"{budget_v:g}"]
-    sets = [f"model.d_model={width_v}", f"model.n_layer={layers_v}", f"model.context_length={context_v}",
-            f"{TRAIN_KEYS['lr']}={lr_v:g}", f"{TRAIN_KEYS['batch']}={batch_v}", *extras]
-    result.args = ["--preset", str(preset), "--data", str(Path(str(data).strip()).expanduser()), *budget_flag]
-    for item in sets:
-        result.args += ["--set", item]
+    if not result.errors:
+        result.args = _train_args(form, values)
     return result
+
+
+def _train_args(form: TrainForm, values: dict) -> list[str]:
+    budget = values["budget"]
+    budget_flag = ["--max-tokens", str(int(budget))] if form.budget_kind == "tokens" else ["--max-minutes", f"{budget:g}"]
+    sets = [*(f"model.{key}={values[name]}" for name, key in MODEL_KEYS.items()),
+            f"{TRAIN_KEYS['lr']}={values['lr']:g}", f"{TRAIN_KEYS['batch']}={values['batch']}", *values["extra"]]
+    args = ["--preset", str(form.preset), "--data", str(Path(str(form.data).strip()).expanduser()), *budget_flag]
+    for item in sets:
+        args += ["--set", item]
+    return args

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from nslm.atomic import atomic_write_json
 from nslm.errors import NslmError
-from nslm.gui.runs import child_folder, read_json, read_status
+from nslm.gui.runs import child_folder, read_json, read_metrics, read_status
 from nslm.train.checkpoint import has_checkpoint
 from nslm.train.runlock import process_start, run_state, same_process, training_pid
 
@@ -144,8 +144,18 @@ class TrainingLauncher:
             self._spawn(name, [*train_args, "--out", str(run_dir)])
             return name
 
+    def _resumable(self, name: str) -> Path:
+        run_dir = child_folder(self.runs_dir, name)
+        state = self.state(name)
+        if state in ACTIVE_STATES:
+            raise NslmError(f"Run '{name}' is {state} already.")
+        self._refuse_if_busy()
+        if not (run_dir / "last" / "state.json").is_file():
+            raise NslmError(f"Run '{name}' has no saved checkpoint to resume from (last/state.json is missing).")
+        return run_dir
+
     def resume(self, name: str) -> str:
-        """Continue a stopped or interrupted run from its last checkpoint."""
+        """Continue a stopped or interrupted run from its last checkpoint, with its own budget."""
         with self._lock:
             run_dir = child_folder(self.runs_dir, name)
             state = self.state(name)
@@ -158,6 +168,23 @@ class TrainingLauncher:
                 raise NslmError(f"Run '{name}' has no saved checkpoint to resume from (last/state.json is missing).")
             self._spawn(name, ["--resume", str(run_dir)])
             return name
+
+    def extend(self, name: str, minutes) -> str:
+        """Train run `name` `minutes` more from its last checkpoint (the budget becomes elapsed + minutes,
+        as `nslm train --resume RUN --max-minutes` counts it); returns a message for the page."""
+        try:
+            minutes = float(minutes)
+        except (TypeError, ValueError):
+            minutes = float("nan")
+        if not 0 < minutes <= 60 * 24 * 30:
+            raise NslmError("Give the minutes to train, a number above 0 (e.g. 5).")
+        with self._lock:
+            run_dir = self._resumable(name)
+            elapsed = max([m["elapsed_s"] for m in read_metrics(run_dir)
+                           if isinstance(m.get("elapsed_s"), (int, float))], default=0.0)
+            total = elapsed / 60 + minutes
+            self._spawn(name, ["--resume", str(run_dir), "--max-minutes", f"{total:.3f}"])
+            return f"Training **{name}** {minutes:g} more minutes (to {total:.1f} minutes in all)."
 
     def stop(self, name: str) -> str:
         """Ask a run to save a checkpoint and exit (SIGTERM); returns a message for the page."""
