@@ -12,7 +12,7 @@ DATA ?= data/tinystories
 
 PORT ?= 7860
 
-.PHONY: install run test data gui
+.PHONY: install run test data gui shipped-reports
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +37,13 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Each shipped model's evaluation report, read by the GUI's Evaluate tab: `nslm eval all --quick` on the
+# shipped model into src/nslm/pretrained/<name>/report/. Run it after retraining the shipped models.
+SHIPPED := $(patsubst src/nslm/pretrained/%/config.json,%,$(wildcard src/nslm/pretrained/*/config.json))
+shipped-reports: install
+	-$(MAKE) --no-print-directory data
+	set -e; for name in $(SHIPPED); do \
+		$(BIN)/nslm eval all --model src/nslm/pretrained/$$name --data $(DATA) --quick \
+			--out src/nslm/pretrained/$$name/report; \
+	done

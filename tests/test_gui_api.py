@@ -350,3 +350,57 @@ def test_nslm_gui_command_prints_its_address_and_serves(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# ----- Evaluate and the novelty index, each as its own process ------------------------------------------------
+
+
+def job_view(client) -> tuple[str, str]:
+    """(markdown of the evaluation job, its state) as the Evaluate tab's timer shows it."""
+    markdown = client.predict("run:tiny", api_name="/evaluation_job")[0]
+    state = markdown.split("data-state='")[1].split("'")[0] if "data-state='" in markdown else "none"
+    return markdown, state
+
+
+def test_evaluate_runs_as_its_own_process_with_progress_per_step(client, gui):
+    message = client.predict("run:tiny", "quick", ["likelihood", "generate"], api_name="/evaluate")
+    assert "Evaluating **tiny** (quick) in its own process" in message
+    again = client.predict("run:tiny", "quick", ["likelihood"], api_name="/evaluate")
+    assert "one evaluation job runs at a time" in again  # one at a time
+    running, _ = wait_for(lambda: job_view(client), lambda v: "✓ likelihood: done" in v[0] or v[1] != "running",
+                          timeout=300)
+    markdown, state = wait_for(lambda: job_view(client), lambda v: v[1] != "running", timeout=300)
+    assert state == "finished", markdown
+    assert "✓ likelihood: done" in markdown and "✓ generate: done" in markdown and "novelty" not in markdown
+    results = json.loads((gui.reports / "tiny" / "results.json").read_text())
+    assert results["quick"] and results["models"]["tiny"]["likelihood"]["bits_per_byte"] > 0
+    _, report, _ = client.predict("run:tiny", api_name="/show_report")
+    assert f"Report: `{gui.reports / 'tiny'}`" in report and "bits per byte" in report
+    assert "Tick at least one measure" in client.predict("run:tiny", "quick", [], api_name="/evaluate")
+
+
+def test_building_the_novelty_index_from_the_page(tmp_path_factory, story_files, data_dir):
+    """A small data folder, so that embedding every story takes seconds."""
+    from gradio_client import Client
+
+    from nslm.data import prepare
+
+    train, valid = story_files
+    small = tmp_path_factory.mktemp("small") / "data"
+    stories = train[0].read_text(encoding="utf-8").split("<|endoftext|>\n")[:40]
+    (small.parent / "train.txt").write_text("".join(f"{s.strip()}\n<|endoftext|>\n" for s in stories if s.strip()))
+    prepare([str(small.parent / "train.txt")], [str(valid)], small, tokenizer_kind="bpe", vocab_size=1024)
+    served = serve(tmp_path_factory.mktemp("index-gui"), small)
+    try:
+        small_client = Client(served.url, verbose=False)
+        assert "No novelty index" in small_client.predict("run:tiny", api_name="/evaluation_job")[1]
+        assert "Building the novelty index" in small_client.predict(api_name="/build_index")
+        markdown, state = wait_for(lambda: job_view(small_client), lambda v: v[1] not in ("running", "none"),
+                                   timeout=600)
+        assert state == "finished", markdown
+        total = json.loads((small / "meta.json").read_text())["train"]["stories"]
+        fresh = Client(served.url, verbose=False)  # a new page: its first look shows the index panel
+        index = fresh.predict("run:tiny", api_name="/evaluation_job")[1]
+        assert f"covers all **{total:,}** training stories" in index
+    finally:
+        served.app.close()

@@ -208,3 +208,64 @@ def test_start_watch_and_stop_a_training_run(page, gui, browser):
     wait_until(lambda: progress(page)[1] == "stopped")
     assert (gui.runs / "browser-run" / "last" / "state.json").is_file()
     screenshot(page, "train-stopped")
+
+
+def test_stop_a_story_mid_stream_and_compare_streams_both_sides_at_once(page):
+    page.get_by_role("tab", name="Tell a story").click()
+    pick(page, "story-model", "tiny (run)")
+    set_number(page, "story-max-tokens", 2000)
+    set_number(page, "story-temperature", 1.5)  # the tiny model rarely ends a story at this temperature
+    page.locator("#story-generate").click()
+    story = page.locator("#story-text textarea")
+    wait_until(lambda: len(story.input_value()) > 20)
+    assert page.locator("#story-generate").is_disabled()  # busy while it tells
+    page.locator("#story-stop").click()
+    page.wait_for_selector("#story-note:has-text('Stopped')")
+    wait_until(lambda: page.locator("#story-generate").is_enabled(), 15)
+    cut = story.input_value()
+    page.wait_for_timeout(1500)
+    assert story.input_value() == cut  # nothing more arrives after Stop
+
+    page.get_by_role("tab", name="Compare").click()
+    pick(page, "compare-a", "tiny (run)")
+    set_number(page, "compare-max-tokens", 400)
+    page.locator("#compare-generate").click()
+    a, b = page.locator("#compare-story-a textarea"), page.locator("#compare-story-b textarea")
+    ended = "#compare-note-{}:has-text('ended by itself'), #compare-note-{}:has-text('Stopped at')"
+
+    def both_streaming():
+        return (a.input_value() and b.input_value() and not page.locator(ended.format("a", "a")).count()
+                and not page.locator(ended.format("b", "b")).count())
+
+    wait_until(both_streaming, 120, every=0.1)  # both sides have text before either has ended
+    for side in "ab":
+        page.wait_for_selector(ended.format(side, side), timeout=180_000)
+
+
+def test_evaluate_from_the_page(page, gui):
+    page.get_by_role("tab", name="Evaluate").click()
+    pick(page, "eval-model", "tiny (run)")
+    page.wait_for_selector("#eval-report:has-text('press **Evaluate**'), #eval-report:has-text('press Evaluate')")
+    assert "DIR" not in page.locator("#eval-report").inner_text()  # the app's own folders are filled in
+    for step in ("generate", "novelty", "blimp", "cola", "hellaswag"):
+        page.locator("#eval-steps").get_by_label(step, exact=True).uncheck()
+    page.locator("#eval-run").click()
+    page.wait_for_selector("#eval-message:has-text('in its own process')")
+    page.wait_for_selector("#eval-job [data-state='running'], #eval-job [data-state='finished']", timeout=60_000)
+    page.wait_for_selector("#eval-job [data-state='finished']", timeout=300_000)
+    assert "✓ likelihood: done" in page.locator("#eval-job").inner_text()
+    page.wait_for_selector("#eval-report:has-text('Report:')", timeout=30_000)
+    screenshot(page, "evaluate-run")
+
+
+def test_every_tab_fits_a_phone_screen(browser, gui):
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    phone = context.new_page()
+    phone.goto(gui.url)
+    phone.wait_for_selector("#model-table")
+    for tab in ("Models", "Train", "Tell a story", "Compare", "Evaluate"):
+        phone.get_by_role("tab", name=tab).click()
+        phone.wait_for_timeout(500)
+        width = phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{tab}: the page is {width} px wide on a 390 px screen"
+    context.close()

@@ -200,10 +200,17 @@ def test_closest_story_panel_shows_cosine_and_marks_shared_ngrams(monkeypatch, t
 
     data = tmp_path / "data"
     (data / "novelty-index").mkdir(parents=True)
-    (data / "novelty-index" / "meta.json").write_text("{}")
+    meta = {"stories": 300, "ngram_stories": 1000}  # an index of the first 300 stories (--index-limit 300)
+    (data / "novelty-index" / "meta.json").write_text(json.dumps(meta))
     asked = []
 
     class FakeIndex:
+        def __init__(self):
+            self.meta = meta
+
+        def __len__(self):
+            return meta["stories"]
+
         def nearest(self, text):
             asked.append(text)
             return "Once upon a time there was a <b>dog</b> who liked to run.", 0.912
@@ -213,6 +220,7 @@ def test_closest_story_panel_shows_cosine_and_marks_shared_ngrams(monkeypatch, t
     html = NeighbourFinder(None).html(model, "Once upon a time there was a cat who liked to run.")
     assert asked == ["Once upon a time there was a cat who liked to run."]
     assert "cosine similarity 0.912" in html
+    assert "the first 300 of 1,000 training stories (a partial index)" in html
     assert "<mark>Once upon a time there was a</mark>" in html and "<mark>who liked to run</mark>" in html
     assert "&lt;b&gt;dog&lt;/b&gt;" in html and "<b>dog" not in html
     without = NeighbourFinder(None).html(SimpleNamespace(config={"data": {"path": str(tmp_path)}}), "story")

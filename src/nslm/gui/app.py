@@ -21,6 +21,7 @@ from nslm.errors import NslmError  # noqa: E402
 from nslm.gui import eval_tab, models_tab, story_tab, train_tab  # noqa: E402
 from nslm.gui import runs as runlib  # noqa: E402
 from nslm.gui.context import Context, log  # noqa: E402
+from nslm.gui.evaluation import EvaluationJobs  # noqa: E402
 from nslm.gui.storytelling import ModelCache, NeighbourFinder  # noqa: E402
 from nslm.gui.training import TrainingLauncher  # noqa: E402
 
@@ -56,6 +57,7 @@ def build_app(runs_dir: str | Path = "runs", data_dir: str | Path | None = None,
         launcher=TrainingLauncher(runs_dir),
         cache=ModelCache(runs_dir),
         neighbours=NeighbourFinder(Path(data_dir) if data_dir else None),
+        evaluations=EvaluationJobs(Path(reports_dir).resolve()) if reports_dir else None,
     )
     default_model = ctx.default_model()
     if preload and default_model:

@@ -11,6 +11,7 @@ from pathlib import Path
 from nslm.errors import NslmError
 from nslm.eval.human import RatingStore
 from nslm.gui import runs as runlib
+from nslm.gui.evaluation import EvaluationJobs
 from nslm.gui.storytelling import ModelCache, NeighbourFinder
 from nslm.gui.training import TrainingLauncher
 
@@ -74,6 +75,7 @@ class Context:
     launcher: TrainingLauncher
     cache: ModelCache
     neighbours: NeighbourFinder
+    evaluations: EvaluationJobs | None = None  # None when the app has no reports folder
 
     def entries(self) -> list[runlib.ModelEntry]:
         return runlib.list_models(self.runs_dir)

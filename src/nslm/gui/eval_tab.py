@@ -1,5 +1,6 @@
-"""The Evaluate tab: the selected model's newest evaluation report and its human-rating averages,
-shown as soon as a model is picked."""
+"""The Evaluate tab: the selected model's newest evaluation report and its human-rating averages, shown
+as soon as a model is picked; *Evaluate* runs `nslm eval all` and *Build the novelty index* runs
+`nslm eval novelty`, each as its own process with its progress on the page."""
 
 from __future__ import annotations
 
@@ -10,16 +11,31 @@ import gradio as gr
 
 from nslm.errors import NslmError
 from nslm.gui import runs as runlib
-from nslm.gui.context import Context, friendly, warn
+from nslm.gui.context import Context, duration, friendly, warn
+from nslm.gui.evaluation import INDEX_JOB, EvaluationJobs, JobView, build_seconds, estimate_seconds, index_coverage
+from nslm.gui.evaluation import train_stories
 from nslm.gui.reports import latest_report
+from nslm.eval.report import STEPS
+
+STEP_MARKS = {"done": "✓", "running": "…", "skipped": "–", "failed": "✗"}
 
 
 @dataclass
 class EvalTab:
     model: gr.Dropdown
+    depth: gr.Radio
+    steps: gr.CheckboxGroup
+    run: gr.Button
+    run_message: gr.Markdown
+    job: gr.Markdown
     ratings: gr.Markdown
     report: gr.Markdown
     plots: gr.Gallery
+    index: gr.Markdown
+    build_index: gr.Button
+    index_message: gr.Markdown
+    timer: gr.Timer
+    seen: gr.State  # the job state last shown, so a finished evaluation refreshes the report once
 
 
 def ratings_markdown(ctx: Context, model_name: str) -> str:
@@ -46,14 +62,77 @@ def eval_command(ctx: Context, path) -> str:
     return shlex.join([*parts, "--quick"])
 
 
+def depth_choices(ctx: Context) -> list[tuple[str, str]]:
+    """Quick and full, each labelled with its rough time on this machine's data folder."""
+    quick, full = estimate_seconds(ctx.data_dir, True), estimate_seconds(ctx.data_dir, False)
+    return [(f"quick (about {duration(quick)})", "quick"),
+            (f"full (index {duration(full)}, then every BLiMP pair and the whole validation set: an hour or more)"
+             if full is not None else "full (an hour or more)", "full")]
+
+
+def index_markdown(ctx: Context) -> str:
+    """Which training stories the app's novelty index covers, or what building it takes."""
+    if ctx.data_dir is None:
+        return "No data folder: start the app with `nslm gui --data DIR` to build a novelty index."
+    coverage, total = index_coverage(ctx.data_dir), train_stories(ctx.data_dir)
+    if coverage is None:
+        about = f" (about {duration(build_seconds(total))} for {total:,} stories)" if total else ""
+        return f"No novelty index for `{ctx.data_dir}` yet. *Build the novelty index*{about}."
+    embedded, stories = coverage
+    if embedded < stories:
+        return (f"The novelty index of `{ctx.data_dir}` covers the first **{embedded:,} of {stories:,}** training "
+                f"stories (a partial index). Building it whole takes about {duration(build_seconds(stories))}.")
+    return f"The novelty index of `{ctx.data_dir}` covers all **{stories:,}** training stories."
+
+
+def job_markdown(view: JobView) -> str:
+    """One line per evaluation step (done, running, skipped with why), or the index build's progress."""
+    if view.state == "none":
+        return ""
+    if view.name == INDEX_JOB:
+        done = {"running": f"{100 * (view.percent or 0):.0f}% of the stories embedded",
+                "finished": "finished", "failed": f"failed: {view.error or 'see the app log'}"}[view.state]
+        return f"<div data-job='index' data-state='{view.state}'>Building the novelty index: {done}</div>"
+    lines = [f"<div data-job='evaluate' data-state='{view.state}'>Evaluating **{view.name}**: {view.state}"
+             + (f" — {view.error}" if view.error else "") + "</div>", ""]
+    for step in view.planned:
+        state = view.steps.get(step, "waiting" if view.state == "running" else "not run")
+        detail = f" ({view.detail[step]})" if step in view.detail else ""
+        lines.append(f"- {STEP_MARKS.get(state, '·')} {step}: {state}{detail}")
+    return "\n".join(lines)
+
+
 def build(ctx: Context, default_model: str | None) -> EvalTab:
     with gr.Tab("Evaluate", id="evaluate"):
         model = gr.Dropdown(ctx.model_choices(loadable_only=False), value=default_model, label="Model",
                             allow_custom_value=True, elem_id="eval-model")
+        with gr.Row():
+            depth = gr.Radio(depth_choices(ctx), value="quick", label="Evaluation", scale=3, min_width=240,
+                             elem_id="eval-depth")
+            run = gr.Button("Evaluate", variant="primary", scale=1, min_width=120, elem_id="eval-run")
+        steps = gr.CheckboxGroup(list(STEPS), value=[s for s in STEPS if s != "judge"], label="Measures",
+                                 info="judge needs an LLM grader: `nslm eval all --judge-url ...`",
+                                 elem_id="eval-steps")
+        run_message = gr.Markdown(elem_id="eval-message")
+        job = gr.Markdown(elem_id="eval-job")
         ratings = gr.Markdown(elem_id="eval-ratings")
         report = gr.Markdown(elem_id="eval-report")
         plots = gr.Gallery(label="Plots", columns=2, height="auto", visible=False, elem_id="eval-plots")
-    return EvalTab(model=model, ratings=ratings, report=report, plots=plots)
+        with gr.Accordion("Novelty index (the closest training story)", open=True):
+            index = gr.Markdown(index_markdown(ctx), elem_id="index-status")
+            build_index = gr.Button("Build the novelty index", elem_id="index-build")
+            index_message = gr.Markdown(elem_id="index-message")
+        timer = gr.Timer(1.0)
+        seen = gr.State("")
+    return EvalTab(model=model, depth=depth, steps=steps, run=run, run_message=run_message, job=job, ratings=ratings,
+                   report=report, plots=plots, index=index, build_index=build_index, index_message=index_message,
+                   timer=timer, seen=seen)
+
+
+def _jobs(ctx: Context) -> EvaluationJobs:
+    if ctx.evaluations is None:
+        raise NslmError("The app has no reports folder; start it with `nslm gui --reports-dir DIR`.")
+    return ctx.evaluations
 
 
 def wire(ctx: Context, app: gr.Blocks, tab: EvalTab) -> None:
@@ -68,7 +147,7 @@ def wire(ctx: Context, app: gr.Blocks, tab: EvalTab) -> None:
         ratings = ratings_markdown(ctx, path.name)
         if report is None:
             return {tab.ratings: ratings, tab.plots: no_plots,
-                    tab.report: f"No evaluation report for **{path.name}** yet. Make one with "
+                    tab.report: f"No evaluation report for **{path.name}** yet: press **Evaluate**, or run "
                                 f"`{eval_command(ctx, path)}`."}
         return {tab.ratings: ratings, tab.report: f"*Report: `{report.folder}`*\n\n{report.markdown}",
                 tab.plots: gr.update(value=[str(p) for p in report.images], visible=bool(report.images))}
@@ -76,3 +155,43 @@ def wire(ctx: Context, app: gr.Blocks, tab: EvalTab) -> None:
     outputs = [tab.ratings, tab.report, tab.plots]
     tab.model.change(show, tab.model, outputs, api_name="show_report", show_progress="hidden")
     app.load(show, tab.model, outputs, api_visibility="private")
+
+    @friendly(lambda message: {tab.run_message: message})
+    def evaluate(key, depth, steps) -> dict:
+        path = runlib.model_path(key, ctx.runs_dir)
+        if not path.is_dir():
+            raise NslmError(f"The model folder '{path.name}' no longer exists; press Refresh list.")
+        name = _jobs(ctx).evaluate(path, ctx.data_dir, quick=depth != "full", steps=steps)
+        return {tab.run_message: f"Evaluating **{name}** ({depth}) in its own process; its report appears here "
+                                 "when it is done, and closing the page does not stop it."}
+
+    tab.run.click(evaluate, [tab.model, tab.depth, tab.steps], tab.run_message, api_name="evaluate")
+
+    @friendly(lambda message: {tab.index_message: message})
+    def build_index() -> dict:
+        _jobs(ctx).build_index(ctx.data_dir)
+        return {tab.index_message: "Building the novelty index in its own process; progress shows above."}
+
+    tab.build_index.click(build_index, None, tab.index_message, api_name="build_index")
+
+    def watch(key, seen) -> dict:
+        """Every second: the running (or last) job's progress; when it finishes, the report or index it made."""
+        jobs = ctx.evaluations
+        name = (jobs.active() or _latest(jobs)) if jobs else None
+        view = jobs.view(name) if name else JobView("", "none")
+        update = {tab.job: job_markdown(view), tab.seen: f"{view.name}:{view.state}",
+                  tab.run: gr.update(interactive=view.state != "running"),
+                  tab.build_index: gr.update(interactive=view.state != "running")}
+        if update[tab.seen] != seen and view.state != "running":
+            update.update(show(key) if view.name != INDEX_JOB else {})
+            update[tab.index] = index_markdown(ctx)
+        return update
+
+    watched = [tab.job, tab.index, tab.seen, tab.run, tab.build_index, *outputs]
+    tab.timer.tick(watch, [tab.model, tab.seen], watched, api_name="evaluation_job", show_progress="hidden")
+
+
+def _latest(jobs: EvaluationJobs) -> str | None:
+    """The job started last, so a reload shows how the last evaluation ended."""
+    records = [(float((jobs.jobs.record(n) or {}).get("started", 0)), n) for n in jobs.jobs.names()]
+    return max(records)[1] if records else None

@@ -9,6 +9,7 @@ still going) is reloaded on the next request.
 from __future__ import annotations
 
 import html
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -162,20 +163,30 @@ class NeighbourFinder:
         return None
 
     def html(self, model, story: str) -> str:
-        """HTML for the 'closest training story' panel (escaped, shared 4-grams marked)."""
+        """HTML for the 'closest training story' panel (escaped, shared 4-grams marked, coverage said)."""
         data = self.data_dir(model)
         if data is None:
-            return ("<p class='nslm-muted'>No novelty index for this model's data folder yet. Build it with "
-                    "<code>nslm eval novelty --data DIR</code> to see the closest training story here.</p>")
+            return ("<p class='nslm-muted'>No novelty index for this model's data folder yet: build it in the "
+                    "<b>Evaluate</b> tab (<i>Build the novelty index</i>) to see the closest training story here.</p>")
         try:
             with self._lock:
                 index = self._indexes.get(data)
-                if index is None:
+                if index is None or index.meta != _index_meta(data):  # rebuilt meanwhile: read the new one
                     index = self._indexes[data] = NoveltyIndex.load(data)
                 neighbour, cosine = index.nearest(story)
         except NslmError as exc:
             return f"<p class='nslm-warn'>{html.escape(str(exc))}</p>"
         share = shared_ngram_share(story, neighbour, 4)
-        return (f"<div class='nslm-neighbour'><p><b>cosine similarity {cosine:.3f}</b> · "
+        embedded, stories = len(index), int(index.meta.get("ngram_stories") or len(index))
+        among = (f"the closest of all {stories:,} training stories" if embedded >= stories else
+                 f"the closest of the first {embedded:,} of {stories:,} training stories (a partial index)")
+        return (f"<div class='nslm-neighbour'><p><b>cosine similarity {cosine:.3f}</b> · {among} · "
                 f"{share:.0%} of the story's 4-grams also in this training story (marked)</p>"
                 f"<p>{mark_shared(neighbour, story, 4)}</p></div>")
+
+
+def _index_meta(data: Path) -> dict | None:
+    try:
+        return json.loads((NoveltyIndex.default_folder(data) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

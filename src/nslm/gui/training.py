@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -19,9 +18,10 @@ from pathlib import Path
 
 from nslm.atomic import atomic_write_json
 from nslm.errors import NslmError
-from nslm.gui.runs import child_folder, read_json, read_metrics, read_status
+from nslm.gui.processes import DetachedJobs
+from nslm.gui.runs import child_folder, read_metrics, read_status
 from nslm.train.checkpoint import has_checkpoint
-from nslm.train.runlock import process_start, run_state, same_process, training_pid
+from nslm.train.runlock import run_state, training_pid
 
 ACTIVE_STATES = ("starting", "running", "stopping")
 
@@ -37,21 +37,16 @@ class TrainingLauncher:
     def __init__(self, runs_dir: Path, python: str = sys.executable):
         self.runs_dir = Path(runs_dir)
         self.meta_dir = self.runs_dir / ".nslm-gui"
-        self.python = python
+        self.jobs = DetachedJobs(self.meta_dir, python)
         self._lock = threading.Lock()
-        self._children: dict[int, subprocess.Popen] = {}
 
     # ----- reading state -------------------------------------------------------------------------
     def _record(self, name: str) -> dict | None:
-        return read_json(self.meta_dir / f"{name}.json")
+        return self.jobs.record(name)
 
     def _alive(self, record: dict) -> bool:
         """Whether the process this app launched for a run still lives (not a later one with its pid)."""
-        child = self._children.get(record.get("pid"))
-        if child is not None:
-            # Reap our own finished children so they do not linger as zombies.
-            return child.poll() is None
-        return same_process(record.get("pid"), record.get("pid_start"))
+        return self.jobs.alive(record.get("pid"), record.get("pid_start"))
 
     def state(self, name: str) -> str:
         """starting | running | stopping | finished | stopped | failed | interrupted | missing."""
@@ -81,8 +76,7 @@ class TrainingLauncher:
     def active_run(self) -> str | None:
         """The name of the run being trained now (by this app or by `nslm train` elsewhere), or None."""
         names = set()
-        if self.meta_dir.is_dir():
-            names |= {p.stem for p in self.meta_dir.glob("*.json")}
+        names |= set(self.jobs.names())
         if self.runs_dir.is_dir():
             names |= {p.parent.name for p in self.runs_dir.glob("*/status.json")}
         for name in sorted(names):
@@ -92,15 +86,7 @@ class TrainingLauncher:
 
     def log_tail(self, name: str, lines: int = 15) -> str:
         """The last lines of the run's process output (progress bars collapsed to their last state)."""
-        try:
-            with open(self.meta_dir / f"{name}.log", "rb") as f:
-                f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))  # a long run's log grows; its end is enough
-                text = f.read().decode("utf-8", errors="replace")
-        except OSError:
-            return ""
-        # tqdm redraws with "\r"; keep what each line showed last.
-        cleaned = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
-        return "\n".join([line for line in cleaned if line.strip()][-lines:])
+        return self.jobs.log_tail(name, lines)
 
     def failure_reason(self, name: str) -> str:
         """The `error: ...` line of a failed run's output, or its last lines."""
@@ -112,18 +98,7 @@ class TrainingLauncher:
 
     # ----- acting -----------------------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> int:
-        self.meta_dir.mkdir(parents=True, exist_ok=True)
-        command = [self.python, "-m", "nslm", "train", *args]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with open(self.meta_dir / f"{name}.log", "ab") as log:
-            child = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env=env,
-            )
-        self._children[child.pid] = child
-        atomic_write_json(self.meta_dir / f"{name}.json", {"pid": child.pid, "pid_start": process_start(child.pid),
-                                                           "command": command, "started": time.time()})
-        return child.pid
+        return self.jobs.spawn(name, ["train", *args])
 
     def _refuse_if_busy(self) -> None:
         active = self.active_run()

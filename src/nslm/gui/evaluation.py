@@ -1,0 +1,164 @@
+"""Run `nslm eval all` and build the novelty index from the page, each as its own process, one at a time.
+
+Like training, the work outlives the page: the job's record and output live in `<reports>/.nslm-gui/`,
+and any page reads its progress from there (the evaluation's per-step lines, the index's progress bar).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nslm.errors import NslmError
+from nslm.eval.novelty import NoveltyIndex
+from nslm.eval.report import STEPS
+from nslm.gui.processes import DetachedJobs
+from nslm.gui.runs import read_json
+
+INDEX_JOB = "novelty-index"
+# Embedding speed of all-MiniLM-L6-v2 on a 2-core CPU: the 10,317-story sample took 18.5 minutes.
+EMBED_STORIES_PER_S = 10_317 / (18.5 * 60)
+QUICK_STORIES = 1000  # what `nslm eval all --quick` embeds (EvalOptions.apply_quick)
+# Everything but the index in a quick evaluation of a 1M model ("a few minutes on a 2-core CPU").
+QUICK_OTHER_S = 180
+STEP_LINE = re.compile(r"^\[(?P<model>[^\]]+)\] (?P<step>\w+) (?P<what>\.\.\.|done in (?P<secs>[\d.]+)s|"
+                       r"skipped: (?P<why>.*)|failed: .*)$")
+PERCENT = re.compile(r"novelty index:\s*(\d+)%")
+
+
+@dataclass
+class JobView:
+    """What the page shows about one job."""
+
+    name: str
+    state: str  # running | finished | failed | none
+    steps: dict[str, str] = field(default_factory=dict)  # evaluation: step -> running | done | skipped | failed
+    detail: dict[str, str] = field(default_factory=dict)  # step -> seconds or the reason it was skipped
+    percent: float | None = None  # index: share of stories embedded
+    error: str = ""
+    started: float = 0.0
+    planned: tuple[str, ...] = STEPS  # evaluation: the measures asked for
+
+
+def train_stories(data_dir: Path | None) -> int | None:
+    """How many training stories a data folder holds (its meta.json), or None."""
+    meta = read_json(Path(data_dir) / "meta.json") if data_dir else None
+    train = (meta or {}).get("train")
+    return train.get("stories") if isinstance(train, dict) and isinstance(train.get("stories"), int) else None
+
+
+def index_coverage(data_dir: Path | None) -> tuple[int, int] | None:
+    """(stories embedded, stories in train.txt) of the data folder's novelty index, or None when it has none."""
+    if data_dir is None:
+        return None
+    try:
+        meta = NoveltyIndex.load(data_dir).meta
+    except (NslmError, OSError, ValueError):
+        return None
+    return int(meta.get("stories", 0)), int(meta.get("ngram_stories") or meta.get("stories", 0))
+
+
+def build_seconds(stories: int) -> float:
+    return stories / EMBED_STORIES_PER_S
+
+
+def estimate_seconds(data_dir: Path | None, quick: bool) -> float | None:
+    """Rough time of an evaluation: embedding what the index lacks, plus the other steps of a quick one;
+    a full evaluation scores every BLiMP pair and the whole validation set, so only its index part is known."""
+    total = train_stories(data_dir)
+    if total is None:
+        return QUICK_OTHER_S if quick else None
+    covered = (index_coverage(data_dir) or (0, 0))[0]
+    wanted = min(QUICK_STORIES, total) if quick else total
+    return build_seconds(max(0, wanted - covered)) + (QUICK_OTHER_S if quick else 0)
+
+
+class EvaluationJobs:
+    """At most one evaluation or index build at a time for this app."""
+
+    def __init__(self, reports_dir: Path, jobs: DetachedJobs | None = None):
+        self.reports_dir = Path(reports_dir)
+        self.jobs = jobs or DetachedJobs(self.reports_dir / ".nslm-gui")
+        self._lock = threading.Lock()
+
+    def active(self) -> str | None:
+        for name in self.jobs.names():
+            if self.jobs.alive((self.jobs.record(name) or {}).get("pid")):
+                return name
+        return None
+
+    def _refuse_if_busy(self) -> None:
+        active = self.active()
+        if active:
+            what = "the novelty index is being built" if active == INDEX_JOB else f"'{active}' is being evaluated"
+            raise NslmError(f"Wait until {what}: one evaluation job runs at a time, so each gets the whole CPU.")
+
+    def evaluate(self, model_dir: Path, data_dir: Path | None, quick: bool, steps=STEPS) -> str:
+        """Start `nslm eval all` on one model with `steps` into `<reports>/<model name>`; returns the job name."""
+        steps = [step for step in steps or () if step in STEPS]
+        if not steps:
+            raise NslmError("Tick at least one measure to evaluate.")
+        with self._lock:
+            self._refuse_if_busy()
+            out = self.reports_dir / model_dir.name
+            args = ["eval", "all", "--model", str(model_dir), "--out", str(out)]
+            args += ["--data", str(data_dir)] if data_dir else []
+            args += ["--quick"] if quick else []
+            for step in STEPS:
+                args += ["--skip", step] if step not in steps else []
+            self.jobs.spawn(model_dir.name, args, kind="evaluate", done_file=str(out / "results.json"),
+                            quick=quick, steps=steps)
+            return model_dir.name
+
+    def build_index(self, data_dir: Path | None) -> str:
+        """Start `nslm eval novelty --data DIR` (the index of every training story); returns the job name."""
+        if data_dir is None or not (Path(data_dir) / "train.txt").is_file():
+            raise NslmError("The app has no data folder with train.txt; start it with `nslm gui --data DIR`.")
+        with self._lock:
+            self._refuse_if_busy()
+            self.jobs.spawn(INDEX_JOB, ["eval", "novelty", "--data", str(data_dir)], kind="index",
+                            done_file=str(NoveltyIndex.default_folder(data_dir) / "meta.json"))
+            return INDEX_JOB
+
+    def view(self, name: str) -> JobView:
+        record = self.jobs.record(name)
+        if not record:
+            return JobView(name, "none")
+        started = float(record.get("started", 0))
+        view = JobView(name, "running", started=started, planned=tuple(record.get("steps") or STEPS))
+        log = self.jobs.log_text(name)
+        if record.get("kind") == "index":
+            percents = PERCENT.findall(log)
+            view.percent = int(percents[-1]) / 100 if percents else 0.0
+        else:
+            _read_steps(log, view)
+        if not self.jobs.alive(record.get("pid")):
+            view.state = "finished" if _written_after(record.get("done_file"), started) else "failed"
+            errors = [line for line in log.splitlines() if line.startswith("error:")]
+            view.error = errors[-1] if errors else ""
+        return view
+
+
+def _read_steps(log: str, view: JobView) -> None:
+    for line in log.splitlines():
+        match = STEP_LINE.match(line.strip())
+        if not match or match["step"] not in STEPS:
+            continue
+        step, what = match["step"], match["what"]
+        if what == "...":
+            view.steps[step] = "running"
+        elif match["secs"]:
+            view.steps[step], view.detail[step] = "done", f"{float(match['secs']):.0f} s"
+        elif match["why"] is not None:
+            view.steps[step], view.detail[step] = "skipped", match["why"]
+        else:
+            view.steps[step] = "failed"
+
+
+def _written_after(path, started: float) -> bool:
+    try:
+        return bool(path) and Path(path).stat().st_mtime >= started - 1
+    except OSError:
+        return False
