@@ -216,3 +216,5 @@ def test_names_resolve_to_shipped_models(runs, tmp_path, monkeypatch):
 def test_format_story_capitalises_the_start():
     assert api.format_story("  once upon a time.") == "Once upon a time."
     assert api.format_story('"hello," said Tom.') == '"Hello," said Tom.'
+    # byte-level tokens sampled at a high temperature can leave half a character and indented lines
+    assert api.format_story("once\n  upon a \ufffdtime.\n\n It ended.") == "Once\nupon a time.\n\nIt ended."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,6 +23,8 @@ from nslm.models import ModelConfig, build_model
 from nslm.sampling import check_seed, generate_ids
 from nslm.tokenizer import Tokenizer, tokenizer_file_sha256
 from nslm.weights import check_weights_fit, find_weights, load_weights
+
+_LINE_INDENT = re.compile(r"\n[ \t]+")
 
 
 @dataclass
@@ -40,8 +43,9 @@ class Story:
 
 
 def format_story(text: str) -> str:
-    """Story-level touches on decoded text: no outer whitespace and a capital first letter."""
-    text = text.strip()
+    """Story-level touches on decoded text: no outer whitespace, no spaces opening a line, no U+FFFD (bytes
+    that a sampled byte-level token sequence left as no whole character), and a capital first letter."""
+    text = _LINE_INDENT.sub("\n", text.replace("\ufffd", "")).strip()
     for i, ch in enumerate(text):
         if ch.isalpha():
             return text[:i] + ch.upper() + text[i + 1 :]

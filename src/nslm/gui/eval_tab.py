@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import gradio as gr
 
 from nslm.errors import NslmError
+from nslm.eval.report import STEPS
 from nslm.gui import runs as runlib
 from nslm.gui.context import Context, duration, friendly, warn
-from nslm.gui.evaluation import INDEX_JOB, EvaluationJobs, JobView, build_seconds, estimate_seconds, index_coverage
-from nslm.gui.evaluation import train_stories
+from nslm.gui.evaluation import (INDEX_JOB, EvaluationJobs, JobView, build_seconds, estimate_seconds, index_coverage,
+                                 train_stories)
 from nslm.gui.reports import latest_report
-from nslm.eval.report import STEPS
 
 STEP_MARKS = {"done": "✓", "running": "…", "skipped": "–", "failed": "✗"}
 
