@@ -343,7 +343,7 @@ def test_nslm_gui_command_prints_its_address_and_serves(tmp_path):
     reader.start()
     try:
         address = f"http://127.0.0.1:{port}/"
-        wait_for(lambda: "".join(lines), lambda text: address in text or proc.poll() is not None, timeout=90)
+        wait_for(lambda: "".join(lines), lambda text: address in text or proc.poll() is not None, timeout=300)
         assert address in "".join(lines), "".join(lines)
         page = urllib.request.urlopen(address).read().decode()
         assert "<title>nslm" in page or "gradio" in page.lower()
