@@ -355,11 +355,19 @@ def test_nslm_gui_command_prints_its_address_and_serves(tmp_path):
 # ----- Evaluate and the novelty index, each as its own process ------------------------------------------------
 
 
-def job_view(client) -> tuple[str, str]:
-    """(markdown of the evaluation job, its state) as the Evaluate tab's timer shows it."""
-    markdown = client.predict("run:tiny", api_name="/evaluation_job")[0]
-    state = markdown.split("data-state='")[1].split("'")[0] if "data-state='" in markdown else "none"
-    return markdown, state
+def job_watcher(client):
+    """A function giving (markdown of the evaluation job, its state) as the Evaluate tab's timer shows it;
+    the timer sends the markdown only when it changed, so the last one sent is kept."""
+    shown = {"markdown": ""}
+
+    def view() -> tuple[str, str]:
+        markdown = client.predict("run:tiny", api_name="/evaluation_job")[0]
+        if isinstance(markdown, str):
+            shown["markdown"] = markdown
+        markdown = shown["markdown"]
+        return markdown, markdown.split("data-state='")[1].split("'")[0] if "data-state='" in markdown else "none"
+
+    return view
 
 
 def test_evaluate_runs_as_its_own_process_with_progress_per_step(client, gui):
@@ -367,9 +375,8 @@ def test_evaluate_runs_as_its_own_process_with_progress_per_step(client, gui):
     assert "Evaluating **tiny** (quick) in its own process" in message
     again = client.predict("run:tiny", "quick", ["likelihood"], api_name="/evaluate")
     assert "one evaluation job runs at a time" in again  # one at a time
-    running, _ = wait_for(lambda: job_view(client), lambda v: "✓ likelihood: done" in v[0] or v[1] != "running",
-                          timeout=300)
-    markdown, state = wait_for(lambda: job_view(client), lambda v: v[1] != "running", timeout=300)
+    job_view = job_watcher(client)
+    markdown, state = wait_for(job_view, lambda v: v[1] not in ("running", "none"), timeout=600)
     assert state == "finished", markdown
     assert "✓ likelihood: done" in markdown and "✓ generate: done" in markdown and "novelty" not in markdown
     results = json.loads((gui.reports / "tiny" / "results.json").read_text())
@@ -395,7 +402,7 @@ def test_building_the_novelty_index_from_the_page(tmp_path_factory, story_files,
         small_client = Client(served.url, verbose=False)
         assert "No novelty index" in small_client.predict("run:tiny", api_name="/evaluation_job")[1]
         assert "Building the novelty index" in small_client.predict(api_name="/build_index")
-        markdown, state = wait_for(lambda: job_view(small_client), lambda v: v[1] not in ("running", "none"),
+        markdown, state = wait_for(job_watcher(small_client), lambda v: v[1] not in ("running", "none"),
                                    timeout=600)
         assert state == "finished", markdown
         total = json.loads((small / "meta.json").read_text())["train"]["stories"]

@@ -122,7 +122,7 @@ def build(ctx: Context, default_model: str | None) -> EvalTab:
             index = gr.Markdown(index_markdown(ctx), elem_id="index-status")
             build_index = gr.Button("Build the novelty index", elem_id="index-build")
             index_message = gr.Markdown(elem_id="index-message")
-        timer = gr.Timer(1.0)
+        timer = gr.Timer(2.0)
         seen = gr.State("")
     return EvalTab(model=model, depth=depth, steps=steps, run=run, run_message=run_message, job=job, ratings=ratings,
                    report=report, plots=plots, index=index, build_index=build_index, index_message=index_message,
@@ -179,10 +179,14 @@ def wire(ctx: Context, app: gr.Blocks, tab: EvalTab) -> None:
         jobs = ctx.evaluations
         name = (jobs.active() or _latest(jobs)) if jobs else None
         view = jobs.view(name) if name else JobView("", "none")
-        update = {tab.job: job_markdown(view), tab.seen: f"{view.name}:{view.state}",
+        markdown = job_markdown(view)
+        shown = f"{view.name}:{view.state}:{markdown}"
+        if shown == seen:
+            return {tab.seen: seen}  # nothing moved: send nothing for the page to redraw
+        update = {tab.job: markdown, tab.seen: shown,
                   tab.run: gr.update(interactive=view.state != "running"),
                   tab.build_index: gr.update(interactive=view.state != "running")}
-        if update[tab.seen] != seen and view.state != "running":
+        if not seen.startswith(f"{view.name}:{view.state}:") and view.state != "running":
             update.update(show(key) if view.name != INDEX_JOB else {})
             update[tab.index] = index_markdown(ctx)
         return update

@@ -30,6 +30,7 @@ class LiveState:
     """Per page: the metrics already drawn, so the plot is only re-sent when a point was added."""
 
     drawn: str = ""
+    state: str = ""  # the run state whose buttons are shown, so they are only re-sent when it changes
 
 
 @dataclass
@@ -178,7 +179,9 @@ def watch_run(ctx: Context, tab: TrainTab, name: str | None, live: LiveState) ->
                                    last.get("step", status.get("step", 0)), status.get("max_steps"), state),
             tab.stats: run_stats(state, metrics, runlib.metrics_time(run_dir)),
             tab.sample: samples[-1] if samples else "", tab.log_tail: ctx.launcher.log_tail(name),
-            tab.live: LiveState(drawn), **_buttons(tab, state)}
+            tab.live: LiveState(drawn, state)}
+    if state != live.state:
+        view.update(_buttons(tab, state))
     if drawn != live.drawn:
         view[tab.plot] = loss_frame(metrics)
     return view
