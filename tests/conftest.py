@@ -1,19 +1,46 @@
-"""Shared fixtures: small real TinyStories files (or a synthetic stand-in) and prepared data folders.
+"""Shared fixtures: small real TinyStories files (or a synthetic stand-in), prepared data folders, tiny
+trained runs, the web app on a free port, and a waiting helper.
 
 - `story_files` -> (train files, valid file): the first ~1,500 stories of the std train files plus
   the 220 std validation stories, or synthetic stories when ../shared/data is absent.
 - `data_dir` -> a data folder made by `nslm.data.prepare` from `story_files` (BPE, vocabulary 1024).
 - `make_data_dir(kind="bpe", vocab_size=1024)` -> the same for other tokenizer kinds (cached).
+- `tiny_run(preset="transformer-1m", steps=20, *settings)` -> a finished run folder of the one tiny recipe
+  (`TINY_SETTINGS`, plus `settings`), trained once per session per recipe. Copy it before changing it.
+- `tiny_args(*settings)` -> the same recipe as `nslm train` arguments, for tests of the command itself.
+- `with serve_gui(folder) as gui:` the web app on a free 127.0.0.1 port with a copy of the tiny run.
+- `wait_until(fetch, timeout=90, every=0.3, test=bool)` -> fetch's value once `test` holds it; `free_port()`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import socket
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
+from nslm.data import prepare
+from nslm.errors import NslmError
 from nslm.sample_data import std_files, synthetic_stories
 from nslm.tokenizer import EOT
+from nslm.train.run import prepare_run, train_run
+
+# Two threads for every test: the machines that run the suite have two cores, and more threads than
+# cores make the tiny matrix products slower, not faster.
+torch.set_num_threads(2)
+
+# The smallest models that still learn something, so every screen and report can be tested in seconds.
+# `model.rnn_hidden` applies to the LSTM/GRU presets only.
+TINY_MODEL = ("model.d_model=32", "model.n_layer=1", "model.n_head=2", "model.d_ff=64", "model.context_length=64",
+              "model.rnn_hidden=48")
+TINY_TRAIN = ("train.batch_size=8", "train.eval_interval=10", "train.eval_tokens=2048", "train.log_interval=2",
+              "train.warmup_steps=2", "train.sample_tokens=16")
+TINY_SETTINGS = TINY_MODEL + TINY_TRAIN
 
 TRAIN_STORIES = 1500
 
@@ -59,8 +86,6 @@ def story_files(tmp_path_factory) -> tuple[list[Path], Path]:
 @pytest.fixture(scope="session")
 def make_data_dir(tmp_path_factory, story_files):
     """Factory: `make_data_dir(kind="bpe", vocab_size=1024) -> Path` of a prepared data folder (cached)."""
-    from nslm.data import prepare
-
     made: dict[tuple[str, int | None], Path] = {}
     train, valid = story_files
 
@@ -79,3 +104,109 @@ def make_data_dir(tmp_path_factory, story_files):
 def data_dir(make_data_dir) -> Path:
     """A data folder (train/valid.txt, tokenizer.json, *.bin, meta.json) with a 1024-token BPE."""
     return make_data_dir("bpe", 1024)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, data_dir):
+    """Factory: `tiny_run(preset="transformer-1m", steps=20, *settings) -> Path` of a finished run folder
+    named after the preset, trained with the real training code on `data_dir` once per session for each
+    recipe. Tests share it: copy it before changing anything in it."""
+    made: dict[tuple, Path] = {}
+
+    def make(preset: str = "transformer-1m", steps: int = 20, *settings: str) -> Path:
+        key = (preset, steps, settings)
+        if key not in made:
+            out = tmp_path_factory.mktemp("tiny-runs") / preset
+            config, run_dir = prepare_run(out=out, data=data_dir, preset=preset, overrides=[*TINY_SETTINGS, *settings],
+                                          train_options={"max_steps": steps, "device": "cpu", "dtype": "fp32"})
+            train_run(config, run_dir)
+            made[key] = run_dir
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_args():
+    """`tiny_args(*settings)`: the tiny recipe (then `settings`) as `nslm train` arguments, on the CPU in fp32."""
+
+    def args(*settings: str) -> list[str]:
+        return [a for item in (*TINY_SETTINGS, *settings) for a in ("--set", item)] + ["--dtype", "fp32", "--device", "cpu"]
+
+    return args
+
+
+@pytest.fixture(scope="session")
+def tiny_extra() -> str:
+    """The Train form's "extra settings" box for a tiny run started from the page (width, layers, context,
+    batch and budget come from the form's own fields)."""
+    return "\n".join(["model.n_head=2", "model.d_ff=64", *TINY_TRAIN[1:]])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """`free_port()`: a TCP port on 127.0.0.1 that nothing listens on now."""
+    return _free_port
+
+
+@pytest.fixture(scope="session")
+def serve_gui(tiny_run, data_dir):
+    """Factory: `with serve_gui(folder[, data]) as gui:` runs the web app on a free port with its own runs (a
+    copy of the tiny transformer run, as `tiny`), reports and ratings under `folder`, on the session's data
+    folder unless `data` names another; leaving the block stops
+    the trainings the app started and closes it."""
+    from nslm.gui.app import build_app, launch  # gradio: only for the GUI tests
+
+    @contextlib.contextmanager
+    def serve(tmp: Path, data: Path | None = None):
+        data = data or data_dir
+        runs = tmp / "runs"
+        runs.mkdir()
+        shutil.copytree(tiny_run("transformer-1m"), runs / "tiny")
+        app = build_app(runs_dir=runs, data_dir=data, db_path=tmp / "ratings.sqlite", reports_dir=tmp / "reports")
+        gui = SimpleNamespace(app=app, url=launch(app, port=_free_port()), runs=runs, reports=tmp / "reports",
+                              db=tmp / "ratings.sqlite", data=data)
+        try:
+            yield gui
+        finally:
+            _stop_training(gui)
+            app.close()
+
+    return serve
+
+
+def _stop_training(gui) -> None:
+    launcher = gui.app.nslm_context.launcher
+    for name in [p.name for p in gui.runs.iterdir()]:
+        if launcher.state(name) in ("starting", "running"):
+            try:
+                launcher.stop(name)
+            except NslmError:  # it ended meanwhile
+                pass
+    deadline = time.time() + 60
+    while launcher.active_run() and time.time() < deadline:
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="session")
+def wait_until():
+    """`wait_until(fetch, timeout=90, every=0.3, test=bool)`: call `fetch` until `test(value)` holds and
+    return the value; the test fails with the last value on timeout."""
+
+    def wait(fetch, timeout: float = 90.0, every: float = 0.3, test=bool):
+        deadline = time.time() + timeout
+        value = fetch()
+        while not test(value):
+            if time.time() > deadline:
+                pytest.fail(f"timed out waiting; last value: {value!r}"[:2000])
+            time.sleep(every)
+            value = fetch()
+        return value
+
+    return wait

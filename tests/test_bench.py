@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import torch
-
 from nslm.cli import main
-
-torch.set_num_threads(2)
 
 
 def test_bench_train_prints_fp32_bf16_and_the_plain_loop(capsys):

@@ -9,22 +9,10 @@ import pytest
 from nslm.cli import main
 from nslm.eval import report
 
-TINY = ["--set", "model.d_model=32", "--set", "model.context_length=64", "--set", "train.batch_size=8",
-        "--set", "train.eval_interval=5", "--set", "train.log_interval=2", "--set", "train.warmup_steps=2",
-        "--set", "train.eval_tokens=2048", "--set", "train.sample_tokens=8", "--max-steps", "6"]
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, data_dir):
-    folder = tmp_path_factory.mktemp("runs")
-    made = []
-    for preset, extra in (("transformer-1m", ["--set", "model.n_layer=1", "--set", "model.n_head=2",
-                                              "--set", "model.d_ff=64"]),
-                          ("lstm-1m", ["--set", "model.n_layer=1", "--set", "model.rnn_hidden=48"])):
-        out = folder / preset
-        assert main(["train", "--preset", preset, "--data", str(data_dir), "--out", str(out), *TINY, *extra]) == 0
-        made.append(out)
-    return made
+def runs(tiny_run):
+    """The session's tiny Transformer and LSTM runs (shared with the GUI tests; nothing here writes into them)."""
+    return [tiny_run("transformer-1m"), tiny_run("lstm-1m")]
 
 
 @pytest.mark.slow

@@ -16,25 +16,14 @@ from nslm.cli import main
 from nslm.errors import NslmError
 from nslm.generate import api
 
-torch.set_num_threads(2)
-
-TINY = ["--set", "model.d_model=32", "--set", "model.n_layer=1", "--set", "model.n_head=2", "--set", "model.d_ff=64",
-        "--set", "model.context_length=32", "--set", "train.batch_size=4", "--set", "train.eval_tokens=1024",
-        "--set", "train.sample_tokens=4", "--device", "cpu"]
+# a window of 32 tokens, so a long prompt is truncated after a few words
+SHORT_WINDOW = ("model.context_length=32", "train.batch_size=4", "train.eval_tokens=1024", "train.sample_tokens=4")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, data_dir) -> dict[str, Path]:
+def runs(tiny_run) -> dict[str, Path]:
     """Tiny, briefly trained runs of both architectures."""
-    root = tmp_path_factory.mktemp("genruns")
-    out = {}
-    for preset in ("transformer-1m", "lstm-1m"):
-        run = root / preset
-        extra = ["--set", "model.rnn_hidden=48"] if preset.startswith("lstm") else []
-        assert main(["train", "--preset", preset, "--data", str(data_dir), "--out", str(run), "--max-steps", "3",
-                     *TINY, *extra]) == 0
-        out[preset] = run
-    return out
+    return {preset: tiny_run(preset, 3, *SHORT_WINDOW) for preset in ("transformer-1m", "lstm-1m")}
 
 
 def folder_digest(folder: Path) -> dict[str, str]:

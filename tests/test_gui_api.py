@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,69 +18,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from nslm.errors import NslmError
-
 pytestmark = pytest.mark.slow
 
-# The smallest model that still learns something: enough to test every screen in seconds.
-TINY_MODEL = ["model.d_model=32", "model.n_layer=1", "model.n_head=2", "model.d_ff=64", "model.context_length=64"]
-TINY_TRAIN = ["train.batch_size=8", "train.eval_interval=10", "train.eval_tokens=2048", "train.log_interval=2",
-              "train.warmup_steps=2", "train.sample_tokens=16"]
-# The Train form's "extra settings" box for a tiny run started from the page.
-TINY_EXTRA = "\n".join(["model.n_head=2", "model.d_ff=64", *TINY_TRAIN[1:]])  # batch comes from the form
-_TINY_RUNS: dict[str, Path] = {}
-
-
-def tiny_run(data_dir: Path, folder: Path, steps: int = 20) -> Path:
-    """A finished tiny run folder made with the real training code (made once per test session)."""
-    if "tiny" not in _TINY_RUNS:
-        from nslm.train.run import prepare_run, train_run
-
-        config, run_dir = prepare_run(out=folder, data=data_dir, preset="transformer-1m",
-                                      overrides=TINY_MODEL + TINY_TRAIN, train_options={"max_steps": steps})
-        train_run(config, run_dir)
-        _TINY_RUNS["tiny"] = run_dir
-    return _TINY_RUNS["tiny"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(tmp: Path, data_dir: Path):
-    """Launch the app on a free port with its own runs, reports and ratings; returns a namespace."""
-    from nslm.gui.app import build_app, launch
-
-    runs = tmp / "runs"
-    runs.mkdir()
-    shutil.copytree(tiny_run(data_dir, tmp.parent / f"{tmp.name}-source" / "tiny"), runs / "tiny")
-    app = build_app(runs_dir=runs, data_dir=data_dir, db_path=tmp / "ratings.sqlite", reports_dir=tmp / "reports")
-    url = launch(app, port=free_port())
-    return SimpleNamespace(app=app, url=url, runs=runs, reports=tmp / "reports", db=tmp / "ratings.sqlite",
-                           data=data_dir)
-
-
-def stop_all_training(gui) -> None:
-    launcher = gui.app.nslm_context.launcher
-    for name in [p.name for p in gui.runs.iterdir()]:
-        if launcher.state(name) in ("starting", "running"):
-            try:
-                launcher.stop(name)
-            except NslmError:  # it ended meanwhile
-                pass
-    deadline = time.time() + 60
-    while launcher.active_run() and time.time() < deadline:
-        time.sleep(0.3)
-
-
 @pytest.fixture(scope="module")
-def gui(tmp_path_factory, data_dir):
-    gui = serve(tmp_path_factory.mktemp("gui"), data_dir)
-    yield gui
-    stop_all_training(gui)
-    gui.app.close()
+def gui(tmp_path_factory, serve_gui):
+    with serve_gui(tmp_path_factory.mktemp("gui")) as gui:
+        yield gui
 
 
 @pytest.fixture(scope="module")
@@ -108,18 +49,6 @@ def raw_call(client, api: str, data: list) -> list:
     lines = urllib.request.urlopen(f"{client.src}gradio_api/call/{api}/{event}").read().decode().splitlines()
     results = [json.loads(line[len("data:"):]) for line in lines if line.startswith("data:")]
     return [r for r in results if isinstance(r, list)][-1]
-
-
-def wait_for(fetch, test, timeout=90.0, every=0.5):
-    """Call `fetch` until `test(value)` holds; returns the value (fails the test on timeout)."""
-    deadline = time.time() + timeout
-    value = fetch()
-    while not test(value):
-        if time.time() > deadline:
-            pytest.fail(f"timed out waiting; last value: {value!r}"[:2000])
-        time.sleep(every)
-        value = fetch()
-    return value
 
 
 # ----- Models ------------------------------------------------------------------------------------------
@@ -284,25 +213,25 @@ def test_evaluation_tab_shows_the_latest_report(client, gui):
 # ----- Train ------------------------------------------------------------------------------------------------
 
 
-def form(gui, **changes):
+def form(gui, extra, **changes):
     values = dict(preset="transformer-1m", data=str(gui.data), width=32, layers=1, context=32, lr=0.003, batch=4,
-                  budget_kind="tokens", budget=50_000_000, name="live", extra=TINY_EXTRA)
+                  budget_kind="tokens", budget=50_000_000, name="live", extra=extra)
     values.update(changes)
     return list(values.values())
 
 
-def test_train_form_reasons_and_live_parameter_count(client, gui):
+def test_train_form_reasons_and_live_parameter_count(client, gui, tiny_extra):
     from nslm.gui.train_form import FIELDS
 
-    out = client.predict(*form(gui), api_name="/check_train_form")
+    out = client.predict(*form(gui, tiny_extra), api_name="/check_train_form")
     errors, params, data_info = dict(zip(FIELDS, out[:len(FIELDS)])), out[-2], out[-1]
     assert not any(errors.values()), errors
     assert "parameters" in params and "bpe" in data_info
-    out = client.predict(*form(gui, width=30, lr=-1, data="/nowhere", batch=0), api_name="/check_train_form")
+    out = client.predict(*form(gui, tiny_extra, width=30, lr=-1, data="/nowhere", batch=0), api_name="/check_train_form")
     errors = dict(zip(FIELDS, out[:len(FIELDS)]))
     assert "n_head" in errors["width"] and "Learning rate" in errors["lr"]
     assert "does not exist" in errors["data"] and "Batch" in errors["batch"]
-    message, *_ = client.predict(*form(gui, width=30), api_name="/start_training")
+    message, *_ = client.predict(*form(gui, tiny_extra, width=30), api_name="/start_training")
     assert "Fix the marked fields" in message
     assert not (gui.runs / "live").exists()
 
@@ -314,26 +243,26 @@ def run_view(client, name):
     return SimpleNamespace(header=header, step=step, state=state, stats=stats, sample=sample)
 
 
-def test_training_starts_stops_and_resumes_in_its_own_process(client, gui):
-    message, run = client.predict(*form(gui, name="api-run"), api_name="/start_training")[:2]
+def test_training_starts_stops_and_resumes_in_its_own_process(client, gui, tiny_extra, wait_until):
+    message, run = client.predict(*form(gui, tiny_extra, name="api-run"), api_name="/start_training")[:2]
     assert "Started **api-run**" in message and run["value"] == "api-run"
-    view = wait_for(lambda: run_view(client, "api-run"), lambda v: v.state == "running" and v.step >= 4)
-    second = client.predict(*form(gui, name="second"), api_name="/start_training")[0]
+    view = wait_until(lambda: run_view(client, "api-run"), every=0.5, test=lambda v: v.state == "running" and v.step >= 4)
+    second = client.predict(*form(gui, tiny_extra, name="second"), api_name="/start_training")[0]
     assert "'api-run' is still training" in second and not (gui.runs / "second").exists()
     assert "stopping" in client.predict("api-run", api_name="/stop_training").lower()
-    stopped = wait_for(lambda: run_view(client, "api-run"), lambda v: v.state == "stopped")
+    stopped = wait_until(lambda: run_view(client, "api-run"), every=0.5, test=lambda v: v.state == "stopped")
     assert stopped.step >= view.step
     assert (gui.runs / "api-run" / "last" / "state.json").is_file()
     assert "Resuming" in client.predict("api-run", api_name="/resume_training")
-    wait_for(lambda: run_view(client, "api-run"), lambda v: v.state == "running" and v.step > stopped.step)
+    wait_until(lambda: run_view(client, "api-run"), every=0.5, test=lambda v: v.state == "running" and v.step > stopped.step)
     client.predict("api-run", api_name="/stop_training")
-    wait_for(lambda: run_view(client, "api-run"), lambda v: v.state == "stopped")
+    wait_until(lambda: run_view(client, "api-run"), every=0.5, test=lambda v: v.state == "stopped")
     assert "not training" in client.predict("api-run", api_name="/stop_training")
     table = client.predict(api_name="/refresh_models")[0]
     assert "api-run" in [row[0] for row in table["data"]]  # listed without restarting the app
 
 
-def test_nslm_gui_command_prints_its_address_and_serves(tmp_path):
+def test_nslm_gui_command_prints_its_address_and_serves(tmp_path, free_port, wait_until):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "nslm", "gui", "--runs-dir", str(tmp_path / "runs"),
                              "--port", str(port), "--db", str(tmp_path / "r.sqlite")],
@@ -343,7 +272,8 @@ def test_nslm_gui_command_prints_its_address_and_serves(tmp_path):
     reader.start()
     try:
         address = f"http://127.0.0.1:{port}/"
-        wait_for(lambda: "".join(lines), lambda text: address in text or proc.poll() is not None, timeout=300)
+        wait_until(lambda: "".join(lines), test=lambda text: address in text or proc.poll() is not None,
+                   every=0.5, timeout=300)
         assert address in "".join(lines), "".join(lines)
         page = urllib.request.urlopen(address).read().decode()
         assert "<title>nslm" in page or "gradio" in page.lower()
@@ -370,13 +300,13 @@ def job_watcher(client):
     return view
 
 
-def test_evaluate_runs_as_its_own_process_with_progress_per_step(client, gui):
+def test_evaluate_runs_as_its_own_process_with_progress_per_step(client, gui, wait_until):
     message = client.predict("run:tiny", "quick", ["likelihood", "generate"], api_name="/evaluate")
     assert "Evaluating **tiny** (quick) in its own process" in message
     again = client.predict("run:tiny", "quick", ["likelihood"], api_name="/evaluate")
     assert "one evaluation job runs at a time" in again  # one at a time
     job_view = job_watcher(client)
-    markdown, state = wait_for(job_view, lambda v: v[1] not in ("running", "none"), timeout=600)
+    markdown, state = wait_until(job_view, test=lambda v: v[1] not in ("running", "none"), timeout=600)
     assert state == "finished", markdown
     assert "✓ likelihood: done" in markdown and "✓ generate: done" in markdown and "novelty" not in markdown
     results = json.loads((gui.reports / "tiny" / "results.json").read_text())
@@ -386,7 +316,7 @@ def test_evaluate_runs_as_its_own_process_with_progress_per_step(client, gui):
     assert "Tick at least one measure" in client.predict("run:tiny", "quick", [], api_name="/evaluate")
 
 
-def test_building_the_novelty_index_from_the_page(tmp_path_factory, story_files, data_dir):
+def test_building_the_novelty_index_from_the_page(tmp_path_factory, story_files, serve_gui, wait_until):
     """A small data folder, so that embedding every story takes seconds."""
     from gradio_client import Client
 
@@ -397,17 +327,14 @@ def test_building_the_novelty_index_from_the_page(tmp_path_factory, story_files,
     stories = train[0].read_text(encoding="utf-8").split("<|endoftext|>\n")[:40]
     (small.parent / "train.txt").write_text("".join(f"{s.strip()}\n<|endoftext|>\n" for s in stories if s.strip()))
     prepare([str(small.parent / "train.txt")], [str(valid)], small, tokenizer_kind="bpe", vocab_size=1024)
-    served = serve(tmp_path_factory.mktemp("index-gui"), small)
-    try:
+    with serve_gui(tmp_path_factory.mktemp("index-gui"), small) as served:
         small_client = Client(served.url, verbose=False)
         assert "No novelty index" in small_client.predict("run:tiny", api_name="/evaluation_job")[1]
         assert "Building the novelty index" in small_client.predict(api_name="/build_index")
-        markdown, state = wait_for(job_watcher(small_client), lambda v: v[1] not in ("running", "none"),
+        markdown, state = wait_until(job_watcher(small_client), test=lambda v: v[1] not in ("running", "none"),
                                    timeout=600)
         assert state == "finished", markdown
         total = json.loads((small / "meta.json").read_text())["train"]["stories"]
         fresh = Client(served.url, verbose=False)  # a new page: its first look shows the index panel
         index = fresh.predict("run:tiny", api_name="/evaluation_job")[1]
         assert f"covers all **{total:,}** training stories" in index
-    finally:
-        served.app.close()

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
-
-from test_gui_api import TINY_EXTRA, serve, stop_all_training
 
 from nslm.generate.api import list_shipped
 from nslm.gui import runs as runlib
@@ -36,11 +33,9 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def gui(tmp_path_factory, data_dir):
-    gui = serve(tmp_path_factory.mktemp("browser-gui"), data_dir)
-    yield gui
-    stop_all_training(gui)
-    gui.app.close()
+def gui(tmp_path_factory, serve_gui):
+    with serve_gui(tmp_path_factory.mktemp("browser-gui")) as gui:
+        yield gui
 
 
 @pytest.fixture(scope="module")
@@ -87,17 +82,6 @@ def set_number(page, element_id: str, value) -> None:
     box = page.locator(f"#{element_id} input")
     box.fill(str(value))
     box.press("Tab")
-
-
-def wait_until(check, timeout: float = 90.0, every: float = 0.3):
-    deadline = time.time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.time() > deadline:
-            pytest.fail("timed out waiting in the browser")
-        time.sleep(every)
 
 
 def test_load_a_model_and_tell_a_story(page, gui):
@@ -161,7 +145,7 @@ def progress(page) -> tuple[int, str, int]:
     return int(bar.get_attribute("data-step") or 0), bar.get_attribute("data-state") or "", points
 
 
-def test_start_watch_and_stop_a_training_run(page, gui, browser):
+def test_start_watch_and_stop_a_training_run(page, gui, browser, wait_until, tiny_extra):
     page.get_by_role("tab", name="Train").click()
     page.locator("#train-data textarea, #train-data input").first.fill(str(gui.data))
     set_number(page, "train-width", 30)  # 4 heads cannot split 30
@@ -178,8 +162,8 @@ def test_start_watch_and_stop_a_training_run(page, gui, browser):
     page.get_by_text("More settings").click()
     extra = page.locator("#train-extra textarea")
     extra.wait_for(state="visible")
-    wait_until(lambda: extra.fill(TINY_EXTRA) or extra.press("Tab") or
-               (page.wait_for_timeout(300) or extra.input_value() == TINY_EXTRA), 15)
+    wait_until(lambda: extra.fill(tiny_extra) or extra.press("Tab") or
+               (page.wait_for_timeout(300) or extra.input_value() == tiny_extra), 15)
     wait_until(lambda: "parameters" in page.locator("#train-params").inner_text(), 15)
     params_text = page.locator("#train-params").inner_text()
     assert "k parameters" in params_text, params_text
@@ -210,7 +194,7 @@ def test_start_watch_and_stop_a_training_run(page, gui, browser):
     screenshot(page, "train-stopped")
 
 
-def test_stop_a_story_mid_stream_and_compare_streams_both_sides_at_once(page):
+def test_stop_a_story_mid_stream_and_compare_streams_both_sides_at_once(page, wait_until):
     page.get_by_role("tab", name="Tell a story").click()
     pick(page, "story-model", "tiny (run)")
     set_number(page, "story-max-tokens", 2000)

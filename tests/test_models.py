@@ -9,8 +9,6 @@ from nslm.errors import NslmError
 from nslm.sampling import filter_logits, generate_ids
 from nslm.models import ModelConfig, build_model, list_presets, load_preset
 
-torch.set_num_threads(2)
-
 
 @pytest.mark.parametrize("name", ["transformer-1m", "lstm-1m", "gru-1m"])
 def test_one_million_presets_have_about_a_million_parameters(name):

@@ -22,12 +22,15 @@ from nslm.models import ModelConfig
 from nslm.train.loop import learning_rate
 from nslm.train.config import TrainConfig
 
-torch.set_num_threads(2)
+# The session's tiny recipe with two layers and a window of 32 tokens, each log step written.
+OWN = ("model.n_layer=2", "model.context_length=32", "train.batch_size=4", "train.log_interval=1",
+       "train.sample_tokens=8")
 
-TINY = ["--set", "model.d_model=32", "--set", "model.n_layer=2", "--set", "model.n_head=2", "--set", "model.d_ff=64",
-        "--set", "model.context_length=32", "--set", "train.batch_size=4", "--set", "train.eval_tokens=2048",
-        "--set", "train.sample_tokens=8", "--set", "train.log_interval=1", "--set", "train.warmup_steps=2",
-        "--dtype", "fp32", "--device", "cpu"]
+
+@pytest.fixture(scope="module")
+def tiny(tiny_args):
+    """`tiny(*settings)`: `nslm train` arguments of this module's recipe, then `settings`."""
+    return lambda *settings: tiny_args(*OWN, *settings)
 
 
 def train(*args) -> int:
@@ -39,10 +42,10 @@ def metrics(run: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, data_dir) -> Path:
+def finished_run(tmp_path_factory, data_dir, tiny) -> Path:
     run = tmp_path_factory.mktemp("runs") / "tiny"
     assert train("--preset", "transformer-1m", "--data", str(data_dir), "--out", str(run), "--max-steps", "6",
-                 "--set", "train.eval_interval=3", *TINY) == 0
+                 *tiny("train.eval_interval=3")) == 0
     return run
 
 
@@ -89,9 +92,9 @@ def test_checkpoints_are_safetensors_and_json_only(finished_run):
         assert path.suffix not in (".pt", ".pth", ".pkl", ".bin"), path
 
 
-def test_resume_continues_exactly(tmp_path, data_dir):
+def test_resume_continues_exactly(tmp_path, data_dir, tiny):
     common = ["--preset", "transformer-1m", "--data", str(data_dir), "--max-steps", "8",
-              "--set", "train.eval_interval=3", "--set", "model.dropout=0.1", *TINY]
+              *tiny("train.eval_interval=3", "model.dropout=0.1")]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     assert train(*common, "--out", str(whole)) == 0
     assert train(*common, "--out", str(parts), "--set", "train.stop_after_steps=4") == 0
@@ -116,12 +119,12 @@ def test_learning_rate_warms_up_then_decays_by_cosine():
     assert learning_rate(cfg, 100, 1.0) == pytest.approx(1e-4)
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir):
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir, tiny):
     run = tmp_path / "sig"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "nslm", "train", "--preset", "transformer-1m", "--data",
                              str(data_dir), "--out", str(run), "--max-steps", "100000",
-                             "--set", "train.eval_interval=100000", *TINY],
+                             *tiny("train.eval_interval=100000")],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -239,8 +242,8 @@ def test_resume_from_a_corrupt_checkpoint_is_refused(tmp_path, finished_run, cap
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing overwritten
 
 
-def test_threads_setting_applies_to_the_run_only(tmp_path, data_dir):
+def test_threads_setting_applies_to_the_run_only(tmp_path, data_dir, tiny):
     before = torch.get_num_threads()
     assert train("--preset", "transformer-1m", "--data", str(data_dir), "--out", str(tmp_path / "t"), "--max-steps", "1",
-                 *TINY, "--set", "train.threads=1") == 0
+                 *tiny("train.threads=1")) == 0
     assert torch.get_num_threads() == before
