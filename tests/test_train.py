@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import TINY_SETTINGS
 from nslm.cli import main
 from nslm.errors import NslmError
 from nslm.models import ModelConfig
@@ -25,6 +26,10 @@ from nslm.train.config import TrainConfig
 # The session's tiny recipe with two layers and a window of 32 tokens, each log step written.
 OWN = ("model.n_layer=2", "model.context_length=32", "train.batch_size=4", "train.log_interval=1",
        "train.sample_tokens=8")
+
+
+# as `nslm train` arguments (test_checkpoint_crashes and test_run_lock import it)
+TINY = [a for item in (*TINY_SETTINGS, *OWN) for a in ("--set", item)] + ["--dtype", "fp32", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
