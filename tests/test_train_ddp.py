@@ -52,4 +52,5 @@ def test_two_processes_train_one_model(tmp_path, data_dir):
     tokens = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["tokens"]
     assert tokens == 2 * 2 * 4 * 32  # ranks x accumulation x batch x context
     assert sorted(p.name for p in run.iterdir()) == sorted(
-        ["config.json", "ddp.json", "last", "loss.png", "metrics.jsonl", "model.safetensors", "status.json", "tokenizer.json"])
+        [".train.lock", "config.json", "ddp.json", "last", "loss.png", "metrics.jsonl", "model.safetensors", "status.json",
+         "tokenizer.json"])

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from nslm.errors import NslmError
-from nslm.eval.report import STEPS
+from nslm.eval.steps import STEP_NAMES as STEPS
 from nslm.gui import runs as runlib
 from nslm.gui.context import Context, duration, friendly, warn
 from nslm.gui.evaluation import (INDEX_JOB, EvaluationJobs, JobView, build_seconds, estimate_seconds, index_coverage,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from nslm.errors import NslmError
 from nslm.eval.novelty import NoveltyIndex
-from nslm.eval.report import STEPS
+from nslm.eval.steps import STEP_NAMES as STEPS
 from nslm.gui.processes import DetachedJobs
 from nslm.gui.runs import read_json
 

@@ -43,7 +43,7 @@ def detect_foreign(folder: str | Path) -> str | None:
     if config.is_file():
         try:
             data = json.loads(config.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # a broken run folder: its loader says what is wrong
             return None
         is_hf = isinstance(data, dict) and "model_type" in data and "model" not in data
         return f"hf:{folder}" if is_hf else None
