@@ -286,3 +286,20 @@ def test_a_nan_rating_is_refused_with_the_rating_store_sentence(tmp_path):
 
     with pytest.raises(NslmError, match="grammar must be a whole number from 1 to 10"):
         RatingStore(tmp_path / "r.sqlite").add("m", "p", "story", float("nan"), 5, 5)
+
+
+def test_a_run_folder_claiming_a_huge_model_is_listed_and_refused_without_building_it(tmp_path):
+    """The issue's case: the shipped 1M weights beside a config.json edited to d_model 4096, 48 layers."""
+    from nslm.generate.api import pretrained_root
+    from nslm.gui.storytelling import ModelCache
+
+    runs = tmp_path / "runs"
+    shutil.copytree(pretrained_root() / "tinystories-transformer-1m", runs / "bloated")
+    config = json.loads((runs / "bloated" / "config.json").read_text())
+    config["model"].update(d_model=4096, n_layer=48, d_ff=16384, n_head=32)
+    (runs / "bloated" / "config.json").write_text(json.dumps(config))
+    entries = {e.name: e for e in runlib.list_models(runs) if e.kind == "run"}
+    assert "bloated" in entries  # the list reads the folder's files only; nothing is built
+    with pytest.raises(NslmError, match="parameters") as refused:
+        ModelCache(runs).get("run:bloated")
+    assert "\n" not in str(refused.value)
