@@ -227,14 +227,13 @@ def test_closest_story_panel_shows_cosine_and_marks_shared_ngrams(monkeypatch, t
     assert "No novelty index" in without
 
 
-def test_the_app_starts_with_a_shipped_model_ready_or_a_friendly_empty_state(monkeypatch, tmp_path, data_dir):
-    from test_gui_api import tiny_run
+def test_the_app_starts_with_a_shipped_model_ready_or_a_friendly_empty_state(monkeypatch, tmp_path, data_dir, tiny_run):
 
     from nslm.gui.app import build_app
     from nslm.gui.models_tab import empty_state
 
     shipped = tmp_path / "pretrained"
-    shutil.copytree(tiny_run(data_dir, tmp_path / "source" / "tiny"), shipped / "tiny-shipped")
+    shutil.copytree(tiny_run("transformer-1m"), shipped / "tiny-shipped")
     monkeypatch.setattr("nslm.generate.api.pretrained_root", lambda: shipped)  # the one place that says where
     ctx = build_app(runs_dir=tmp_path / "runs", data_dir=data_dir).nslm_context
     assert ctx.default_model() == "shipped:tiny-shipped"
