@@ -30,8 +30,6 @@ ABOVE_MODELS = ("data", "tokenizer", "train", "generate", "eval", "interop", "gu
 # `nslm.load` (so `import nslm` stays light).
 LOCAL_IMPORTS_ALLOWED = {"__init__.py", "cli.py", "data/tokenizer_cli.py", "eval/cli.py", "gui/cli.py",
                          "generate/cli.py", "train/cli.py", "bench/cli.py", "data/cli.py", "interop/cli.py"}
-# Files whose restructuring belongs to another finding of issue 9 (5: GUI wiring).
-LOCAL_IMPORTS_PENDING = {"gui/app.py"}
 
 
 def _area(relative: Path) -> str:
@@ -73,7 +71,7 @@ def test_layers_do_not_reach_upwards():
 
 def test_own_modules_are_imported_at_module_level():
     hidden = [f"{rel}:{line}" for rel, _, _, line, is_local in _all_imports()
-              if is_local and rel.as_posix() not in LOCAL_IMPORTS_ALLOWED | LOCAL_IMPORTS_PENDING]
+              if is_local and rel.as_posix() not in LOCAL_IMPORTS_ALLOWED]
     assert hidden == []
 
 
