@@ -1,4 +1,4 @@
-"""Plain-PyTorch models of the same sizes as the presets, built only from stock torch.nn layers.
+"""Plain-PyTorch models of the same width and depth as the presets, built only from stock torch.nn layers.
 
 They are the yardstick in `nslm bench train`: if nslm's own model is much slower than these, something
 in nslm is wrong.
@@ -14,24 +14,46 @@ from nslm.errors import NslmError
 from nslm.models import ModelConfig
 
 
+class NanoGPTBlock(nn.Module):
+    """One pre-norm block as nanoGPT writes it: LayerNorm, fused qkv, SDPA, GELU MLP four times as wide."""
+
+    def __init__(self, d_model: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.ln1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.fc = nn.Linear(d_model, 4 * d_model)
+        self.fc_out = nn.Linear(4 * d_model, d_model)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+        x = x + self.proj(y)
+        return x + self.fc_out(F.gelu(self.fc(self.ln2(x))))
+
+
 class StockTransformer(nn.Module):
-    """nn.TransformerEncoder with a causal mask, learned positions and a tied output head."""
+    """The GPT a user writes in an afternoon after nanoGPT: learned positions, LayerNorm, GELU MLP 4x
+    (whatever the preset's own MLP is), tied head, fp32 cross-entropy: the loop nslm has to beat. Same width,
+    depth, heads, vocabulary and context as the preset; its MLP has more weights than a gated one
+    (8 d^2 against 3 d d_ff), as in the published small-model loops it stands for."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos = nn.Embedding(cfg.context_length, cfg.d_model)
-        layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.n_head, cfg.d_ff, dropout=0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, cfg.n_layer, enable_nested_tensor=False)
+        self.blocks = nn.ModuleList(NanoGPTBlock(cfg.d_model, cfg.n_head) for _ in range(cfg.n_layer))
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, idx, targets):
-        T = idx.shape[1]
-        mask = nn.Transformer.generate_square_subsequent_mask(T, device=idx.device)
-        x = self.emb(idx) + self.pos(torch.arange(T, device=idx.device))
-        x = self.norm(self.encoder(x, mask=mask, is_causal=True))
-        logits = x @ self.emb.weight.T
+        x = self.emb(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.norm(x) @ self.emb.weight.T
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
 
 
