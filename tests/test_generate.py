@@ -15,6 +15,7 @@ import nslm
 from nslm.cli import main
 from nslm.errors import NslmError
 from nslm.generate import api
+from nslm.sampling import generate_ids
 
 # a window of 32 tokens, so a long prompt is truncated after a few words
 SHORT_WINDOW = ("model.context_length=32", "train.batch_size=4", "train.eval_tokens=1024", "train.sample_tokens=4")
@@ -54,6 +55,16 @@ def test_stream_pieces_make_the_story_and_cache_changes_nothing(runs, preset):
     assert len(pieces) > 3 and "".join(pieces) == stream.story.text
     plain = model.generate("Once upon a time", max_tokens=40, temperature=0, use_cache=False)
     assert plain.text == stream.story.text and plain.n_tokens == stream.story.n_tokens
+
+
+def test_the_shipped_transformer_tells_the_same_greedy_story_with_the_cache_as_with_full_passes():
+    model = nslm.load("tinystories-transformer-1m")
+    story = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. " * 9
+    prompt, _ = model.encode_prompt(story)
+    assert 200 < len(prompt) < model.context_length  # so the 90 new tokens slide the window
+    cached = list(generate_ids(model.model, prompt, 90, temperature=0, use_cache=True))
+    plain = list(generate_ids(model.model, prompt, 90, temperature=0, use_cache=False))
+    assert cached == plain and len(cached) == 90
 
 
 def test_prompts_empty_too_long_and_unconditional(runs):

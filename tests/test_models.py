@@ -99,6 +99,24 @@ def test_cache_gives_the_same_logits_as_a_full_pass(cfg):
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("cfg", [c for c in CONFIGS if c.arch == "transformer"] + [small("transformer", bias=True)],
+                         ids=lambda c: f"{c.pos_encoding}-{c.norm}-{c.mlp}-bias{c.bias}")
+def test_the_decoding_step_is_bitwise_the_module_forward(cfg):
+    # eval mode takes the one-token decoding step; train mode (dropout 0) the blocks' own forward
+    torch.manual_seed(4)
+    model = build_model(cfg)
+    idx = torch.randint(0, cfg.vocab_size, (3, 12))
+    outputs = []
+    for train_mode in (False, True):
+        model.train(train_mode)
+        cache = model.new_cache(3)
+        with torch.no_grad():
+            model(idx[:, :5], cache=cache)
+            outputs.append(torch.cat([model(idx[:, t : t + 1], cache=cache)[0] for t in range(5, 12)], dim=1))
+        assert cache.pos == 12
+    assert torch.equal(outputs[0], outputs[1])
+
+
 @pytest.mark.parametrize("cfg", [small("transformer", pos_encoding="rope"), small("transformer", pos_encoding="learned"),
                                  small("lstm"), small("gru")], ids=lambda c: f"{c.arch}-{c.pos_encoding}")
 def test_greedy_tokens_with_and_without_cache_are_identical(cfg):

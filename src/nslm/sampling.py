@@ -27,7 +27,8 @@ def check_seed(seed, name: str = "seed") -> None:
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
-    """Set to -inf every logit outside the top-k and outside the smallest set with probability >= top_p."""
+    """Set to -inf every logit outside the top-k and outside the smallest set with probability >= top_p
+    (a new tensor; `logits` itself is left as it is)."""
     logits = logits.clone()
     if top_k is not None and 0 < top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1, None]
@@ -43,10 +44,19 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
 
 def pick_token(logits: torch.Tensor, temperature: float, top_k=None, top_p=None, generator=None) -> int:
     """The next id from a [V] logit vector; temperature 0 means greedy."""
+    return int(next_token(logits, temperature, top_k, top_p, generator))
+
+
+def next_token(logits: torch.Tensor, temperature: float, top_k=None, top_p=None, generator=None) -> torch.Tensor:
+    """The next id from a [V] logit vector as a 1-element tensor on the logits' device (decoding feeds it
+    straight back); temperature 0 means greedy."""
     if temperature <= 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(filter_logits(logits.float() / temperature, top_k, top_p), dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+        return torch.argmax(logits, dim=-1, keepdim=True)
+    scaled = logits.float().cpu() / temperature  # a new tensor, so the filter need not copy it again
+    if (top_k is not None and 0 < top_k < logits.size(-1)) or (top_p is not None and 0 < top_p < 1):
+        scaled = filter_logits(scaled, top_k, top_p)
+    probs = torch.softmax(scaled, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).to(logits.device)
 
 
 @contextlib.contextmanager
@@ -64,7 +74,7 @@ def one_thread_on_cpu(device: torch.device):
         torch.set_num_threads(before)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_ids(model, prompt_ids: list[int], max_new_tokens: int, stop_id: int | None = None,
                  temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, use_cache: bool = True) -> Iterator[int]:
@@ -84,6 +94,7 @@ def generate_ids(model, prompt_ids: list[int], max_new_tokens: int, stop_id: int
     start = max(0, len(ids) - ctx) if windowed else 0
     cache = model.new_cache(1) if use_cache else None
     fed = start  # with a cache: ids[start:fed] are already in it
+    token = None  # the last picked id as a [1, 1] tensor: with a cache, the next input as it is
     for _ in range(max_new_tokens):
         if windowed and len(ids) - start > ctx:
             start = len(ids) - keep
@@ -94,10 +105,12 @@ def generate_ids(model, prompt_ids: list[int], max_new_tokens: int, stop_id: int
             if cache is None:
                 logits, _ = model(torch.tensor([ids[start:]], device=device))
             else:
-                logits, _ = model(torch.tensor([ids[fed:]], device=device), cache=cache)
+                step = token.view(1, 1) if token is not None and fed == len(ids) - 1 else torch.tensor([ids[fed:]], device=device)
+                logits, _ = model(step, cache=cache)
                 fed = len(ids)
-        token = pick_token(logits[0, -1].float().cpu(), temperature, top_k, top_p, generator)
-        if token == stop_id:
+            token = next_token(logits[0, -1], temperature, top_k, top_p, generator)
+        picked = int(token)
+        if picked == stop_id:
             return
-        ids.append(token)
-        yield token
+        ids.append(picked)
+        yield picked
