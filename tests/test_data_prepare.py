@@ -14,7 +14,8 @@ from nslm.errors import NslmError
 from nslm.tokenizer import Tokenizer
 from nslm.train.windows import random_batch
 
-FILES = ("train.txt", "valid.txt", "report.json", "tokenizer.json", "train.bin", "valid.bin", "meta.json")
+FILES = ("train.txt", "dev.txt", "valid.txt", "report.json", "tokenizer.json", "train.bin", "dev.bin", "valid.bin",
+         "meta.json")
 
 
 def _args(story_files, out, *extra):
@@ -28,7 +29,7 @@ def test_token_files_match_the_contract(data_dir):
     tok = Tokenizer.load(data_dir / "tokenizer.json")
     assert meta["tokenizer_sha256"] == hashlib.sha256((data_dir / "tokenizer.json").read_bytes()).hexdigest()
     assert meta["eot_id"] == tok.eot_id == 0
-    for split in ("train", "valid"):
+    for split in ("train", "dev", "valid"):
         stories = list(read_cleaned(data_dir / f"{split}.txt"))
         ids = DataFolder(data_dir).split(split).ids
         assert ids.dtype == np.dtype("<u2") and meta[split]["file"] == f"{split}.bin"
@@ -137,13 +138,13 @@ def test_single_steps_give_the_same_token_files(story_files, tmp_path):
     clean = tmp_path / "clean"
     common = ["--train", *map(str, train), "--valid", str(valid), "--max-stories", "300"]
     assert main(["data", "clean", *common, "--out", str(clean), "--quiet"]) == 0
-    assert sorted(p.name for p in clean.iterdir()) == ["report.json", "train.txt", "valid.txt"]
+    assert sorted(p.name for p in clean.iterdir()) == ["dev.txt", "report.json", "train.txt", "valid.txt"]
     tok_dir = tmp_path / "tok"
     assert main(["tokenizer", "train", "--kind", "bpe", "--vocab-size", "300", "--input", str(clean / "train.txt"),
                  "--out", str(tok_dir)]) == 0
     assert main(["data", "tokenize", str(clean), "--tokenizer", str(tok_dir / "tokenizer.json")]) == 0
     whole = prepare([str(p) for p in train], [str(valid)], tmp_path / "whole", vocab_size=300, max_stories=300)
-    for name in ("train.txt", "valid.txt", "tokenizer.json", "train.bin", "valid.bin"):
+    for name in ("train.txt", "dev.txt", "valid.txt", "tokenizer.json", "train.bin", "dev.bin", "valid.bin"):
         assert (clean / name).read_bytes() == (whole.path / name).read_bytes(), name
     assert DataFolder(clean).meta["valid"] == whole.meta["valid"]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from nslm.atomic import atomic_dir
 from nslm.cli import HelpFormatter, positive_int
 from nslm.data.cleaning import CleanConfig
-from nslm.data.prepare import (DEFAULT_VALID_SHARE, NothingLeftError, clean_to_folder, prepare, read_cleaned,
+from nslm.data.prepare import (DEFAULT_DEV_SHARE, DEFAULT_VALID_SHARE, NothingLeftError, clean_to_folder, prepare, read_cleaned,
                                tokenize_folder)
 from nslm.data.report import print_clean_report
-from nslm.data.tokens import SPLITS
+from nslm.data.tokens import DataFolder
 from nslm.errors import NslmError
 from nslm.tokenizer import Tokenizer
 from nslm.tokenizer.report import comparison_table, efficiency_report
@@ -42,6 +42,9 @@ def add_clean_args(p: argparse.ArgumentParser) -> None:
                    help="'hf' downloads roneneldan/TinyStories from the Hugging Face hub when no --train is given")
     p.add_argument("--valid-share", type=float, default=DEFAULT_VALID_SHARE,
                    help="share of the input held out as validation when --valid is not given")
+    p.add_argument("--dev-share", type=float, default=DEFAULT_DEV_SHARE,
+                   help="share of the cleaned training stories set aside as the dev split, on which training keeps "
+                   "its best checkpoint and sweeps pick recipes (0: none, as in folders made before)")
     p.add_argument("--split-on", choices=("eot", "blank-lines", "lines"), default="eot",
                    help="how plain text files separate stories")
     p.add_argument("--max-stories", type=positive_int, help="read at most this many stories per split (quick tries)")
@@ -132,7 +135,8 @@ def run_prepare(args) -> int:
 
     with _table_when_nothing_left(args.quiet):
         result = prepare(args.train, args.valid, args.out, tokenizer_kind=args.kind, vocab_size=args.vocab_size,
-                         config=config_from_args(args), valid_share=args.valid_share, split_on=args.split_on,
+                         config=config_from_args(args), valid_share=args.valid_share, dev_share=args.dev_share,
+                         split_on=args.split_on,
                          source=args.source, tokenizer_sample=args.tokenizer_sample, max_stories=args.max_stories,
                          if_exists=args.if_exists, progress=not args.quiet)
     console = Console()
@@ -143,7 +147,7 @@ def run_prepare(args) -> int:
         _print_efficiency(result.path, console)
     meta = result.meta
     console.print(f"wrote {result.path}: " + ", ".join(
-        f"{s} {meta[s]['stories']:,} stories / {meta[s]['tokens']:,} tokens" for s in SPLITS)
+        f"{s} {meta[s]['stories']:,} stories / {meta[s]['tokens']:,} tokens" for s in DataFolder(result.path).splits)
         + f" ({meta['tokenizer_kind']}, vocabulary {meta['vocab_size']:,}, {meta['dtype']})")
     return 0
 
@@ -172,11 +176,13 @@ def run_clean(args) -> int:
     config = config_from_args(args)
     with _table_when_nothing_left(args.quiet), atomic_dir(out, replace=True) as tmp:
         report = clean_to_folder(tmp, args.train, args.valid, config=config, valid_share=args.valid_share,
-                                 split_on=args.split_on, source=args.source, max_stories=args.max_stories,
+                                 dev_share=args.dev_share, split_on=args.split_on, source=args.source, max_stories=args.max_stories,
                                  progress=not args.quiet)
     if not args.quiet:
         print_clean_report(report)
-    print(f"wrote {out}: train {report['train']['stories_out']:,} stories, valid {report['valid']['stories_out']:,}")
+    dev = report["dev"]["stories"]
+    print(f"wrote {out}: train {report['train']['stories_out'] - dev:,} stories, dev {dev:,}, "
+          f"valid {report['valid']['stories_out']:,}")
     return 0
 
 
@@ -192,6 +198,6 @@ def run_tokenize(args) -> int:
     if args.tokenizer is not None:
         tokenizer.save(folder)  # the header's hash must name the tokenizer.json that sits beside the ids
     meta = tokenize_folder(folder, tokenizer, progress=True)
-    print(f"wrote {folder}/train.bin ({meta['train']['tokens']:,} tokens), valid.bin "
-          f"({meta['valid']['tokens']:,} tokens) and meta.json ({meta['dtype']})")
+    written = ", ".join(f"{s}.bin ({meta[s]['tokens']:,} tokens)" for s in DataFolder(folder).splits)
+    print(f"wrote {folder}: {written} and meta.json ({meta['dtype']})")
     return 0

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, Sequence
 from nslm.atomic import atomic_dir, atomic_write_json
 from nslm.data.cleaning import RULE_ADVICE, Cleaner, CleanConfig, SplitReport, finish_vocabulary, vocab_filter
 from nslm.data.reading import HUB_DATASET, expand_inputs, guess_encoding, read_file, read_hub, read_stories
-from nslm.data.tokens import SPLITS, DataFolder, build_meta, write_meta, write_tokens
+from nslm.data.tokens import DEV, SPLITS, DataFolder, build_meta, write_meta, write_tokens
 from nslm.errors import NslmError
 from nslm.tokenizer import Tokenizer, train_tokenizer
 from nslm.tokenizer.core import check_kind_and_size
@@ -26,6 +26,9 @@ from nslm.tokenizer.detok import EOT
 IF_EXISTS = ("error", "reuse", "overwrite")
 SOURCES = ("files", "hf")
 DEFAULT_VALID_SHARE = 0.02
+# Share of the cleaned training stories set aside as the dev split (checkpoint and recipe selection), so that
+# the validation split is only ever reported. 0 makes a folder without one, as before dev splits existed.
+DEFAULT_DEV_SHARE = 0.02
 DATA_FILES = ("train.txt", "valid.txt", "report.json", "tokenizer.json", "train.bin", "valid.bin", "meta.json")
 
 
@@ -75,20 +78,29 @@ def _limited(stories: Iterable[str], limit: int | None) -> Iterator[str]:
         yield story
 
 
-def _bucket(text: str) -> float:
-    """A fixed pseudo-random number in [0, 1) for a story, so the held-out share is reproducible."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") / 2**64
+def _bucket(text: str, salt: str = "") -> float:
+    """A fixed pseudo-random number in [0, 1) for a story, so the held-out and dev shares are reproducible.
+    A different `salt` gives an independent number, so the dev pick does not depend on the held-out pick."""
+    data = (salt + text).encode("utf-8")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") / 2**64
+
+
+def is_dev_story(text: str, dev_share: float) -> bool:
+    """Whether a cleaned training story belongs to the dev split (a hash of its text decides)."""
+    return dev_share > 0 and _bucket(text, salt="dev\0") < dev_share
 
 
 def clean_to_folder(folder: str | Path, train: Sequence[str] | None, valid: Sequence[str] | None = None, *,
                     config: CleanConfig | None = None, valid_share: float = DEFAULT_VALID_SHARE,
-                    split_on: str = "eot", source: str = "files", max_stories: int | None = None,
-                    progress: bool = False) -> dict:
-    """Clean the inputs into `folder`/train.txt and valid.txt and return the cleaning report (a dict).
+                    dev_share: float = DEFAULT_DEV_SHARE, split_on: str = "eot", source: str = "files",
+                    max_stories: int | None = None, progress: bool = False) -> dict:
+    """Clean the inputs into `folder`/train.txt, dev.txt and valid.txt; return the cleaning report (a dict).
 
     Validation stories come from `valid` (files) and are cleaned first, so training stories that repeat
     them are dropped as leakage. Without `valid`, a `valid_share` of the input stories (chosen by a hash
-    of their text) is held out instead.
+    of their text) is held out instead. A `dev_share` of the cleaned training stories (another hash) goes
+    to dev.txt; the report's `train` counts include them and `dev` says how many there are. With
+    `dev_share` 0, or when the pick leaves dev empty, no dev.txt is written.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,6 +111,8 @@ def clean_to_folder(folder: str | Path, train: Sequence[str] | None, valid: Sequ
         raise NslmError("no training files given; pass --train FILE... or --source hf to download TinyStories")
     if not 0.0 < valid_share < 0.5:
         raise NslmError(f"--valid-share must lie between 0 and 0.5, not {valid_share}")
+    if not 0.0 <= dev_share < 0.5:
+        raise NslmError(f"--dev-share must lie between 0 (no dev split) and 0.5, not {dev_share}")
     # fail on missing paths before any work starts
     if train:
         expand_inputs(train)
@@ -142,14 +156,21 @@ def clean_to_folder(folder: str | Path, train: Sequence[str] | None, valid: Sequ
     allowed = None
     if config.vocab_limit:
         allowed = {w for w, _ in reports["train"].vocabulary.most_common(config.vocab_limit)}
+    dev_count = 0
     for split, raw_path in (("train", train_raw), ("valid", valid_raw)):
         stories = read_cleaned(raw_path)
         if allowed is not None:
             stories = vocab_filter(stories, allowed, reports[split])
-        write_stories(stories, folder / f"{split}.txt")
+        if split == "train":
+            dev_count = _write_train_and_dev(stories, folder, dev_share)
+        else:
+            write_stories(stories, folder / f"{split}.txt")
         raw_path.unlink()
         finish_vocabulary(reports[split])
-    report = {"settings": config.to_dict(), "held_out": held_out,
+    dev = {"share": dev_share, "stories": dev_count,
+           "method": "a hash of each cleaned training story's text picks it; checkpoints and recipes are "
+                     "selected on it, the validation split is only reported"}
+    report = {"settings": config.to_dict(), "held_out": held_out, "dev": dev,
               "inputs": {"train": [str(p) for p in train or []] or None,
                          "valid": [str(p) for p in valid or []] or None,
                          "source": source if not train else "files"}}
@@ -160,6 +181,24 @@ def clean_to_folder(folder: str | Path, train: Sequence[str] | None, valid: Sequ
             raise NothingLeftError(_nothing_left(split, reports[split], expand_inputs(inputs)), report)
     atomic_write_json(folder / "report.json", report)
     return report
+
+
+def _write_train_and_dev(stories: Iterable[str], folder: Path, dev_share: float) -> int:
+    """Write the cleaned training stories to train.txt, or to dev.txt where the hash picks them; returns the
+    dev count (an empty dev.txt is removed: the folder then has no dev split)."""
+    dev_path = folder / f"{DEV}.txt"
+    counts = {"train": 0, DEV: 0}
+    with open(folder / "train.txt", "w", encoding="utf-8", newline="\n") as train, \
+            open(dev_path, "w", encoding="utf-8", newline="\n") as dev:
+        for story in stories:
+            split = DEV if is_dev_story(story, dev_share) else "train"
+            (dev if split == DEV else train).write(f"{story}\n{EOT}\n")
+            counts[split] += 1
+    if counts[DEV] == 0:
+        dev_path.unlink()
+    elif counts["train"] == 0:
+        raise NslmError(f"the dev split took all {counts[DEV]} training stories; lower --dev-share or give more stories")
+    return counts[DEV]
 
 
 def _nothing_left(split: str, rep: SplitReport, inputs: list[Path]) -> str:
@@ -202,7 +241,8 @@ def tokenize_folder(folder: str | Path, tokenizer=None, *, extra_meta: dict | No
     if tokenizer is None:
         tokenizer = Tokenizer.load(folder / "tokenizer.json")
     splits = {}
-    for split in SPLITS:
+    present = [s for s in (*SPLITS, DEV) if s in SPLITS or (folder / f"{s}.txt").is_file()]
+    for split in present:
         splits[split] = write_tokens(tokenizer, read_cleaned(folder / f"{split}.txt"), folder / f"{split}.bin",
                                      progress=progress)
     meta = build_meta(tokenizer, splits, extra_meta)
@@ -223,6 +263,7 @@ def fingerprint(train, valid, settings: dict) -> str:
 
 def _is_complete(folder: DataFolder) -> bool:
     names = list(DATA_FILES) + (["casing.json"] if folder.meta["tokenizer_kind"] == "word" else [])
+    names += [f"{DEV}.txt", f"{DEV}.bin"] if folder.has_dev else []
     return all((folder.path / n).is_file() for n in names) and folder.tokenizer_file_matches()
 
 
@@ -242,14 +283,15 @@ def _existing_dataset(out: Path) -> tuple[str, DataFolder | None]:
 
 def prepare(train: Sequence[str] | None, valid: Sequence[str] | None, out: str | Path, *,
             tokenizer_kind: str = "bpe", vocab_size: int | None = None, config: CleanConfig | None = None,
-            valid_share: float = DEFAULT_VALID_SHARE, split_on: str = "eot", source: str = "files",
-            tokenizer_sample: int | None = None, max_stories: int | None = None, if_exists: str = "error",
-            progress: bool = False) -> PrepareResult:
+            valid_share: float = DEFAULT_VALID_SHARE, dev_share: float = DEFAULT_DEV_SHARE,
+            split_on: str = "eot", source: str = "files", tokenizer_sample: int | None = None,
+            max_stories: int | None = None, if_exists: str = "error", progress: bool = False) -> PrepareResult:
     """Make the data folder `out` (train/valid.txt, report.json, tokenizer.json, *.bin, meta.json).
 
     `if_exists`: `error` refuses an existing non-empty folder, `reuse` returns at once when `out` already
     holds a complete dataset made from the same inputs and settings (and errors otherwise), `overwrite`
-    replaces an earlier data folder (never a foreign one).
+    replaces an earlier data folder (never a foreign one). A folder made before dev splits existed, from
+    the same inputs and other settings, is reused as it is (without a dev split) rather than refused.
     """
     out = Path(out)
     config = (config or CleanConfig()).validate()
@@ -262,13 +304,20 @@ def prepare(train: Sequence[str] | None, valid: Sequence[str] | None, out: str |
                 "valid_share": None if valid else valid_share, "split_on": split_on,
                 "source": "files" if train else source, "tokenizer_sample": tokenizer_sample,
                 "max_stories": max_stories}
+    # dev_share joins the fingerprint only when set, so a folder made before dev splits has the same
+    # fingerprint as a request for none; `reuse` also accepts such a folder for the default share
+    older_settings = dict(settings)
+    if dev_share:
+        settings["dev_share"] = dev_share
     if train:
         expand_inputs(train)
     if valid:
         expand_inputs(valid)
     fp = fingerprint(train, valid, settings)
     state, existing = _existing_dataset(out)
-    same = state == "data" and existing.meta.get("prepare", {}).get("fingerprint") == fp and _is_complete(existing)
+    made_with = existing.meta.get("prepare", {}).get("fingerprint") if state == "data" else None
+    before_dev = made_with is not None and not existing.has_dev and made_with == fingerprint(train, valid, older_settings)
+    same = state == "data" and (made_with == fp or before_dev) and _is_complete(existing)
     if state == "foreign":
         raise NslmError(f"output folder {out} is not empty and is not an nslm data folder; choose another --out")
     if state == "data":
@@ -280,8 +329,8 @@ def prepare(train: Sequence[str] | None, valid: Sequence[str] | None, out: str |
             raise NslmError(f"output folder {out} already holds {what}; pass --if-exists overwrite to "
                             "replace it or choose another --out")
     with atomic_dir(out, replace=True) as tmp:
-        report = clean_to_folder(tmp, train, valid, config=config, valid_share=valid_share, split_on=split_on,
-                                 source=source, max_stories=max_stories, progress=progress)
+        report = clean_to_folder(tmp, train, valid, config=config, valid_share=valid_share, dev_share=dev_share,
+                                 split_on=split_on, source=source, max_stories=max_stories, progress=progress)
         texts = _limited(read_cleaned(tmp / "train.txt"), tokenizer_sample)
         tokenizer = train_tokenizer(tokenizer_kind, texts, vocab_size)
         tokenizer.save(tmp)
@@ -292,4 +341,4 @@ def prepare(train: Sequence[str] | None, valid: Sequence[str] | None, out: str |
 
 
 __all__ = ["PrepareResult", "prepare", "clean_to_folder", "tokenize_folder", "write_stories", "read_cleaned",
-           "fingerprint", "DEFAULT_VALID_SHARE", "HUB_DATASET"]
+           "fingerprint", "is_dev_story", "DEFAULT_VALID_SHARE", "DEFAULT_DEV_SHARE", "HUB_DATASET"]

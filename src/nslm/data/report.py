@@ -15,6 +15,8 @@ def clean_report_tables(report: dict) -> list:
         title = f"Cleaning {split}: {rep['stories_in']:,} stories in, {rep['stories_out']:,} out"
         if split == "valid" and report.get("held_out"):
             title += f" (held out: {report['held_out']['share']:.0%} of the input)"
+        if split == "train" and (report.get("dev") or {}).get("stories"):
+            title += f" ({report['dev']['stories']:,} of them set aside as the dev split)"
         table = Table(title=title, show_lines=False)
         table.add_column("rule")
         table.add_column("in", justify="right")

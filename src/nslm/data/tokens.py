@@ -18,6 +18,10 @@ from nslm.tokenizer import tokenizer_file_sha256
 FORMAT = "nslm-tokens"
 VERSION = 1
 SPLITS = ("train", "valid")
+# The dev split (stories carved from the training input to pick checkpoints and recipes by) is optional:
+# folders made before it existed have none and read exactly as before, so the version stays 1.
+DEV = "dev"
+ALL_SPLITS = ("train", DEV, "valid")
 BATCH_STORIES = 1000
 
 
@@ -126,10 +130,25 @@ class DataFolder:
         """The ids' dtype, little-endian whatever this machine's byte order."""
         return np.dtype(self.meta["dtype"]).newbyteorder("<")
 
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits this folder holds: train and valid, and dev where `nslm data prepare` carved one."""
+        return tuple(s for s in ALL_SPLITS if s in SPLITS or isinstance(self.meta.get(s), dict))
+
+    @property
+    def has_dev(self) -> bool:
+        return DEV in self.splits
+
+    @property
+    def selection_split(self) -> str:
+        """The split that picks checkpoints and recipes: dev when the folder has one, else valid (older folders)."""
+        return DEV if self.has_dev else "valid"
+
     def split(self, name: str = "train") -> TokenSplit:
-        """The ids of `name` (`train` or `valid`) as a read-only memmap, checked against the header."""
-        if name not in SPLITS or not isinstance(self.meta.get(name), dict):
-            raise NslmError(f"{self.path}/meta.json has no split {name!r}; splits are {', '.join(SPLITS)}")
+        """The ids of `name` (`train`, `valid`, or `dev` where present) as a read-only memmap, checked against
+        the header."""
+        if name not in self.splits or not isinstance(self.meta.get(name), dict):
+            raise NslmError(f"{self.path}/meta.json has no split {name!r}; splits are {', '.join(self.splits)}")
         info = self.meta[name]
         path = self.path / info.get("file", f"{name}.bin")
         if not path.is_file():

@@ -105,6 +105,10 @@ def read_state(path: Path) -> dict:
         if name not in state or not ok(state[name]):
             raise NslmError(f"{path} is corrupt: \"{name}\" must be {rule}, not {state.get(name)!r}; "
                             "the run cannot be resumed")
+    best_dev = state.get("best_dev_loss")  # only in runs whose data folder has a dev split
+    if best_dev is not None and not _number(best_dev):
+        raise NslmError(f"{path} is corrupt: \"best_dev_loss\" must be null or a finite number, not {best_dev!r}; "
+                        "the run cannot be resumed")
     if state["data_position"]["next_step"] != state["step"]:
         raise NslmError(f"{path} is corrupt: data_position.next_step differs from step; the run cannot be resumed")
     return state

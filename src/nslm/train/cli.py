@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     result = train_run(run_config, run_dir, resume=bool(args.resume))
     if is_main_process():
         best = result["best_val_loss"]
-        best_text = f", best validation loss {best:.4f}" if best != float("inf") else ""
+        split = "dev" if result.get("selected_by") == "dev" else "validation"
+        best_text = f", best {split} loss {best:.4f}" if best != float("inf") else ""
         if result["state"] == "stopped":
             print(f"stopped at step {result['step']}{best_text}; continue with: nslm train --resume {run_dir}", file=sys.stderr)
         else:

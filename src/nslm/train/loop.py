@@ -120,6 +120,7 @@ class Trainer:
         self.amp_dtype = pick_autocast_dtype(self.tcfg.dtype, self.device)
         self.stop_signal: str | None = None
         self.setup_done = False
+        # best_val: the lowest loss on the selection split (dev where the data folder has one, else valid)
         self.step, self.tokens_seen, self.elapsed_before, self.best_val = 0, 0, 0.0, float("inf")
         self.max_steps, self.max_tokens, self.max_minutes = self.tcfg.resolved_limits()
         self.tokens_per_step = self.tcfg.batch_size * self.tcfg.grad_accum * self.mcfg.context_length * self.dist.world
@@ -130,7 +131,8 @@ class Trainer:
         self.last_lr = 0.0
         self.model = self.net = self.optimizer = self.tokenizer = None
         self.train_tokens = self.valid_tokens = None
-        self.val_x = self.val_y = None
+        self.selected_by = "valid"
+        self.windows: dict[str, tuple] = {}  # split -> (inputs, targets, estimated, TokenSplit)
         self.val_estimated = False
 
     # ---- set-up
@@ -142,6 +144,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         data = DataFolder(self.meta["path"])
         self.train_tokens, self.valid_tokens = data.split("train"), data.split("valid")
+        self.selected_by = data.selection_split
         self.model = build_model(self.mcfg).to(self.device)
         self.optimizer = make_optimizer(self.model, self.tcfg, self.device)
         self.step, self.tokens_seen, self.elapsed_before = 0, 0, 0.0
@@ -157,8 +160,12 @@ class Trainer:
         if self.dist.active:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.net, device_ids=ids)
-        x, y, self.val_estimated = validation_windows(self.valid_tokens.ids, self.mcfg.context_length, self.tcfg.eval_tokens)
-        self.val_x, self.val_y = x, y
+        # validation is always measured and reported; a dev split, where there is one, picks the checkpoint
+        for name in dict.fromkeys(("valid", self.selected_by)):
+            split = data.split(name)
+            x, y, estimated = validation_windows(split.ids, self.mcfg.context_length, self.tcfg.eval_tokens)
+            self.windows[name] = (x, y, estimated, split)
+        self.val_estimated = self.windows["valid"][2]
         self.tokenizer = None  # only the main process samples; a run folder without a tokenizer trains unsampled
         if self.dist.main:
             try:
@@ -171,7 +178,8 @@ class Trainer:
         self.step = state["step"]
         self.tokens_seen = state["tokens"]
         self.elapsed_before = float(state["elapsed_s"])
-        self.best_val = float("inf") if state["best_val_loss"] is None else float(state["best_val_loss"])
+        best = state.get("best_dev_loss") if self.selected_by == "dev" else state["best_val_loss"]
+        self.best_val = float("inf") if best is None else float(best)
         key = f"cpu_rank{self.dist.rank}" if f"cpu_rank{self.dist.rank}" in rng else "cpu_rank0"
         if key in rng:
             torch.set_rng_state(rng[key])
@@ -250,23 +258,33 @@ class Trainer:
 
     # ---- evaluation
     @torch.no_grad()
-    def evaluate(self, batch_size: int = 32) -> dict:
-        """Validation loss, perplexity and bits per byte over the validation windows, and a greedy sample."""
+    def split_loss(self, name: str, batch_size: int = 32) -> tuple[float, float | None, int]:
+        """(loss in nats per token, bits per byte, tokens scored) of split `name` over its fixed windows."""
         self.model.eval()
+        xs, ys, _, split = self.windows[name]
         nats, count = 0.0, 0
-        for i in range(0, len(self.val_x), batch_size):
-            x = self.val_x[i : i + batch_size].to(self.device)
-            y = self.val_y[i : i + batch_size].to(self.device)
+        for i in range(0, len(xs), batch_size):
+            x = xs[i : i + batch_size].to(self.device)
+            y = ys[i : i + batch_size].to(self.device)
             with self.autocast():
                 logits, _ = self.model(x)
             nats += F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
             count += int((y != -100).sum())
-        val_loss = nats / max(count, 1)
+        loss = nats / max(count, 1)
         # bits per byte: nats per token times tokens per byte of the whole split, in bits
-        n_valid = len(self.valid_tokens)
-        bpb = val_loss * n_valid / math.log(2) / self.valid_tokens.bytes if self.valid_tokens.bytes else None
+        bpb = loss * len(split) / math.log(2) / split.bytes if split.bytes else None
+        return loss, bpb, count
+
+    def evaluate(self) -> dict:
+        """Validation loss, perplexity and bits per byte (and the dev split's, where the data has one, which
+        picks the checkpoint), and a greedy sample."""
+        val_loss, bpb, count = self.split_loss("valid")
         record = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)), "val_bpb": bpb,
                   "val_tokens": count, "val_estimated": self.val_estimated}
+        if self.selected_by == "dev":
+            dev_loss, dev_bpb, dev_count = self.split_loss("dev")
+            record.update(dev_loss=dev_loss, dev_bpb=dev_bpb, dev_tokens=dev_count)
+        record["selected_by"] = self.selected_by
         record["sample"], record["sample_ended"] = self.sample()
         return record
 
@@ -296,8 +314,10 @@ class Trainer:
         rng = self.rng_states()  # every rank takes part in the gather
         if not self.dist.main:
             return
+        best = None if math.isinf(self.best_val) else self.best_val
         state = {"step": self.step, "tokens": self.tokens_seen, "elapsed_s": self.elapsed(),
-                 "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
+                 "best_val_loss": best if self.selected_by == "valid" else None,
+                 **({"best_dev_loss": best} if self.selected_by == "dev" else {}),
                  "data_position": {"seed": self.tcfg.seed, "next_step": self.step, "world_size": self.dist.world},
                  "saved": now_iso()}
         checkpoint.save_last(self.run_dir, self.model, self.optimizer, state, rng)
@@ -350,10 +370,12 @@ class Trainer:
             if self.dist.main and not stopped:
                 self._plot()
             result_state = "stopped" if stopped else "finished"
-            self.status(result_state, best_val_loss=None if math.isinf(self.best_val) else self.best_val,
-                        tokens=self.tokens_seen, elapsed_s=round(self.elapsed(), 2))
+            best = None if math.isinf(self.best_val) else self.best_val
+            self.status(result_state, best_val_loss=best if self.selected_by == "valid" else None,
+                        **({"best_dev_loss": best} if self.selected_by == "dev" else {}),
+                        selected_by=self.selected_by, tokens=self.tokens_seen, elapsed_s=round(self.elapsed(), 2))
             return {"state": result_state, "step": self.step, "best_val_loss": self.best_val,
-                    "elapsed_s": self.elapsed(), "signal": self.stop_signal}
+                    "selected_by": self.selected_by, "elapsed_s": self.elapsed(), "signal": self.stop_signal}
         except BaseException:
             if self.setup_done or not self.resume:  # a resume that could not start leaves the run as it was
                 self.status("failed", message="training failed; see the error printed by nslm train")
@@ -396,13 +418,14 @@ class Trainer:
     def _eval_and_checkpoint(self, bar) -> None:
         if self.dist.main:
             result = self.evaluate()
-            improved = self.save_best_if_better(result["val_loss"])
+            improved = self.save_best_if_better(result[f"{'dev' if self.selected_by == 'dev' else 'val'}_loss"])
             self.log({"event": "eval", "step": self.step, "tokens": self.tokens_seen,
                       "elapsed_s": round(self.elapsed(), 3), "train_loss": None, "lr": self.last_lr,
                       "progress": round(self.progress(), 5), "eta_s": None, "best": improved, **result})
             if bar is not None:
                 bpb = f"{result['val_bpb']:.3f}" if result["val_bpb"] is not None else "?"
-                bar.write(f"step {self.step}: val loss {result['val_loss']:.3f}, ppl {result['val_ppl']:.1f}, "
+                dev = f"dev loss {result['dev_loss']:.3f}, " if "dev_loss" in result else ""
+                bar.write(f"step {self.step}: {dev}val loss {result['val_loss']:.3f}, ppl {result['val_ppl']:.1f}, "
                           f"bpb {bpb}{' (estimate)' if self.val_estimated else ''} | {result['sample']!r}")
         self.dist.barrier()
         self.save_last()

@@ -11,7 +11,7 @@ import torch
 
 from nslm import __version__
 from nslm.atomic import atomic_write_json
-from nslm.data.tokens import SPLITS, DataFolder
+from nslm.data.tokens import DataFolder
 from nslm.device import is_main_process, pick_device
 from nslm.errors import NslmError
 from nslm.models import ModelConfig, build_model, load_preset, preset_train_defaults
@@ -27,7 +27,7 @@ def _checked_data(data_dir: str | Path) -> DataFolder:
     """The data folder, with its tokenizer and both token files checked before any run folder is made."""
     folder = DataFolder(data_dir)
     folder.check_tokenizer_file()
-    for split in SPLITS:
+    for split in folder.splits:
         folder.split(split)
     return folder
 
@@ -51,6 +51,19 @@ def prepare_run(out: str | Path | None = None, data: str | Path | None = None, p
         return _prepare_resume(Path(resume), data, overrides, train_options, preset, config_file)
     if out is None or data is None:
         raise NslmError("nslm train needs --data DIR and --out RUN (or --resume RUN)")
+    run_config = resolve_run_config(data, preset, config_file, overrides, train_options)
+    run_dir = Path(out)
+    if is_main_process():
+        _create_run_folder(run_dir, run_config)
+    return run_config, run_dir
+
+
+def resolve_run_config(data: str | Path, preset: str | None = None, config_file: str | Path | None = None,
+                       overrides: list[str] | None = None, train_options: dict | None = None) -> dict:
+    """config.json's dict of a new run: every setting resolved and checked (data folder, model, training, memory),
+    nothing written. `prepare_run` and the sweep's spec check both go through it."""
+    overrides = list(overrides or [])
+    train_options = {k: v for k, v in (train_options or {}).items() if v is not None}
     file_cfg = read_config_file(config_file) if config_file else {}
     preset = preset or file_cfg.get("preset") or DEFAULT_PRESET
     model = load_preset(preset).to_dict()
@@ -69,7 +82,7 @@ def prepare_run(out: str | Path | None = None, data: str | Path | None = None, p
         raise NslmError(f"the training split of {data} has {train_tokens} tokens, fewer than one window "
                         f"of {mcfg.context_length + 1}; lower model.context_length or use more data")
     check_training_fits(mcfg, tcfg)  # an absent GPU or too little memory is refused before any folder is made
-    run_config = {
+    return {
         "preset": preset,
         "model": mcfg.to_dict(),
         "train": tcfg.to_dict(),
@@ -78,10 +91,6 @@ def prepare_run(out: str | Path | None = None, data: str | Path | None = None, p
         "nslm_version": __version__,
         "params": build_model(mcfg).param_counts(),
     }
-    run_dir = Path(out)
-    if is_main_process():
-        _create_run_folder(run_dir, run_config)
-    return run_config, run_dir
 
 
 def device_memory(device: torch.device) -> int | None:
