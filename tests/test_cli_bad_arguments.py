@@ -168,6 +168,27 @@ CASES = [
     (["export", SHIPPED, "/proc/nslm-export"], "/proc/nslm-export"),
     (["gui", "--port", "99999"], "--port"),
     (["gui", "--port", "0"], "--port"),
+    # sweep: the spec and the folders are checked before anything is written
+    (["sweep", "run", "MISSING.toml", "--out", "OUT"], "does not exist"),
+    (["sweep", "run", "BINARY.txt", "--out", "OUT"], "not UTF-8"),
+    (["sweep", "run", "BADTOML.toml", "--out", "OUT"], "not valid TOML"),
+    (["sweep", "run", "UNKNOWN.toml", "--out", "OUT"], "unknown setting 'model.no_such_field'"),
+    (["sweep", "run", "EMPTYGRID.toml", "--out", "OUT"], "non-empty list"),
+    (["sweep", "run", "NOGRID.toml", "--out", "OUT"], "[grid] is empty"),
+    (["sweep", "run", "NOVARY.toml", "--out", "OUT"], "varies nothing"),
+    (["sweep", "run", "ABSURD.toml", "--out", "OUT"], "budget steps"),
+    (["sweep", "run", "TWOBUDGETS.toml", "--out", "OUT"], "exactly one of minutes, tokens or steps"),
+    (["sweep", "run", "BADVALUE.toml", "--out", "OUT"], "klingon"),
+    (["sweep", "run", "BADRANGE.toml", "--out", "OUT"], "low < high"),
+    (["sweep", "run", "SPEC.toml", "--out", "/proc/nslm-sweep"], "cannot write"),
+    (["sweep", "run", "SPEC.toml", "--out", "GOOD.txt"], "is a file"),
+    (["sweep", "run", "SPEC.toml", "--out", "CLEANED"], "not a sweep folder"),
+    (["sweep", "run", "SPEC.toml", "--out", "OUT", "--storage", "nonsense://nowhere"], "nonsense://nowhere"),
+    (["sweep", "worker"], "--storage"),
+    (["sweep", "worker", "CLEANED"], "not a sweep folder"),
+    (["sweep", "worker", "--storage", "sqlite:///none.sqlite"], "no study storage"),
+    (["sweep", "report", "MISSING"], "MISSING"),
+    (["sweep", "report", "CLEANED"], "not a sweep folder"),
     # bench
     (["bench", "train", "--preset", "no-such-preset"], "no-such-preset"),
     (["bench", "train", "--steps", "0"], "--steps"),
@@ -199,11 +220,32 @@ def bad_inputs(tmp_path_factory, data_dir) -> Path:
     (root / "DEEPMETA" / "meta.json").write_text("[" * 200_000)
     (root / "TOKENIZER").mkdir()
     (root / "TOKENIZER" / "tokenizer.json").write_bytes((data_dir / "tokenizer.json").read_bytes())
+    _sweep_specs(root, data_dir)
     bad_run = root / "RUN_BAD_STATE"
     (bad_run / "last").mkdir(parents=True)
     (bad_run / "config.json").write_text("{}")
     (bad_run / "last" / "state.json").write_text("[]")
     return root
+
+
+def _sweep_specs(root: Path, data_dir: Path) -> None:
+    """A good sweep spec and one of each mistake, on the session's data folder."""
+    head = f'preset = "transformer-1m"\ndata = "{data_dir}"\nseeds = [1]\n'
+    budget = "[budget]\nsteps = 10\n"
+    specs = {
+        "SPEC": budget + '[grid]\n"model.pos_encoding" = ["learned", "rope"]\n',
+        "BADTOML": budget + "[grid\n",
+        "UNKNOWN": budget + '[grid]\n"model.no_such_field" = [1, 2]\n',
+        "EMPTYGRID": budget + '[grid]\n"model.pos_encoding" = []\n',
+        "NOGRID": budget + "[grid]\n",
+        "NOVARY": budget,
+        "ABSURD": '[budget]\nsteps = 1000000000000\n[grid]\n"model.pos_encoding" = ["rope"]\n',
+        "TWOBUDGETS": '[budget]\nsteps = 10\nminutes = 2\n[grid]\n"model.pos_encoding" = ["rope"]\n',
+        "BADVALUE": budget + '[grid]\n"model.pos_encoding" = ["learned", "klingon"]\n',
+        "BADRANGE": 'trials = 3\n' + budget + '[search]\n"train.lr" = {low = 0.01, high = 0.001}\n',
+    }
+    for name, body in specs.items():
+        (root / f"{name}.toml").write_text(head + body, encoding="utf-8")
 
 
 def _tree(*roots: Path) -> dict:

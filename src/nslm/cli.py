@@ -23,6 +23,7 @@ AREAS = (
     "nslm.generate.cli",
     "nslm.eval.cli",
     "nslm.interop.cli",
+    "nslm.sweep.cli",
     "nslm.gui.cli",
     "nslm.bench.cli",
 )

@@ -1,0 +1,307 @@
+"""A sweep's spec (a TOML file): base preset, data folder, settings held equal, settings varied (a grid, or
+ranges for a TPE search), the budget of each trial, the seeds and the measures computed after each trial.
+
+```toml
+preset = "transformer-1m"
+data = "data/tinystories"
+seeds = [1, 2]
+[budget]            # exactly one of minutes, tokens, steps
+minutes = 3
+[fixed]             # held equal in every trial
+"train.batch_size" = 16
+[grid]              # every combination is one trial (or [search] with ranges, and `trials = N`)
+"model.pos_encoding" = ["learned", "sinusoidal", "rope"]
+[measures]          # nslm eval steps after each trial; any other key is an EvalOptions field
+steps = ["likelihood"]
+quick = true
+```
+
+Everything is checked when the spec is read, before anything is written: one sentence names the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nslm.errors import NslmError
+from nslm.eval.report import EvalOptions
+from nslm.eval.steps import STEP_NAMES
+from nslm.models import ModelConfig
+from nslm.sampling import check_seed
+from nslm.train.config import TrainConfig
+from nslm.train.run import resolve_run_config
+
+TABLES = {"preset", "data", "seeds", "budget", "fixed", "grid", "search", "trials", "sampler_seed", "measures"}
+# The largest budget a trial may be given: a week of minutes, 10^12 tokens, 10^8 steps.
+BUDGET_LIMITS = {"minutes": 7 * 24 * 60, "tokens": 10**12, "steps": 10**8}
+BUDGET_FIELDS = {"minutes": "max_minutes", "tokens": "max_tokens", "steps": "max_steps"}
+MAX_TRIALS = 10_000
+SECTIONS = {"model": ModelConfig, "train": TrainConfig}
+# Settings a spec may not vary or fix: the seeds, the budget and the data decide them.
+RESERVED = {"train.seed": "seeds", "train.max_steps": "[budget]", "train.max_tokens": "[budget]",
+            "train.max_minutes": "[budget]", "train.stop_after_steps": "[budget]", "model.vocab_size": "the data folder"}
+MEASURE_FIELDS = {f.name for f in dataclasses.fields(EvalOptions)} - {"steps", "quick", "seed"}
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric search range for TPE: whole numbers when both ends are, on a log scale when `log`."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @property
+    def integer(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int)
+
+
+@dataclass
+class SweepSpec:
+    """A checked spec. `grid` maps settings to their values; `search` to a `Range` or a list of choices."""
+
+    preset: str
+    data: str
+    seeds: list[int]
+    budget: dict[str, float]  # {"minutes" | "tokens" | "steps": value}
+    fixed: dict[str, object] = field(default_factory=dict)
+    grid: dict[str, list] = field(default_factory=dict)
+    search: dict[str, object] = field(default_factory=dict)
+    trials: int | None = None
+    sampler_seed: int = 0
+    measures: dict = field(default_factory=lambda: {"steps": [], "quick": True})
+
+    @property
+    def mode(self) -> str:
+        return "grid" if self.grid else "search"
+
+    @property
+    def varied(self) -> list[str]:
+        return list(self.grid or self.search)
+
+    def total_trials(self) -> int:
+        return math.prod(len(v) for v in self.grid.values()) if self.grid else int(self.trials)
+
+    def grid_points(self) -> list[dict]:
+        """Every combination of the grid's values, in the spec's order."""
+        keys = list(self.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+
+    def train_options(self) -> dict:
+        """The budget as TrainConfig limits."""
+        return {BUDGET_FIELDS[k]: v for k, v in self.budget.items()}
+
+    def overrides(self, settings: dict) -> list[str]:
+        """`section.field=value` strings of the fixed settings, then the trial's own."""
+        return [f"{k}={json.dumps(v)}" for k, v in {**self.fixed, **settings}.items()]
+
+    def eval_options(self) -> EvalOptions:
+        extra = {k: v for k, v in self.measures.items() if k not in ("steps", "quick")}
+        opts = EvalOptions(steps=tuple(self.measures["steps"]), **extra)
+        return opts.apply_quick() if self.measures["quick"] else opts.fill_defaults()
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["search"] = {k: dataclasses.asdict(v) if isinstance(v, Range) else v for k, v in self.search.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepSpec":
+        d = dict(d)
+        d["search"] = {k: Range(**v) if isinstance(v, dict) else v for k, v in d.get("search", {}).items()}
+        return cls(**d)
+
+
+def read_spec(path: str | Path, data: str | Path | None = None) -> SweepSpec:
+    """The checked spec in the TOML file `path`; `data` replaces its data folder (another machine's copy).
+    A relative data path is taken from the current folder and recorded absolute."""
+    path = Path(path)
+    if not path.is_file():
+        raise NslmError(f"sweep spec {path} does not exist; give a TOML file such as studies/positional.toml")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise NslmError(f"sweep spec {path} is not UTF-8 text; give a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise NslmError(f"sweep spec {path} is not valid TOML ({exc})") from None
+    return check_spec(raw, str(path), data)
+
+
+def check_spec(raw: dict, where: str, data: str | Path | None = None) -> SweepSpec:
+    """A SweepSpec from the parsed TOML `raw`, every value checked; `where` names the file in errors."""
+    unknown = sorted(set(raw) - TABLES)
+    if unknown:
+        raise NslmError(f"{where}: unknown entry {unknown[0]!r}; a spec holds {', '.join(sorted(TABLES))}")
+    preset = raw.get("preset", "transformer-1m")
+    if not isinstance(preset, str):
+        raise NslmError(f"{where}: preset must be a preset name such as transformer-1m")
+    data = data if data is not None else raw.get("data")
+    if not isinstance(data, (str, Path)) or not str(data):
+        raise NslmError(f"{where}: data must name a data folder made by nslm data prepare")
+    spec = SweepSpec(preset=preset, data=str(Path(data).resolve()), seeds=_seeds(raw.get("seeds", [1337]), where),
+                     budget=_budget(raw.get("budget"), where), fixed=_settings(raw.get("fixed", {}), where, "fixed"),
+                     sampler_seed=_sampler_seed(raw.get("sampler_seed", 0), where),
+                     measures=_measures(raw.get("measures", {}), where))
+    grid, search = raw.get("grid"), raw.get("search")
+    if grid is not None and search is not None:
+        raise NslmError(f"{where}: give either [grid] (every combination) or [search] (ranges for TPE), not both")
+    if grid is None and search is None:
+        raise NslmError(f"{where}: the spec varies nothing; add a [grid] of values or a [search] of ranges")
+    if grid is not None:
+        spec.grid = _grid(grid, where)
+        if "trials" in raw:
+            raise NslmError(f"{where}: `trials` is for a [search]; a [grid] runs every combination once")
+    else:
+        spec.search = _search(search, where)
+        spec.trials = _trials(raw.get("trials"), where)
+    overlap = sorted(set(spec.fixed) & set(spec.varied))
+    if overlap:
+        raise NslmError(f"{where}: {overlap[0]} is both fixed and varied; keep it in one table")
+    _check_runs(spec, where)
+    return spec
+
+
+def _seeds(seeds, where: str) -> list[int]:
+    if not isinstance(seeds, list) or not seeds:
+        raise NslmError(f"{where}: seeds must be a non-empty list of whole numbers, e.g. seeds = [1, 2]")
+    for seed in seeds:
+        check_seed(seed, f"{where}: each seed")
+    if len(set(seeds)) != len(seeds):
+        raise NslmError(f"{where}: seeds repeat a seed; each seed trains once per trial")
+    return list(seeds)
+
+
+def _budget(budget, where: str) -> dict:
+    if not isinstance(budget, dict) or len(budget) != 1 or next(iter(budget)) not in BUDGET_LIMITS:
+        raise NslmError(f"{where}: [budget] must give exactly one of minutes, tokens or steps per trial")
+    (kind, value), = budget.items()
+    whole = kind != "minutes"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok or (whole and not isinstance(value, int)) or value > BUDGET_LIMITS[kind]:
+        what = "a positive whole number" if whole else "a positive number"
+        raise NslmError(f"{where}: budget {kind} must be {what} of at most {BUDGET_LIMITS[kind]:,}, not {value!r}")
+    return {kind: value}
+
+
+def _sampler_seed(value, where: str) -> int:
+    check_seed(value, f"{where}: sampler_seed")
+    return value
+
+
+def _trials(value, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TRIALS:
+        raise NslmError(f"{where}: a [search] needs trials = N, a whole number from 1 to {MAX_TRIALS:,}, not {value!r}")
+    return value
+
+
+def _flat(table, where: str, name: str) -> dict:
+    """{"model.d_model": value} from either quoted dotted keys or [name.model] sub-tables."""
+    if not isinstance(table, dict):
+        raise NslmError(f"{where}: [{name}] must be a table of settings such as \"model.n_layer\"")
+    out = {}
+    for key, value in table.items():
+        if key in SECTIONS and isinstance(value, dict) and not _is_range(value):
+            out.update({f"{key}.{f}": v for f, v in value.items()})
+        else:
+            out[key] = value
+    for key in out:
+        _check_setting_name(key, where)
+    return out
+
+
+def _is_range(value) -> bool:
+    return isinstance(value, dict) and {"low", "high"} <= set(value)
+
+
+def _check_setting_name(key: str, where: str) -> None:
+    section, _, name = key.partition(".")
+    if section not in SECTIONS or not name:
+        raise NslmError(f"{where}: unknown setting {key!r}; settings are model.<field> or train.<field>")
+    fields = {f.name for f in dataclasses.fields(SECTIONS[section])}
+    if name not in fields:
+        raise NslmError(f"{where}: unknown setting {key!r}; {section} settings are {', '.join(sorted(fields))}")
+    if key in RESERVED:
+        raise NslmError(f"{where}: {key} is set by the spec's {RESERVED[key]}, not as a setting")
+
+
+def _settings(table, where: str, name: str) -> dict:
+    return _flat(table, where, name)
+
+
+def _grid(table, where: str) -> dict:
+    grid = _flat(table, where, "grid")
+    if not grid:
+        raise NslmError(f"{where}: the [grid] is empty; give each varied setting a list of values")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise NslmError(f"{where}: grid {key} must be a non-empty list of values, not {values!r}")
+        if len({json.dumps(v) for v in values}) != len(values):
+            raise NslmError(f"{where}: grid {key} lists a value twice")
+        if any(isinstance(v, (list, dict)) for v in values):
+            raise NslmError(f"{where}: grid {key} values must be numbers, text or true/false")
+    return grid
+
+
+def _search(table, where: str) -> dict:
+    search = _flat(table, where, "search")
+    if not search:
+        raise NslmError(f"{where}: the [search] is empty; give each varied setting a range or a list of choices")
+    out = {}
+    for key, value in search.items():
+        if isinstance(value, list):
+            if not value or any(isinstance(v, (list, dict)) for v in value):
+                raise NslmError(f"{where}: search {key} must be a non-empty list of numbers, text or true/false")
+            out[key] = value
+            continue
+        if not _is_range(value) or set(value) - {"low", "high", "log"}:
+            raise NslmError(f"{where}: search {key} must be a list of choices or {{low = A, high = B, log = false}}")
+        low, high, log = value["low"], value["high"], value.get("log", False)
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high))
+        if not numbers or not low < high or not isinstance(log, bool) or (log and low <= 0):
+            raise NslmError(f"{where}: search {key} needs numbers low < high (and low > 0 with log = true)")
+        out[key] = Range(low, high, log)
+    return out
+
+
+def _measures(table, where: str) -> dict:
+    if not isinstance(table, dict):
+        raise NslmError(f"{where}: [measures] must be a table: steps = [...], quick = true")
+    steps, quick = table.get("steps", []), table.get("quick", True)
+    if not isinstance(steps, list) or any(s not in STEP_NAMES for s in steps):
+        raise NslmError(f"{where}: measures steps must be a list of nslm eval steps: {', '.join(STEP_NAMES)}")
+    if not isinstance(quick, bool):
+        raise NslmError(f"{where}: measures quick must be true or false")
+    unknown = sorted(set(table) - {"steps", "quick"} - MEASURE_FIELDS)
+    if unknown:
+        raise NslmError(f"{where}: unknown measures option {unknown[0]!r}; options are {', '.join(sorted(MEASURE_FIELDS))}")
+    return dict(table, steps=list(steps), quick=quick)
+
+
+def _corners(spec: SweepSpec) -> list[dict]:
+    """The settings to check before anything runs: every grid point, or each search choice and range end."""
+    if spec.grid:
+        return spec.grid_points()
+    first = {k: (v.low if isinstance(v, Range) else v[0]) for k, v in spec.search.items()}
+    out = [first]
+    for key, value in spec.search.items():
+        for choice in ([value.high] if isinstance(value, Range) else value[1:]):
+            out.append(dict(first, **{key: choice}))
+    return out
+
+
+def _check_runs(spec: SweepSpec, where: str) -> None:
+    """Resolve the run settings of the checked points as `nslm train` would, so a bad value stops the sweep
+    before its first trial rather than in its tenth."""
+    for settings in _corners(spec):
+        try:
+            resolve_run_config(spec.data, spec.preset, overrides=spec.overrides(settings),
+                               train_options=dict(spec.train_options(), seed=spec.seeds[0]))
+        except NslmError as exc:
+            shown = ", ".join(f"{k}={v}" for k, v in settings.items())
+            raise NslmError(f"{where}: the trial {shown} cannot run: {exc}") from None

@@ -1,0 +1,182 @@
+"""`nslm sweep`: a tiny grid runs, is killed with SIGKILL and resumes without rerunning a trial (the cut
+one continues from its checkpoint), reports tables and plots that hold the runs' own numbers; two workers
+on one SQLite study split the trials; a TPE search stops at its trial count and a rerun adds none."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import nslm
+from nslm.cli import main
+from nslm.sweep.report import pareto_front
+from nslm.sweep.runner import DEFAULT_STUDY, create_sweep, load_study
+from nslm.sweep.spec import read_spec
+from nslm.train.metrics import read_metrics
+
+from conftest import TINY_MODEL
+
+pytestmark = pytest.mark.timeout(420)
+
+SRC = Path(nslm.__file__).resolve().parents[1]
+
+
+def write_spec(path: Path, data: Path, varied: str, *, steps: int = 20, seeds=(1,), extra: str = "") -> Path:
+    """A spec of the tiny recipe (conftest's TINY_MODEL) with `varied` as its [grid] or [search] table."""
+    fixed = "\n".join(f'"{k}" = {json.dumps(json.loads(v) if v[0].isdigit() else v)}'
+                      for k, v in (s.split("=") for s in TINY_MODEL))
+    path.write_text(f"""preset = "transformer-1m"
+data = "{data}"
+seeds = {json.dumps(list(seeds))}
+{extra}
+[budget]
+steps = {steps}
+[fixed]
+{fixed}
+"train.batch_size" = 8
+"train.eval_interval" = 10
+"train.eval_tokens" = 2048
+"train.log_interval" = 5
+"train.warmup_steps" = 2
+"train.sample_tokens" = 0
+"train.device" = "cpu"
+"train.dtype" = "fp32"
+"train.threads" = 1
+{varied}
+""", encoding="utf-8")
+    return path
+
+
+def _env() -> dict:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+
+
+def _study(out: Path) -> optuna.Study:
+    return load_study(f"sqlite:///{out / 'study.sqlite'}", DEFAULT_STUDY)
+
+
+def _kept(run_dir: Path) -> dict:
+    evals = [r for r in read_metrics(run_dir) if r.get("event") == "eval"]
+    return [r for r in evals if r["best"]][-1]
+
+
+def _wait(test, timeout: float, what: str, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = test()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the sweep ended (code {proc.returncode}) before {what}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_a_killed_sweep_resumes_without_rerunning_and_reports(data_dir, tmp_path):
+    spec = write_spec(tmp_path / "pos.toml", data_dir, '[grid]\n"model.pos_encoding" = ["learned", "sinusoidal", "rope"]\n'
+                      '[measures]\nsteps = ["likelihood"]\nval_max_tokens = 3000', steps=40)
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "nslm", "sweep", "run", str(spec), "--out", str(out)],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def cut_point():  # one trial finished and the next one checkpointed mid-way
+            if not (out / "study.sqlite").is_file() or not (out / "sweep.json").is_file():
+                return None
+            trials = _study(out).get_trials(deepcopy=False)
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            running = [t for t in trials if t.state == TrialState.RUNNING and "folder" in t.user_attrs]
+            if done and running and (Path(running[0].user_attrs["folder"]) / "seed-1" / "last" / "state.json").is_file():
+                return done[0], running[0]
+            return None
+
+        done, cut = _wait(cut_point, 300, "a finished trial and a checkpointed one", proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    finished_run = Path(done.user_attrs["folder"]) / "seed-1"
+    before = {p.name: p.read_bytes() for p in (finished_run / "metrics.jsonl", finished_run / "model.safetensors")}
+
+    assert main(["sweep", "run", str(spec), "--out", str(out)]) == 0
+
+    trials = _study(out).get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["model.pos_encoding"] for t in complete) == ["learned", "rope", "sinusoidal"]
+    assert [t.number for t in trials if t.state == TrialState.FAIL] == [cut.number]
+    retry = next(t for t in complete if t.user_attrs.get("retry_of") == cut.number)
+    assert retry.user_attrs["settings"] == cut.user_attrs["settings"]
+    assert retry.user_attrs["runs"][0]["resumed_from_step"] >= 10  # continued from the checkpoint
+    assert {p.name: p.read_bytes() for p in (finished_run / "metrics.jsonl", finished_run / "model.safetensors")} == before
+    cut_run = Path(cut.user_attrs["folder"]) / "seed-1"
+    steps = [r["step"] for r in read_metrics(cut_run) if r.get("event") == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == 40  # no step logged twice, trained to the end
+    assert sorted(p.name for p in (out / "trials").iterdir()) == sorted(Path(t.user_attrs["folder"]).name for t in complete)
+
+    # the report: tables and plots, holding the numbers of the run folders themselves
+    assert main(["sweep", "report", str(out)]) == 0
+    report = out / "report"
+    for name in ("report.md", "runs.csv", "trials.csv", "effects.csv", "pareto.csv", "results.json", "bpb_vs_params.png",
+                 "bpb_vs_tokens.png", "bpb_vs_time.png", "pareto.png", "effect-model_pos_encoding.png"):
+        assert (report / name).is_file() and (report / name).stat().st_size > 100, name
+    rows = list(csv.DictReader((report / "trials.csv").open()))
+    assert [float(r["select_bpb"]) for r in rows] == sorted(float(r["select_bpb"]) for r in rows)
+    for row in rows:
+        trial = next(t for t in complete if t.params["model.pos_encoding"] == row["model.pos_encoding"])
+        kept = _kept(Path(trial.user_attrs["folder"]) / "seed-1")
+        assert float(row["select_bpb"]) == pytest.approx(kept["dev_bpb"]) == pytest.approx(trial.value)
+        assert float(row["val_bpb"]) == pytest.approx(kept["val_bpb"])
+        assert int(row["tokens"].split(".")[0]) == 40 * 8 * 64
+        summary = json.loads((Path(trial.user_attrs["folder"]) / "seed-1.eval" / "summary.json").read_text())
+        assert float(row["eval.bits_per_byte"]) == pytest.approx(summary["summary"]["bits_per_byte"])
+    effects = list(csv.DictReader((report / "effects.csv").open()))
+    assert {r["value"] for r in effects} == {"learned", "sinusoidal", "rope"}
+    pareto = list(csv.DictReader((report / "pareto.csv").open()))
+    assert [r["trial"] for r in pareto] == [str(r["trial"]) for r in pareto_front(
+        [{"trial": int(r["trial"]), "compute_flops": float(r["compute_flops"]), "select_bpb": float(r["select_bpb"])} for r in rows])]
+    markdown = (report / "report.md").read_text()
+    assert "selected by dev bits per byte" in markdown and "![" in markdown and "3 of 3 finished" in markdown
+
+
+def test_two_workers_on_one_sqlite_study_split_the_trials(data_dir, tmp_path):
+    spec_path = write_spec(tmp_path / "w.toml", data_dir, '[grid]\n"model.pos_encoding" = ["learned", "rope"]\n'
+                           '"model.norm" = ["layernorm", "rmsnorm"]', steps=10)
+    out = tmp_path / "sweep"
+    create_sweep(spec_path, read_spec(spec_path), out, None, None)
+    workers = [subprocess.Popen([sys.executable, "-m", "nslm", "sweep", "worker", str(out)], env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    for proc in workers:
+        _, err = proc.communicate(timeout=360)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    trials = _study(out).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4
+    assert {t.user_attrs["pid"] for t in trials} == {p.pid for p in workers}  # both took trials
+    for t in trials:  # each run trained once: one evaluation at step 10, one start
+        records = read_metrics(Path(t.user_attrs["folder"]) / "seed-1")
+        assert [r["step"] for r in records if r.get("event") == "eval"] == [10]
+
+
+def test_a_search_stops_at_its_trial_count_and_a_rerun_adds_none(data_dir, tmp_path):
+    spec = write_spec(tmp_path / "lr.toml", data_dir, '[search]\n"train.lr" = {low = 0.001, high = 0.01, log = true}',
+                      steps=10, extra="trials = 2\nsampler_seed = 3")
+    out = tmp_path / "sweep"
+    assert main(["sweep", "run", str(spec), "--out", str(out)]) == 0
+    trials = _study(out).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert all(0.001 <= t.params["train.lr"] <= 0.01 for t in trials)
+    for t in trials:
+        config = json.loads((Path(t.user_attrs["folder"]) / "seed-1" / "config.json").read_text())
+        assert config["train"]["lr"] == t.params["train.lr"] and config["train"]["max_steps"] == 10
+    assert main(["sweep", "run", str(spec), "--out", str(out)]) == 0
+    assert len(_study(out).get_trials()) == 2
