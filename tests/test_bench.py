@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from nslm.cli import main
 
 
@@ -18,3 +22,26 @@ def test_bench_generate_prints_with_and_without_cache(capsys):
     out = capsys.readouterr().out
     for column in ("with cache", "without cache", "tokens/s"):
         assert column in out
+
+
+def test_bench_train_json_is_the_last_line_with_the_speedup(capsys, tmp_path):
+    tiny = ["bench", "train", "--preset", "transformer-1m", "--steps", "1", "--warmup", "0", "--batch-size", "2",
+            "--context", "8", "--device", "cpu"]
+    assert main([*tiny, "--json", str(tmp_path / "train.json")]) == 0
+    assert set(json.loads((tmp_path / "train.json").read_text())) >= {"tokens_per_s", "reference_tokens_per_s", "speedup"}
+    assert main([*tiny, "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["tokens_per_s"] > 0 and figures["reference_tokens_per_s"] > 0
+    assert figures["speedup"] == pytest.approx(figures["tokens_per_s"] / figures["reference_tokens_per_s"], rel=1e-2)
+    assert figures["tokens_per_s"] == figures["tokens_per_s_by_row"][f"nslm {figures['dtype']}"]
+    assert (figures["batch_size"], figures["context"]) == (2, 8)
+
+
+def test_bench_generate_json_is_the_last_line_with_both_rates(capsys):
+    assert main(["bench", "generate", "--preset", "transformer-1m", "--tokens", "6", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    figures = json.loads(out[-1])
+    assert figures["tokens"] == 6 and figures["prompt_tokens"] == 32
+    assert figures["cached_tokens_per_s"] > 0 and figures["uncached_tokens_per_s"] > 0 and figures["first_token_ms"] > 0
+    assert figures["cache_speedup"] == pytest.approx(figures["cached_tokens_per_s"] / figures["uncached_tokens_per_s"], rel=2e-2)
+    assert any("first token" in line for line in out[:-1])

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import time
 
+from nslm.atomic import atomic_write_json
 from nslm.cli import HelpFormatter
 from nslm.errors import NslmError
 
@@ -13,6 +16,7 @@ EXAMPLE = """examples:
   nslm bench train --preset lstm-1m --steps 30 --batch-size 32
   nslm bench generate --preset transformer-1m --tokens 200
   nslm bench generate --model runs/tf1m
+  nslm bench generate --model tinystories-transformer-1m --tokens 256 --json
 """
 
 
@@ -29,13 +33,27 @@ def register(subparsers) -> None:
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--context", type=int, default=None, help="window length (default: the preset's)")
     t.add_argument("--device", default="auto")
+    _json_arg(t)
     t.set_defaults(func=bench_train)
     g = sub.add_parser("generate", help="generation speed with and without the cache", formatter_class=HelpFormatter)
     g.add_argument("--preset", default="transformer-1m", help="a freshly initialised preset (ignored with --model)")
     g.add_argument("--model", default=None, help="a trained run folder or shipped model instead")
-    g.add_argument("--tokens", type=int, default=200, help="new tokens per measurement")
+    g.add_argument("--tokens", type=int, default=256, help="new tokens per measurement")
     g.add_argument("--device", default="cpu")
+    _json_arg(g)
     g.set_defaults(func=bench_generate)
+
+
+def _json_arg(p) -> None:
+    p.add_argument("--json", metavar="FILE", nargs="?", const="-",
+                   help="also write the figures as JSON to FILE; alone, print them as the last line of stdout")
+
+
+def _emit_json(target: str | None, figures: dict) -> None:
+    if target == "-":
+        print(json.dumps(figures))
+    elif target:
+        atomic_write_json(target, figures)
 
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
@@ -83,7 +101,7 @@ def bench_train(args: argparse.Namespace) -> int:
     import torch
 
     from nslm.bench.reference import stock_model
-    from nslm.device import bf16_native, pick_device
+    from nslm.device import bf16_native, pick_autocast_dtype, pick_device
     from nslm.models import build_model, load_preset
     from nslm.train.config import TrainConfig
     from nslm.train.loop import make_optimizer
@@ -103,6 +121,7 @@ def bench_train(args: argparse.Namespace) -> int:
     print(f"{args.preset} on {device} ({torch.get_num_threads()} threads), batch {B} x context {T}; "
           f"bf16 {'native' if native else 'emulated (slow)'} on this hardware")
     rows = []
+    rates: dict[tuple[str, str], float] = {}
     flops_per_token = build_model(cfg).flops_per_token()
     for label in ("nslm", "plain PyTorch"):
         for dtype_name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
@@ -126,10 +145,19 @@ def bench_train(args: argparse.Namespace) -> int:
                     opt.zero_grad(set_to_none=True)
             seconds = time_training(model, update, batches, device, dtype, args.warmup)
             tok_s = B * T / seconds
+            rates[label, dtype_name] = tok_s
             rows.append([label, dtype_name, f"{tok_s:,.0f}", f"{tok_s * flops_per_token / 1e9:,.2f}",
                          f"{seconds * 1000:,.1f}"])
     _table(f"training throughput ({flops_per_token / 1e6:.1f} MFLOP per token)",
            ["implementation", "dtype", "tokens/s", "model GFLOP/s", "ms/step"], rows)
+    if args.json:
+        # nslm's default path is the precision `nslm train --dtype auto` picks here; the yardstick runs fp32
+        default = "bf16" if pick_autocast_dtype("auto", device) is not None else "fp32"
+        tok_s, reference = rates["nslm", default], rates["plain PyTorch", "fp32"]
+        _emit_json(args.json, {"preset": args.preset, "device": str(device), "threads": torch.get_num_threads(),
+                          "batch_size": B, "context": T, "dtype": default, "tokens_per_s": round(tok_s, 1),
+                          "reference_tokens_per_s": round(reference, 1), "speedup": round(tok_s / reference, 3),
+                          "tokens_per_s_by_row": {f"{label} {d}": round(v, 1) for (label, d), v in rates.items()}})
     return 0
 
 
@@ -151,13 +179,30 @@ def bench_generate(args: argparse.Namespace) -> int:
         torch.manual_seed(0)
         model = build_model(load_preset(args.preset)).to(pick_device(args.device)).eval()
         name = f"{args.preset} (untrained)"
-    prompt = [1, 2, 3, 4]
+    # a prompt of 32 ids (about an evaluation prompt's length); 256 new tokens slide a 256 window once
+    prompt = list(range(1, 33))
     rows = []
+    rates = {}
     for use_cache in (True, False):
         list(generate_ids(model, prompt, 4, temperature=0, use_cache=use_cache))  # warm-up
         t0 = time.perf_counter()
         n = len(list(generate_ids(model, prompt, args.tokens, stop_id=None, temperature=0, use_cache=use_cache)))
         seconds = time.perf_counter() - t0
+        rates[use_cache] = n / seconds
         rows.append(["with cache" if use_cache else "without cache", str(n), f"{seconds:.2f}", f"{n / seconds:,.1f}"])
-    _table(f"generation speed: {name}, greedy, batch 1", ["mode", "tokens", "seconds", "tokens/s"], rows)
+    first = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        next(generate_ids(model, prompt, 1, temperature=0))
+        first.append(time.perf_counter() - t0)
+    first_ms = statistics.median(first) * 1000
+    _table(f"generation speed: {name}, greedy, batch 1, prompt {len(prompt)} tokens",
+           ["mode", "tokens", "seconds", "tokens/s"], rows)
+    print(f"first token (prompt read and one token picked, with the cache): {first_ms:.1f} ms")
+    if args.json:
+        _emit_json(args.json, {"model": name, "device": str(next(model.parameters()).device), "tokens": args.tokens,
+                          "prompt_tokens": len(prompt), "cached_tokens_per_s": round(rates[True], 1),
+                          "uncached_tokens_per_s": round(rates[False], 1),
+                          "cache_speedup": round(rates[True] / rates[False], 2), "first_token_ms": round(first_ms, 2)})
     return 0
+
