@@ -347,3 +347,28 @@ def test_blimp_quick_slice_is_a_seeded_sample_of_each_paradigm(tmp_path):
     assert [p["uid"] for p in pairs] == ["a"] * 5 + ["b"] * 5
     assert [p["row"] for p in pairs[:5]] != list(range(5)) and pairs == grammar.load_blimp(folder, limit=5, seed=1)
     assert all(p["good"] == f"{p['uid']} {p['row']} good." for p in pairs)
+
+
+def test_raw_published_text_is_scored_uncleaned_beside_the_cleaned_split(tmp_path):
+    stories = synthetic_stories(5)
+    tokens, n_bytes = write_data_dir(tmp_path / "data", stories)
+    # the published file: the same stories with trailing spaces on their lines, which cleaning strips
+    raw = [s.replace(".", ".  ") for s in stories]
+    raw_file = tmp_path / "valid-raw.txt"
+    raw_file.write_text("".join(s + "\n<|endoftext|>\n" for s in raw), encoding="utf-8")
+    result = likelihood.evaluate_likelihood(FakeStoryModel(UniformModel(257, 32)), tmp_path / "data", raw_valid=raw_file)
+    raw_bytes = sum(len(s.strip().encode()) for s in raw)
+    section = result["raw_text"]
+    assert section["stories"] == 5 and section["bytes"] == raw_bytes > n_bytes
+    # a byte-level uniform model pays log2(257) bits per token: bytes + one end-of-story per story
+    assert section["bits_per_byte"] == pytest.approx(math.log2(257) * (raw_bytes + 5) / raw_bytes, rel=1e-9)
+    assert section["bits_per_byte_excl_eos"] == pytest.approx(math.log2(257), rel=1e-9)
+    assert result["bits_per_byte"] == pytest.approx(math.log2(257) * len(tokens) / n_bytes, rel=1e-9)
+
+
+def test_raw_text_without_stories_is_one_sentence(tmp_path):
+    write_data_dir(tmp_path / "data", synthetic_stories(2))
+    empty = tmp_path / "blank.txt"
+    empty.write_text("\n<|endoftext|>\n", encoding="utf-8")
+    with pytest.raises(NslmError, match="blank.txt"):
+        likelihood.evaluate_likelihood(FakeStoryModel(UniformModel(257, 32)), tmp_path / "data", raw_valid=empty)

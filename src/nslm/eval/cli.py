@@ -83,6 +83,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", metavar="DIR", help="data folder (default: the one in the run's config.json)")
     p.add_argument("--max-tokens", type=positive_int, metavar="N", help="use only the first whole stories within this many tokens")
     _add(p, _step_options("likelihood")["stride"])
+    _add(p, _step_options("likelihood")["raw_valid"])
     _json_arg(p)
     p.set_defaults(func=cmd_likelihood)
 
@@ -202,7 +203,7 @@ def cmd_likelihood(args) -> int:
     data = args.data or model_data_dir(model, None)
     if not data:
         raise NslmError("no data folder given and the run's own is gone; give one with --data.")
-    r = evaluate_likelihood(model, data, args.max_tokens, args.stride)
+    r = evaluate_likelihood(model, data, args.max_tokens, args.stride, raw_valid=args.raw_valid)
     lines = [f"model {args.model} on {data} ({r['scope']}: {r['tokens']:,} tokens, {r['bytes']:,} bytes)",
              f"  validation loss  {r['loss']:.4f} nats/token",
              f"  perplexity       {r['perplexity']:.3f}",
@@ -211,6 +212,10 @@ def cmd_likelihood(args) -> int:
              + " (every prediction, end-of-story included)",
              f"  bits per byte    {r['bits_per_byte_excl_eos']:.4f} (stories' own tokens only, each after "
              "end-of-story: comparable across projects)"]
+    if r.get("raw_text"):
+        raw = r["raw_text"]
+        lines.append(f"  bits per byte    {raw['bits_per_byte']:.4f} on the raw published text ({raw['stories']} stories, "
+                     f"{raw['bytes']:,} bytes of {raw['file']}; {raw['bits_per_byte_excl_eos']:.4f} own tokens only)")
     if r.get("unk"):
         lines.append(f"  <unk> targets    {r['unk']['tokens']:,} ({r['unk']['rate']:.2%}); loss over known tokens "
                      f"{r['unk']['loss_known_tokens']:.4f} ({r['unk']['how_counted']})")

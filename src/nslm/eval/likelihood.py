@@ -109,6 +109,14 @@ def uses_data_tokens(story_model, folder: DataFolder) -> bool:
     return bool(ours) and folder.matches(ours)
 
 
+def story_stream(tokenizer, stories: list[str]) -> np.ndarray:
+    """`stories` in `tokenizer`'s ids, each followed by its end-of-story (or BOS) id."""
+    ids: list[int] = []
+    for story in stories:
+        ids += list(tokenizer.encode(story)) + [tokenizer.eot_id]
+    return np.asarray(ids, dtype=np.int64)
+
+
 def retokenized_stream(tokenizer, data_dir: str | Path) -> tuple[np.ndarray, int, int]:
     """`valid.txt`'s stories in `tokenizer`'s ids, each followed by its end-of-story (or BOS) id, with
     the number of stories and their UTF-8 bytes."""
@@ -116,10 +124,31 @@ def retokenized_stream(tokenizer, data_dir: str | Path) -> tuple[np.ndarray, int
     if not path.is_file():
         raise NslmError(f"{path} is missing; a model with another tokenizer is scored on the story text")
     stories = list(read_stories([path]))
-    ids: list[int] = []
-    for story in stories:
-        ids += list(tokenizer.encode(story)) + [tokenizer.eot_id]
-    return np.asarray(ids, dtype=np.int64), len(stories), sum(len(s.encode("utf-8")) for s in stories)
+    return story_stream(tokenizer, stories), len(stories), sum(len(s.encode("utf-8")) for s in stories)
+
+
+def raw_stories(path: str | Path) -> list[str]:
+    """The stories of a published file as `nslm data prepare` reads them, before any cleaning."""
+    stories = [s for s in read_stories([path]) if s]
+    if not stories:
+        raise NslmError(f"{path} holds no stories to score.")
+    return stories
+
+
+def evaluate_raw_text(story_model, path: str | Path, batch_size: int = 16, stories: list[str] | None = None) -> dict:
+    """Bits per byte on a story file as it was published (no cleaning: trailing spaces, odd quotes and
+    encoding damage stay), split into stories the way `nslm data prepare` reads it, every story followed
+    by the end-of-story token and scored as one stream like the validation split. Beside the figure on
+    the cleaned split, it says what cleaning is worth to a model scored on the published text."""
+    stories = stories if stories is not None else raw_stories(path)
+    tokens = story_stream(story_model.tokenizer, stories)
+    story_bytes = [len(s.encode("utf-8")) for s in stories]
+    scorer = Scorer(story_model.model, story_model.tokenizer.eot_id, story_model.context_length,
+                    story_model.device, batch_size)
+    result = evaluate_tokens(scorer, tokens, sum(story_bytes), story_bytes=story_bytes)
+    return {"file": str(path), "stories": len(stories), "tokens": result["tokens"], "bytes": result["bytes"],
+            "bits_per_byte": result["bits_per_byte"], "bits_per_byte_se": result.get("bits_per_byte_se"),
+            "bits_per_byte_excl_eos": bits_per_byte_excl_eos(scorer, tokens, sum(story_bytes))}
 
 
 def bits_per_byte_excl_eos(scorer: Scorer, tokens: np.ndarray, n_bytes: int) -> float:
@@ -134,18 +163,21 @@ def bits_per_byte_excl_eos(scorer: Scorer, tokens: np.ndarray, n_bytes: int) -> 
 
 
 def evaluate_likelihood(story_model, data_dir: str | Path, max_tokens: int | None = None,
-                        stride: int | None = None, batch_size: int = 16) -> dict:
+                        stride: int | None = None, batch_size: int = 16, raw_valid: str | Path | None = None) -> dict:
     """Likelihood figures of a loaded `StoryModel` on `data_dir`'s validation split.
 
     `max_tokens` keeps only the first whole stories that fit (for quick runs); their bytes are counted
     from `valid.txt`. Returns a dict with tokens, bytes, loss, perplexity, bits_per_byte,
     bits_per_byte_excl_eos and, for word-level models, the `<unk>` counts. A model with another
     tokenizer than the data folder's (another project's) is scored on `valid.txt` in its own tokens.
+    With `raw_valid` (the published validation file), also `raw_text`: the
+    same figures on that file's uncleaned stories (`evaluate_raw_text`).
     """
     from tqdm import tqdm
 
     folder = DataFolder(data_dir)
     check_same_tokenizer(story_model.config, folder, getattr(story_model, "name", "?"), data_dir)
+    published = raw_stories(raw_valid) if raw_valid is not None else None  # a bad file fails before the long part
     if uses_data_tokens(story_model, folder):
         split = folder.split("valid")
         tokens, eot, n_bytes = split.ids, folder.eot_id, split.bytes
@@ -182,4 +214,6 @@ def evaluate_likelihood(story_model, data_dir: str | Path, max_tokens: int | Non
     result.update(stories=n_stories, split="valid", data=str(data_dir), scope=note, tokenized_by=tokenized_by,
                   tokenizer_kind=getattr(story_model.tokenizer, "kind", folder.meta.get("tokenizer_kind")),
                   vocab_size=story_model.tokenizer.vocab_size, eot_id=eot)
+    if raw_valid is not None:
+        result["raw_text"] = evaluate_raw_text(story_model, raw_valid, batch_size, published)
     return result

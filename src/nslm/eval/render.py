@@ -72,12 +72,13 @@ def with_se(value, se, pattern: str) -> str:
 
 
 def summary_rows(results: dict) -> list[list[str]]:
-    """One row per headline figure: label, then each model's value (± standard error); grader rows only if graded."""
+    """One row per headline figure: label, then each model's value (± standard error); optional rows (the
+    grader, the raw text) only where some model has them."""
     models = results["models"].values()
     rows = []
     for fig in FIGURES:
         values = [res["summary"].get(fig.key) for res in models]
-        if all(v is None for v in values) and fig.key.startswith("judge."):
+        if all(v is None for v in values) and fig.optional:
             continue
         rows.append([fig.label] + [with_se(res["summary"].get(fig.key), res.get("standard_errors", {}).get(fig.key),
                                            fig.pattern) for res in models])

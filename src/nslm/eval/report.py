@@ -42,6 +42,7 @@ class EvalOptions:
     quick: bool = False
     val_max_tokens: int | None = None
     stride: int | None = None
+    raw_valid: str | None = None
     prompts: str | None = None
     prompt_limit: int | None = None
     max_new_tokens: int | None = None

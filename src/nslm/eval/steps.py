@@ -43,6 +43,7 @@ class Figure:
     pattern: str
     path: tuple[str, ...]
     se_path: tuple[str, ...] | None = None
+    optional: bool = False  # a row only when some model has it (it needs an option or a service)
 
 
 @dataclass
@@ -92,7 +93,8 @@ def _need_stories(ctx: StepContext) -> list[dict]:
 
 
 def run_likelihood(ctx: StepContext) -> dict:
-    return likelihood.evaluate_likelihood(ctx.story_model, _own_data(ctx), ctx.opts.val_max_tokens, ctx.opts.stride)
+    return likelihood.evaluate_likelihood(ctx.story_model, _own_data(ctx), ctx.opts.val_max_tokens, ctx.opts.stride,
+                                          raw_valid=ctx.opts.raw_valid)
 
 
 def run_generate(ctx: StepContext) -> dict:
@@ -151,10 +153,14 @@ STEPS: tuple[Step, ...] = (
                ("bits_per_byte_se",)),
         Figure("perplexity", "validation perplexity (per token)", "{:.3f}", ("perplexity",)),
         Figure("val_loss", "validation loss (nats/token)", "{:.4f}", ("loss",)),
+        Figure("bits_per_byte_raw", "bits per byte on the raw published validation text", "{:.4f}",
+               ("raw_text", "bits_per_byte"), ("raw_text", "bits_per_byte_se"), optional=True),
     ), (
         Option("--val-max-tokens", "val_max_tokens", "validation tokens for likelihood (whole stories)", int, "N",
                quick=40_000),
         Option("--stride", "stride", "window stride in tokens (default: half the context)", int, "N"),
+        Option("--raw-valid", "raw_valid", "the published validation file the data folder was cleaned from "
+               "(e.g. TinyStories-valid.txt): also report bits per byte on its uncleaned stories", str, "FILE"),
     )),
     Step("generate", run_generate, "generation", (
         Figure("generation.ended_rate", "stories that end by themselves", "{:.0%}", ("ended_rate",),
@@ -203,7 +209,7 @@ STEPS: tuple[Step, ...] = (
                int, "N", quick=200),
     )),
     Step("judge", run_judge, "judge", tuple(
-        Figure(f"judge.{k}", f"LLM grade: {k} /10", "{:.2f}", ("means", k))
+        Figure(f"judge.{k}", f"LLM grade: {k} /10", "{:.2f}", ("means", k), optional=True)
         for k in ("grammar", "creativity", "consistency", "plot")
     ), (
         Option("--judge-url", "judge_url", "OpenAI-compatible endpoint, e.g. https://api.openai.com/v1", str, "URL"),
