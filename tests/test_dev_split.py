@@ -90,3 +90,15 @@ def test_the_kept_checkpoint_is_chosen_by_dev_loss(data_dir, tmp_path):
     result, evals = _train(data, tmp_path / "run-valid")
     assert [e["best"] for e in evals] == [True] + [False] * (len(evals) - 1)
     assert "dev_loss" not in evals[0] and result["selected_by"] == "valid"
+
+
+def test_the_dev_split_does_not_change_the_tokenizer(story_files, tmp_path):
+    # the tokenizer learns from every cleaned training story, so models trained before dev splits existed
+    # (the shipped ones) still match a folder prepared today
+    train, valid = story_files
+    inputs = ([str(p) for p in train], [str(valid)])
+    with_dev = prepare(*inputs, tmp_path / "dev", vocab_size=300, max_stories=400)
+    without = prepare(*inputs, tmp_path / "nodev", vocab_size=300, max_stories=400, dev_share=0)
+    assert with_dev.meta["dev"]["stories"] > 0 and "dev" not in without.meta
+    assert with_dev.meta["tokenizer_sha256"] == without.meta["tokenizer_sha256"]
+    assert DataFolder(with_dev.path).matches(without.meta["tokenizer_sha256"])

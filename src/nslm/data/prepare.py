@@ -8,6 +8,7 @@ once when the folder already holds the same dataset.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -331,7 +332,10 @@ def prepare(train: Sequence[str] | None, valid: Sequence[str] | None, out: str |
     with atomic_dir(out, replace=True) as tmp:
         report = clean_to_folder(tmp, train, valid, config=config, valid_share=valid_share, dev_share=dev_share,
                                  split_on=split_on, source=source, max_stories=max_stories, progress=progress)
-        texts = _limited(read_cleaned(tmp / "train.txt"), tokenizer_sample)
+        # the tokenizer learns from every cleaned training story, dev included: it selects nothing, and so a
+        # folder prepared with a dev split keeps the tokenizer (and the models) of one prepared without
+        parts = [read_cleaned(tmp / name) for name in ("train.txt", f"{DEV}.txt") if (tmp / name).is_file()]
+        texts = _limited(itertools.chain(*parts), tokenizer_sample)
         tokenizer = train_tokenizer(tokenizer_kind, texts, vocab_size)
         tokenizer.save(tmp)
         tokenizer = Tokenizer.load(tmp / "tokenizer.json")
