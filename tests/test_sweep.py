@@ -180,3 +180,29 @@ def test_a_search_stops_at_its_trial_count_and_a_rerun_adds_none(data_dir, tmp_p
         assert config["train"]["lr"] == t.params["train.lr"] and config["train"]["max_steps"] == 10
     assert main(["sweep", "run", str(spec), "--out", str(out)]) == 0
     assert len(_study(out).get_trials()) == 2
+
+
+def test_the_gui_sweeps_tab_shows_progress_and_the_report(data_dir, tmp_path):
+    import gradio as gr  # only this test builds components
+
+    from nslm.gui.context import Context
+    from nslm.gui import sweeps_tab
+
+    spec = write_spec(tmp_path / "one.toml", data_dir, '[grid]\n"model.norm" = ["layernorm", "rmsnorm"]', steps=10)
+    out = tmp_path / "sweeps" / "norms"
+    assert main(["sweep", "run", str(spec), "--out", str(out), "--max-trials", "1"]) == 0
+    ctx = Context(runs_dir=tmp_path, data_dir=None, db_path=None, reports_dir=None, launcher=None, cache=None,
+                  neighbours=None, sweeps_dir=tmp_path / "sweeps")
+    assert sweeps_tab.list_sweeps(ctx.sweeps_dir) == ["norms"]
+    with gr.Blocks():
+        tab = sweeps_tab.build(ctx)
+    shown = sweeps_tab.show(ctx, tab, "norms")
+    best = _study(out).best_trial
+    assert "1 of 2 trials done, 0 running, 0 failed" in shown[tab.progress]
+    assert f"{best.value:.4f}" in shown[tab.progress] and "No report yet" in shown[tab.report]
+    written = sweeps_tab.show(ctx, tab, "norms", write=True)
+    rows, headers = written[tab.trials]["value"], written[tab.trials]["headers"]
+    assert len(rows) == 1 and float(rows[0][headers.index("select_bpb")]) == pytest.approx(best.value)
+    assert {Path(p).name for p in written[tab.plots]} >= {"pareto.png", "bpb_vs_tokens.png", "effect-model_norm.png"}
+    with pytest.raises(Exception, match="no longer exists"):
+        sweeps_tab.show(ctx, tab, "../elsewhere")

@@ -1,8 +1,8 @@
-"""The Gradio app: Models, Train, Tell a story, Compare and Evaluate tabs over nslm's Python API.
+"""The Gradio app: Models, Train, Tell a story, Compare, Evaluate and Sweeps tabs over nslm's Python API.
 
 `build_app(...)` returns the Blocks; `launch(...)` serves it on 127.0.0.1 with the theme, the CSS and
 the narrow file permissions. Each tab lives in its own module (`models_tab`, `train_tab`, `story_tab`,
-`eval_tab`) as a dataclass of its components, and its handlers return values keyed by component.
+`eval_tab`, `sweeps_tab`) as a dataclass of its components, and its handlers return values keyed by component.
 Everything a tab shows about runs is read from the run folders, so tabs, reloads and restarts all agree;
 only loaded models are kept in memory (shared, one lock per model).
 """
@@ -18,7 +18,7 @@ from pathlib import Path  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from nslm.errors import NslmError  # noqa: E402
-from nslm.gui import eval_tab, models_tab, story_tab, train_tab  # noqa: E402
+from nslm.gui import eval_tab, models_tab, story_tab, sweeps_tab, train_tab  # noqa: E402
 from nslm.gui import runs as runlib  # noqa: E402
 from nslm.gui.context import Context, log  # noqa: E402
 from nslm.gui.evaluation import EvaluationJobs  # noqa: E402
@@ -46,7 +46,8 @@ def theme() -> gr.themes.Base:
 
 
 def build_app(runs_dir: str | Path = "runs", data_dir: str | Path | None = None, db_path: str | Path | None = None,
-              reports_dir: str | Path | None = "reports", preload: bool = True) -> gr.Blocks:
+              reports_dir: str | Path | None = "reports", preload: bool = True,
+              sweeps_dir: str | Path | None = "sweeps") -> gr.Blocks:
     """The whole app. `preload` loads the default model (a shipped one when present) before serving."""
     runs_dir = Path(runs_dir).resolve()
     ctx = Context(
@@ -58,6 +59,7 @@ def build_app(runs_dir: str | Path = "runs", data_dir: str | Path | None = None,
         cache=ModelCache(runs_dir),
         neighbours=NeighbourFinder(Path(data_dir) if data_dir else None),
         evaluations=EvaluationJobs(Path(reports_dir).resolve()) if reports_dir else None,
+        sweeps_dir=Path(sweeps_dir).resolve() if sweeps_dir else None,
     )
     default_model = ctx.default_model()
     if preload and default_model:
@@ -76,6 +78,7 @@ def build_app(runs_dir: str | Path = "runs", data_dir: str | Path | None = None,
             story = story_tab.build_story(ctx, default_model)
             compare = story_tab.build_compare(ctx, default_model)
             evaluate = eval_tab.build(ctx, default_model)
+            sweeps = sweeps_tab.build(ctx)
         pickers = models_tab.Pickers(loadable=[story.model, compare.model_a, compare.model_b], any=[evaluate.model],
                                      loaded=[story.model, evaluate.model], empty=empty)
         models_tab.wire(ctx, app, models, pickers)
@@ -83,6 +86,7 @@ def build_app(runs_dir: str | Path = "runs", data_dir: str | Path | None = None,
         story_tab.wire_story(ctx, story)
         story_tab.wire_compare(ctx, compare)
         eval_tab.wire(ctx, app, evaluate)
+        sweeps_tab.wire(ctx, app, sweeps)
     return app
 
 
@@ -90,11 +94,13 @@ def build_app(runs_dir: str | Path = "runs", data_dir: str | Path | None = None,
 
 
 def served_folders(app: gr.Blocks) -> list[str]:
-    """The only folders whose files the app may serve: runs, shipped models, evaluation reports."""
+    """The only folders whose files the app may serve: runs, shipped models, evaluation reports, sweeps."""
     ctx: Context = app.nslm_context
     folders = [ctx.runs_dir, runlib.shipped_dir()]
     if ctx.reports_dir is not None:
         folders.append(ctx.reports_dir)
+    if ctx.sweeps_dir is not None:
+        folders.append(ctx.sweeps_dir)
     return [str(p) for p in folders]
 
 

@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     parser.add_argument("--db", default=None,
                         help="ratings database (none given: $NSLM_HOME/ratings.sqlite, NSLM_HOME defaults to ~/.nslm)")
     parser.add_argument("--reports-dir", default="reports", help="folder of evaluation reports")
+    parser.add_argument("--sweeps-dir", default="sweeps", help="folder of sweeps (nslm sweep run --out) for the Sweeps tab")
     parser.set_defaults(func=run)
 
 
@@ -34,7 +35,8 @@ def run(args) -> int:
     # gradio: imported when the app starts, after the arguments are checked, never for `nslm --help`
     from nslm.gui.app import build_app, launch
 
-    app = build_app(runs_dir=args.runs_dir, data_dir=args.data, db_path=args.db, reports_dir=args.reports_dir)
+    app = build_app(runs_dir=args.runs_dir, data_dir=args.data, db_path=args.db, reports_dir=args.reports_dir,
+                    sweeps_dir=args.sweeps_dir)
     try:
         url = launch(app, host=args.host, port=args.port)
     except OSError as exc:

@@ -76,6 +76,7 @@ class Context:
     cache: ModelCache
     neighbours: NeighbourFinder
     evaluations: EvaluationJobs | None = None  # None when the app has no reports folder
+    sweeps_dir: Path | None = None  # the Sweeps tab's folder of `nslm sweep run --out` folders
 
     def entries(self) -> list[runlib.ModelEntry]:
         return runlib.list_models(self.runs_dir)

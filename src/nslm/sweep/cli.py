@@ -99,15 +99,15 @@ def run_worker(args) -> int:
 
 def run_report(args) -> int:
     from nslm.sweep.report import write_report  # matplotlib and optuna: only when a report is written
-    from nslm.sweep.runner import check_writable, load_study, read_sweep, study_spec
+    from nslm.sweep.runner import check_writable, open_sweep, read_sweep
 
-    record = read_sweep(args.sweep)
+    read_sweep(args.sweep)
     out = args.out or args.sweep / "report"
     check_writable(out)
-    study = load_study(record["storage"], record["study"])
-    data = write_report(study, study_spec(study), out, title=args.sweep.name)
+    study, spec = open_sweep(args.sweep)
+    data = write_report(study, spec, out, title=args.sweep.name)
     best = data["trials"][0]
-    shown = ", ".join(f"{k}={best[k]}" for k in study_spec(study).varied)
+    shown = ", ".join(f"{k}={best[k]}" for k in spec.varied)
     print(f"wrote {out}: {len(data['trials'])} trials, {len(data['runs'])} runs; best {shown} at "
           f"{best['select_bpb']:.4f} bits per byte on the selection split", file=sys.stderr)
     return 0

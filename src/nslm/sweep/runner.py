@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -357,31 +358,53 @@ def run_trial(study: optuna.Study, spec: SweepSpec, out: Path) -> optuna.trial.F
         return study.tell(trial, state=TrialState.FAIL)
 
 
+def progress(study: optuna.Study, spec: SweepSpec) -> dict:
+    """Where a sweep stands: trials done of all, running, failed, the best so far and the time left."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    total = spec.total_trials()
+    best = min(done, key=lambda t: t.value) if done else None
+    seconds = [t.user_attrs["seconds"] for t in done if "seconds" in t.user_attrs]
+    left = max(0, total - len(done)) * statistics.fmean(seconds) / max(1, len(running)) if seconds else None
+    return {"done": len(done), "total": total, "running": len(running),
+            "failed": sum(t.state == TrialState.FAIL and t.number not in retried for t in trials),
+            "best_value": best.value if best else None, "best_settings": best.user_attrs["settings"] if best else None,
+            "best_trial": best.number if best else None, "selected_by": _selection(best) if best else None,
+            "eta_s": left}
+
+
+def _shown(settings: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
+
+
 def progress_line(study: optuna.Study, spec: SweepSpec, trial: optuna.trial.FrozenTrial) -> str:
     """After a trial: its result, trials done of all, the best so far and an estimate of the time left."""
-    trials = study.get_trials(deepcopy=False)
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
-    total = spec.total_trials()
-    shown = ", ".join(f"{k}={v}" for k, v in trial.user_attrs.get("settings", {}).items())
+    shown = _shown(trial.user_attrs.get("settings", {}))
     if trial.state != TrialState.COMPLETE:
         head = f"trial {trial.number} ({shown}) failed: {trial.user_attrs.get('error', 'see above')}"
     else:
         head = f"trial {trial.number} ({shown}): {trial.value:.4f} bits per byte ({_selection(trial)})"
-    line = f"{head} | {len(done)}/{total} done"
-    if done:
-        best = min(done, key=lambda t: t.value)
-        line += f", best {best.value:.4f} (" + ", ".join(f"{k}={v}" for k, v in best.user_attrs["settings"].items()) + ")"
-        seconds = [t.user_attrs["seconds"] for t in done if "seconds" in t.user_attrs]
-        workers = max(1, sum(t.state == TrialState.RUNNING for t in trials) + 1)
-        left = max(0, total - len(done)) * (sum(seconds) / len(seconds)) / workers if seconds else None
-        if left is not None:
-            line += f", about {left / 60:.1f} min left"
+    state = progress(study, spec)
+    line = f"{head} | {state['done']}/{state['total']} done"
+    if state["best_value"] is not None:
+        line += f", best {state['best_value']:.4f} ({_shown(state['best_settings'])})"
+    if state["eta_s"] is not None:
+        line += f", about {state['eta_s'] / 60:.1f} min left"
     return line
 
 
 def _selection(trial) -> str:
     runs = trial.user_attrs.get("runs") or [{}]
     return "dev split" if runs[0].get("selected_by") == "dev" else "validation split: the data has no dev split"
+
+
+def open_sweep(folder: Path) -> tuple[optuna.Study, SweepSpec]:
+    """The study and spec of the sweep folder `folder` (what `report` and the GUI read)."""
+    record = read_sweep(folder)
+    study = load_study(record["storage"], record["study"])
+    return study, study_spec(study)
 
 
 def work(study: optuna.Study, spec: SweepSpec, out: Path, max_trials: int | None = None, log=None) -> int:
