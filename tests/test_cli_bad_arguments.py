@@ -180,6 +180,8 @@ CASES = [
     (["sweep", "run", "TWOBUDGETS.toml", "--out", "OUT"], "exactly one of minutes, tokens or steps"),
     (["sweep", "run", "BADVALUE.toml", "--out", "OUT"], "klingon"),
     (["sweep", "run", "BADRANGE.toml", "--out", "OUT"], "low < high"),
+    (["sweep", "run", "BADDATA.toml", "--out", "OUT"], "list of data folders"),
+    (["sweep", "run", "NODATA.toml", "--out", "OUT"], "MISSING-DATA"),
     (["sweep", "run", "SPEC.toml", "--out", "/proc/nslm-sweep"], "cannot write"),
     (["sweep", "run", "SPEC.toml", "--out", "GOOD.txt"], "is a file"),
     (["sweep", "run", "SPEC.toml", "--out", "CLEANED"], "not a sweep folder"),
@@ -242,6 +244,8 @@ def _sweep_specs(root: Path, data_dir: Path) -> None:
         "ABSURD": '[budget]\nsteps = 1000000000000\n[grid]\n"model.pos_encoding" = ["rope"]\n',
         "TWOBUDGETS": '[budget]\nsteps = 10\nminutes = 2\n[grid]\n"model.pos_encoding" = ["rope"]\n',
         "BADVALUE": budget + '[grid]\n"model.pos_encoding" = ["learned", "klingon"]\n',
+        "BADDATA": budget + '[grid]\ndata = [1, 2]\n',
+        "NODATA": budget + f'[grid]\ndata = ["{data_dir}", "MISSING-DATA"]\n',
         "BADRANGE": 'trials = 3\n' + budget + '[search]\n"train.lr" = {low = 0.01, high = 0.001}\n',
     }
     for name, body in specs.items():

@@ -149,8 +149,9 @@ def test_a_killed_sweep_resumes_without_rerunning_and_reports(data_dir, tmp_path
 
 
 def test_two_workers_on_one_sqlite_study_split_the_trials(data_dir, tmp_path):
-    spec_path = write_spec(tmp_path / "w.toml", data_dir, '[grid]\n"model.pos_encoding" = ["learned", "rope"]\n'
-                           '"model.norm" = ["layernorm", "rmsnorm"]', steps=10)
+    # the base preset is varied too: a Transformer and a GRU of the tiny recipe
+    spec_path = write_spec(tmp_path / "w.toml", data_dir, '[grid]\npreset = ["transformer-1m", "gru-1m"]\n'
+                           '"train.lr" = [0.002, 0.004]', steps=10)
     out = tmp_path / "sweep"
     create_sweep(spec_path, read_spec(spec_path), out, None, None)
     workers = [subprocess.Popen([sys.executable, "-m", "nslm", "sweep", "worker", str(out)], env=_env(),
@@ -161,6 +162,9 @@ def test_two_workers_on_one_sqlite_study_split_the_trials(data_dir, tmp_path):
     trials = _study(out).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4
+    archs = {json.loads((Path(t.user_attrs["folder"]) / "seed-1" / "config.json").read_text())["model"]["arch"]
+             for t in trials}
+    assert archs == {"transformer", "gru"}
     assert {t.user_attrs["pid"] for t in trials} == {p.pid for p in workers}  # both took trials
     for t in trials:  # each run trained once: one evaluation at step 10, one start
         records = read_metrics(Path(t.user_attrs["folder"]) / "seed-1")

@@ -87,6 +87,8 @@ def run_worker(args) -> int:
     study = load_study(storage, name)
     spec = study_spec(study)
     if args.data is not None:
+        if "data" in spec.varied:
+            raise NslmError("this sweep varies its data folder, so --data cannot replace it; give the same paths here")
         if not args.data.is_dir():
             raise NslmError(f"data folder {args.data} does not exist; give this machine's copy of {spec.data}")
         spec.data = str(args.data.resolve())

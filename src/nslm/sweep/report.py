@@ -154,7 +154,7 @@ def _pyplot():
 
 
 def _label(row: dict, varied: list[str]) -> str:
-    return ", ".join(f"{k.split('.', 1)[1]}={row[k]}" for k in varied)
+    return ", ".join(f"{k.split('.')[-1]}={Path(row[k]).name if k == 'data' else row[k]}" for k in varied)
 
 
 def _save(fig, path: Path) -> None:
@@ -207,7 +207,7 @@ def plot_all(data: dict, spec: SweepSpec, out: Path) -> list[tuple[str, str]]:
         ax.errorbar([where[v] for v in values], [m for m, _ in means], yerr=[s for _, s in means], fmt="o-",
                     color="black", capsize=4, label="mean ± sd")
         if not numeric:
-            ax.set_xticks(range(len(values)), [str(v) for v in values])
+            ax.set_xticks(range(len(values)), [Path(v).name if key == "data" else str(v) for v in values])
         ax.set_xlabel(key)
         ax.set_ylabel("validation bits per byte")
         ax.grid(alpha=0.3)

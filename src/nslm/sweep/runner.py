@@ -187,7 +187,7 @@ def study_spec(study: optuna.Study) -> SweepSpec:
 # ---------------------------------------------------------------- trials
 def trial_name(settings: dict) -> str:
     """A folder name for a combination of settings: readable, and the same for the same settings."""
-    words = "_".join(f"{k.split('.', 1)[1]}-{v}" for k, v in settings.items())
+    words = "_".join(f"{k.split('.')[-1]}-{Path(v).name if k == 'data' else v}" for k, v in settings.items())
     words = "".join(c if c.isalnum() or c in "-_." else "-" for c in words)[:80]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:6]
     return f"{words}-{digest}" if words else digest
@@ -261,12 +261,12 @@ def run_seed(spec: SweepSpec, settings: dict, seed: int, run_dir: Path) -> dict:
     if status.get("state") != "finished":
         if has_checkpoint(run_dir):
             resumed_from = json.loads((run_dir / "last" / "state.json").read_text())["step"]
-            config, folder = prepare_run(resume=run_dir, data=spec.data)
+            config, folder = prepare_run(resume=run_dir, data=spec.data_for(settings))
             result = train_run(config, folder, resume=True)
         else:
             if run_dir.exists():  # cut before its first checkpoint: nothing to resume
                 shutil.rmtree(run_dir)
-            config, folder = prepare_run(out=run_dir, data=spec.data, preset=spec.preset,
+            config, folder = prepare_run(out=run_dir, data=spec.data_for(settings), preset=spec.preset_for(settings),
                                          overrides=spec.overrides(settings),
                                          train_options=dict(spec.train_options(), seed=seed))
             result = train_run(config, folder)
@@ -274,7 +274,7 @@ def run_seed(spec: SweepSpec, settings: dict, seed: int, run_dir: Path) -> dict:
             raise SweepStopped(f"training of {run_dir} stopped at step {result['step']}")
     record = run_record(run_dir, seed)
     record["resumed_from_step"] = resumed_from
-    record["measures"] = _measures(spec, run_dir, seed)
+    record["measures"] = _measures(spec, run_dir, spec.data_for(settings))
     return record
 
 
@@ -305,7 +305,7 @@ def run_record(run_dir: Path, seed: int) -> dict:
     }
 
 
-def _measures(spec: SweepSpec, run_dir: Path, seed: int) -> dict:
+def _measures(spec: SweepSpec, run_dir: Path, data: str) -> dict:
     """The headline figures of the spec's `nslm eval` steps on the kept checkpoint, computed once per run."""
     if not spec.measures["steps"]:
         return {}
@@ -314,7 +314,7 @@ def _measures(spec: SweepSpec, run_dir: Path, seed: int) -> dict:
     if done.is_file():
         return json.loads(done.read_text(encoding="utf-8"))
     out.mkdir(exist_ok=True)
-    result = evaluate_model(str(run_dir), f"{run_dir.parent.name}-{run_dir.name}", spec.data, spec.eval_options(), out)
+    result = evaluate_model(str(run_dir), f"{run_dir.parent.name}-{run_dir.name}", data, spec.eval_options(), out)
     summary = jsonable({"summary": result["summary"], "standard_errors": result["standard_errors"],
                         "skipped": result["skipped"]})
     atomic_write_json(out / "results.json", jsonable(result))

@@ -11,6 +11,7 @@ minutes = 3
 "train.batch_size" = 16
 [grid]              # every combination is one trial (or [search] with ranges, and `trials = N`)
 "model.pos_encoding" = ["learned", "sinusoidal", "rope"]
+# `preset` and `data` may be varied too: preset = ["transformer-1m", "lstm-1m"], data = ["data/bpe-512", ...]
 [measures]          # nslm eval steps after each trial; any other key is an EvalOptions field
 steps = ["likelihood"]
 quick = true
@@ -47,6 +48,9 @@ SECTIONS = {"model": ModelConfig, "train": TrainConfig}
 RESERVED = {"train.seed": "seeds", "train.max_steps": "[budget]", "train.max_tokens": "[budget]",
             "train.max_minutes": "[budget]", "train.stop_after_steps": "[budget]", "model.vocab_size": "the data folder"}
 MEASURE_FIELDS = {f.name for f in dataclasses.fields(EvalOptions)} - {"steps", "quick", "seed"}
+# Entries a [grid] or [search] may vary besides settings: the base preset and the data folder (tokenizers,
+# data sizes and cleaning rules are data folders), each a list of choices.
+RUN_CHOICES = ("preset", "data")
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,15 @@ class SweepSpec:
 
     def overrides(self, settings: dict) -> list[str]:
         """`section.field=value` strings of the fixed settings, then the trial's own."""
-        return [f"{k}={json.dumps(v)}" for k, v in {**self.fixed, **settings}.items()]
+        chosen = {k: v for k, v in settings.items() if k not in RUN_CHOICES}
+        return [f"{k}={json.dumps(v)}" for k, v in {**self.fixed, **chosen}.items()]
+
+    def data_for(self, settings: dict) -> str:
+        """The data folder of a trial: its own where the spec varies `data`, else the spec's."""
+        return settings.get("data", self.data)
+
+    def preset_for(self, settings: dict) -> str:
+        return settings.get("preset", self.preset)
 
     def eval_options(self) -> EvalOptions:
         extra = {k: v for k, v in self.measures.items() if k not in ("steps", "quick")}
@@ -141,7 +153,11 @@ def check_spec(raw: dict, where: str, data: str | Path | None = None) -> SweepSp
     preset = raw.get("preset", "transformer-1m")
     if not isinstance(preset, str):
         raise NslmError(f"{where}: preset must be a preset name such as transformer-1m")
+    varied = raw.get("grid") or raw.get("search")
+    varied_data = varied.get("data") if isinstance(varied, dict) else None
     data = data if data is not None else raw.get("data")
+    if data is None and isinstance(varied_data, list) and varied_data and isinstance(varied_data[0], str):
+        data = varied_data[0]  # the varied folders decide; the first stands for the spec in reports
     if not isinstance(data, (str, Path)) or not str(data):
         raise NslmError(f"{where}: data must name a data folder made by nslm data prepare")
     spec = SweepSpec(preset=preset, data=str(Path(data).resolve()), seeds=_seeds(raw.get("seeds", [1337]), where),
@@ -200,7 +216,7 @@ def _trials(value, where: str) -> int:
     return value
 
 
-def _flat(table, where: str, name: str) -> dict:
+def _flat(table, where: str, name: str, choices: bool = False) -> dict:
     """{"model.d_model": value} from either quoted dotted keys or [name.model] sub-tables."""
     if not isinstance(table, dict):
         raise NslmError(f"{where}: [{name}] must be a table of settings such as \"model.n_layer\"")
@@ -211,7 +227,8 @@ def _flat(table, where: str, name: str) -> dict:
         else:
             out[key] = value
     for key in out:
-        _check_setting_name(key, where)
+        if not (choices and key in RUN_CHOICES):
+            _check_setting_name(key, where)
     return out
 
 
@@ -222,7 +239,8 @@ def _is_range(value) -> bool:
 def _check_setting_name(key: str, where: str) -> None:
     section, _, name = key.partition(".")
     if section not in SECTIONS or not name:
-        raise NslmError(f"{where}: unknown setting {key!r}; settings are model.<field> or train.<field>")
+        raise NslmError(f"{where}: unknown setting {key!r}; settings are model.<field> or train.<field> "
+                        f"({' and '.join(RUN_CHOICES)} may be varied as lists)")
     fields = {f.name for f in dataclasses.fields(SECTIONS[section])}
     if name not in fields:
         raise NslmError(f"{where}: unknown setting {key!r}; {section} settings are {', '.join(sorted(fields))}")
@@ -235,7 +253,7 @@ def _settings(table, where: str, name: str) -> dict:
 
 
 def _grid(table, where: str) -> dict:
-    grid = _flat(table, where, "grid")
+    grid = _flat(table, where, "grid", choices=True)
     if not grid:
         raise NslmError(f"{where}: the [grid] is empty; give each varied setting a list of values")
     for key, values in grid.items():
@@ -245,11 +263,21 @@ def _grid(table, where: str) -> dict:
             raise NslmError(f"{where}: grid {key} lists a value twice")
         if any(isinstance(v, (list, dict)) for v in values):
             raise NslmError(f"{where}: grid {key} values must be numbers, text or true/false")
-    return grid
+    return _run_choices(grid, where, "grid")
+
+
+def _run_choices(table: dict, where: str, name: str) -> dict:
+    """Varied presets must be names and varied data folders paths (recorded absolute, as `data` is)."""
+    for key in RUN_CHOICES:
+        if key in table and (not isinstance(table[key], list) or not all(isinstance(v, str) and v for v in table[key])):
+            raise NslmError(f"{where}: {name} {key} must be a list of {'preset names' if key == 'preset' else 'data folders'}")
+    if "data" in table:
+        table["data"] = [str(Path(v).resolve()) for v in table["data"]]
+    return table
 
 
 def _search(table, where: str) -> dict:
-    search = _flat(table, where, "search")
+    search = _flat(table, where, "search", choices=True)
     if not search:
         raise NslmError(f"{where}: the [search] is empty; give each varied setting a range or a list of choices")
     out = {}
@@ -266,7 +294,7 @@ def _search(table, where: str) -> dict:
         if not numbers or not low < high or not isinstance(log, bool) or (log and low <= 0):
             raise NslmError(f"{where}: search {key} needs numbers low < high (and low > 0 with log = true)")
         out[key] = Range(low, high, log)
-    return out
+    return _run_choices(out, where, "search")
 
 
 def _measures(table, where: str) -> dict:
@@ -300,7 +328,7 @@ def _check_runs(spec: SweepSpec, where: str) -> None:
     before its first trial rather than in its tenth."""
     for settings in _corners(spec):
         try:
-            resolve_run_config(spec.data, spec.preset, overrides=spec.overrides(settings),
+            resolve_run_config(spec.data_for(settings), spec.preset_for(settings), overrides=spec.overrides(settings),
                                train_options=dict(spec.train_options(), seed=spec.seeds[0]))
         except NslmError as exc:
             shown = ", ".join(f"{k}={v}" for k, v in settings.items())
