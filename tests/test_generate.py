@@ -67,6 +67,20 @@ def test_the_shipped_transformer_tells_the_same_greedy_story_with_the_cache_as_w
     assert cached == plain and len(cached) == 90
 
 
+def test_a_batch_of_prompts_tells_the_stories_told_one_by_one(runs):
+    prompts = ["Once upon a time", "The dog", "Tom and Sue went to the park with their ball. " * 5, "A"]
+    for preset in ("transformer-1m", "lstm-1m"):
+        model = nslm.load(runs[preset])
+        batch = model.generate_batch(prompts, max_tokens=40, temperature=0.8, seeds=[7, 8, 9, 10])
+        assert batch == [model.generate(p, max_tokens=40, temperature=0.8, seed=s) for p, s in zip(prompts, [7, 8, 9, 10])]
+        assert batch[2].prompt_truncated  # the window of these runs is 32 tokens
+    shipped = nslm.load("tinystories-transformer-1m")
+    greedy = shipped.generate_batch(prompts, max_tokens=60, temperature=0)
+    assert greedy == [shipped.generate(p, max_tokens=60, temperature=0) for p in prompts]
+    with pytest.raises(NslmError, match="one seed per prompt"):
+        shipped.generate_batch(prompts, seeds=[1])
+
+
 def test_prompts_empty_too_long_and_unconditional(runs):
     model = nslm.load(runs["transformer-1m"])
     for empty in ("", "   ", None):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nslm.errors import NslmError
-from nslm.sampling import filter_logits, generate_ids
+from nslm.sampling import filter_logits, generate_batch_ids, generate_ids
 from nslm.models import ModelConfig, build_model, list_presets, load_preset
 
 
@@ -127,6 +127,24 @@ def test_greedy_tokens_with_and_without_cache_are_identical(cfg):
     plain = list(generate_ids(model, [5, 6, 7], 60, stop_id=None, temperature=0, use_cache=False))
     assert len(cached) == 60
     assert cached == plain
+
+
+@pytest.mark.parametrize("cfg", [small("transformer", pos_encoding="rope"), small("transformer", pos_encoding="learned"),
+                                 small("transformer", pos_encoding="sinusoidal", norm="layernorm"), small("lstm"), small("gru")],
+                         ids=lambda c: f"{c.arch}-{c.pos_encoding}")
+@pytest.mark.parametrize("temperature", [0, 1.0])
+def test_a_batch_decodes_the_same_ids_as_one_prompt_at_a_time(cfg, temperature):
+    torch.manual_seed(5)
+    model = build_model(cfg).eval()
+    # lengths 1 to 30 (past the 24-token window), 60 new tokens (the windows slide), rows that stop early
+    prompts = [[5, 6, 7], [1], [9] * 30, list(range(3, 11)), [11, 12]]
+    seeds = [1, 2, 3, 4, 5]
+    alone = [list(generate_ids(model, p, 60, stop_id=13, temperature=temperature, seed=s)) for p, s in zip(prompts, seeds)]
+    batch = generate_batch_ids(model, prompts, 60, stop_id=13, temperature=temperature, seeds=seeds)
+    assert batch == alone
+    if temperature:
+        assert len({len(ids) for ids in alone}) > 2  # the rows did end at different steps
+    assert generate_batch_ids(model, [[4]], 0) == [[]]
 
 
 def test_sampling_is_repeatable_with_a_seed_and_stops_at_the_stop_token():

@@ -114,3 +114,72 @@ def generate_ids(model, prompt_ids: list[int], max_new_tokens: int, stop_id: int
             return
         ids.append(picked)
         yield picked
+
+
+@torch.inference_mode()
+def generate_batch_ids(model, prompts: list[list[int]], max_new_tokens: int, stop_id: int | None = None,
+                       temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
+                       seeds: list[int | None] | None = None) -> list[list[int]]:
+    """For each prompt, the ids `generate_ids` yields (prompt i with seeds[i]), decoded as one batch.
+
+    Each row reads its prompt (all but the last id) on its own, exactly as alone; then every step feeds
+    one token per unfinished row together, each row at its own position and with its own generator. A
+    row whose window is full re-reads its last three quarters alone, as `generate_ids` does. A model
+    whose cache cannot be joined (`join`, `keep`; `put` where windowed) decodes the prompts one by one.
+    """
+    seeds = list(seeds) if seeds is not None else [None] * len(prompts)
+    if len(seeds) != len(prompts):
+        raise ValueError("give one seed per prompt")
+    if any(not p for p in prompts):
+        raise ValueError("generation needs at least one prompt token")
+    cache_type = type(model.new_cache(1))
+    windowed = model.windowed
+    if not prompts or max_new_tokens < 1 or not all(hasattr(cache_type, m) for m in ("join", "keep", *(("put",) if windowed else ()))):
+        return [list(generate_ids(model, p, max_new_tokens, stop_id, temperature, top_k, top_p, s))
+                for p, s in zip(prompts, seeds)]
+    device = next(model.parameters()).device
+    ctx = model.cfg.context_length
+    keep = max(1, ctx - ctx // 4)
+    ids = [list(p) for p in prompts]
+    starts = [max(0, len(p) - ctx) if windowed else 0 for p in ids]
+    generators = []
+    for seed in seeds:
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(seed) if seed is not None else generator.seed()
+        generators.append(generator)
+    outputs: list[list[int]] = [[] for _ in prompts]
+
+    def read_alone(i: int):
+        """A fresh cache holding row i's window but its last id (the batched step feeds that)."""
+        cache = model.new_cache(1)
+        if len(ids[i]) - 1 > starts[i]:
+            model(torch.tensor([ids[i][starts[i] : -1]], device=device), cache=cache)
+        return cache
+
+    with one_thread_on_cpu(device):
+        active = list(range(len(prompts)))  # rows of the batch, in order: which prompt each holds
+        cache = cache_type.join([read_alone(i) for i in active])
+        while active:
+            last = torch.tensor([[ids[i][-1]] for i in active], device=device)
+            logits = model(last, cache=cache)[0][:, -1]
+            finished = []
+            for row, i in enumerate(active):
+                token = int(next_token(logits[row], temperature, top_k, top_p, generators[i]))
+                if token == stop_id:
+                    finished.append(row)
+                    continue
+                ids[i].append(token)
+                outputs[i].append(token)
+                if len(outputs[i]) == max_new_tokens:
+                    finished.append(row)
+            if finished:
+                rows = [r for r in range(len(active)) if r not in finished]
+                active = [active[r] for r in rows]
+                if not active:
+                    break
+                cache = cache.keep(rows)
+            for row, i in enumerate(active):
+                if windowed and len(ids[i]) - starts[i] > ctx:
+                    starts[i] = len(ids[i]) - keep
+                    cache.put(row, read_alone(i))
+    return outputs

@@ -56,22 +56,13 @@ def generate_set(story_model, prompts: Iterable[str], seed: int = 1234, max_toke
     Each record: prompt, completion, text (prompt + completion, formatted), tokens (generated),
     ended (stopped by itself at the end-of-story token), seed.
     """
-    from tqdm import tqdm
-
-    records = []
     prompts = list(prompts)
-    for i, prompt in enumerate(tqdm(prompts, desc="generate", unit="story", leave=False)):
-        story = story_model.generate(prompt, max_tokens=max_tokens, temperature=temperature,
-                                     top_k=top_k, top_p=top_p, seed=seed + i)
-        records.append({
-            "prompt": prompt,
-            "completion": story.completion,
-            "text": story.text,
-            "tokens": int(story.n_tokens),
-            "ended": bool(story.ended),
-            "seed": seed + i,
-        })
-    return records
+    seeds = [seed + i for i in range(len(prompts))]
+    # one batch: the same stories as one by one (each row has its own seed and position), several times faster
+    stories = story_model.generate_batch(prompts, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
+                                         top_p=top_p, seeds=seeds)
+    return [{"prompt": prompt, "completion": story.completion, "text": story.text, "tokens": int(story.n_tokens),
+             "ended": bool(story.ended), "seed": s} for prompt, story, s in zip(prompts, stories, seeds)]
 
 
 def save_jsonl(records: list[dict], path: str | Path) -> None:

@@ -20,7 +20,7 @@ from nslm.device import as_device
 from nslm.errors import NslmError
 from nslm.interop.foreign import detect_foreign, is_foreign, load_foreign
 from nslm.models import ModelConfig, build_model
-from nslm.sampling import check_seed, generate_ids
+from nslm.sampling import check_seed, generate_batch_ids, generate_ids
 from nslm.tokenizer import Tokenizer, tokenizer_file_sha256
 from nslm.weights import check_weights_fit, find_weights, load_weights
 
@@ -72,10 +72,8 @@ class StoryStream:
         emitted = ""
         options = dict(self._options)
         max_tokens = options.pop("max_tokens")
-        produced = 0
         for token in generate_ids(self._model.model, self._prompt_ids, max_tokens, tok.eot_id, **options):
             ids.append(token)
-            produced += 1
             # emit only text that later tokens cannot change: what decoding without the newest token agrees on
             now = format_story(tok.decode(ids[start:]))
             before = format_story(tok.decode(ids[start:-1]))
@@ -83,14 +81,20 @@ class StoryStream:
             if stable.startswith(emitted) and len(stable) > len(emitted):
                 yield stable[len(emitted) :]
                 emitted = stable
-        ended = produced < max_tokens
-        text = format_story(tok.decode(ids[start:]))
-        if text.startswith(emitted) and len(text) > len(emitted):
-            yield text[len(emitted) :]
-        prompt_text = format_story(tok.decode(self._prompt_ids[start:]))
-        completion = text[len(prompt_text) :] if text.startswith(prompt_text) else tok.decode(ids[len(self._prompt_ids) :])
-        self.story = Story(text=text, prompt=prompt_text if self.prompt_truncated else self._prompt_text,
-                           completion=completion, n_tokens=produced, ended=ended, prompt_truncated=self.prompt_truncated)
+        self.story = make_story(tok, self._prompt_ids, self._prompt_text, self.prompt_truncated, ids[len(self._prompt_ids) :],
+                                max_tokens)
+        if self.story.text.startswith(emitted) and len(self.story.text) > len(emitted):
+            yield self.story.text[len(emitted) :]
+
+
+def make_story(tok, prompt_ids: list[int], prompt_text: str, truncated: bool, new_ids: list[int], max_tokens: int) -> Story:
+    """The Story of `new_ids` generated after `prompt_ids` (fewer than `max_tokens`: it ended by itself)."""
+    start = 0 if prompt_ids[0] != tok.eot_id else 1  # an unconditional start shows no text
+    text = format_story(tok.decode(prompt_ids[start:] + new_ids))
+    shown_prompt = format_story(tok.decode(prompt_ids[start:]))
+    completion = text[len(shown_prompt) :] if text.startswith(shown_prompt) else tok.decode(new_ids)
+    return Story(text=text, prompt=shown_prompt if truncated else prompt_text, completion=completion,
+                 n_tokens=len(new_ids), ended=len(new_ids) < max_tokens, prompt_truncated=truncated)
 
 
 def _common_prefix(a: str, b: str) -> str:
@@ -156,6 +160,23 @@ class StoryModel:
         for _ in stream:
             pass
         return stream.story
+
+
+    def generate_batch(self, prompts: list[str], max_tokens: int = 300, temperature: float = 0.8,
+                       top_k: int | None = None, top_p: float | None = None,
+                       seeds: list[int | None] | None = None) -> list[Story]:
+        """`generate(prompts[i], seed=seeds[i])` for every prompt, decoded together as one batch (the same
+        stories: each row reads its prompt alone, then steps with its own position and generator)."""
+        seeds = list(seeds) if seeds is not None else [None] * len(prompts)
+        if len(seeds) != len(prompts):
+            raise NslmError(f"give one seed per prompt: {len(prompts)} prompts but {len(seeds)} seeds")
+        for seed in seeds:
+            check_options(max_tokens, temperature, top_k, top_p, seed)
+        encoded = [self.encode_prompt(p) for p in prompts]
+        new = generate_batch_ids(self.model, [ids for ids, _ in encoded], max_tokens, self.tokenizer.eot_id,
+                                 temperature, top_k, top_p, seeds)
+        return [make_story(self.tokenizer, ids, str(p).strip(), truncated, out, max_tokens)
+                for p, (ids, truncated), out in zip(prompts, encoded, new)]
 
 
 def _number(value) -> bool:

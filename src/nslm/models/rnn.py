@@ -21,6 +21,31 @@ class RNNState:
     def reset(self) -> None:
         self.hidden, self.pos = None, 0
 
+    @classmethod
+    def join(cls, states: list["RNNState"]) -> "RNNState":
+        """One state whose row i is states[i] (each of batch size 1; an empty one is the zero state)."""
+        joined = cls()
+        joined.pos = max(s.pos for s in states)
+        template = next((s.hidden for s in states if s.hidden is not None), None)
+        if template is None:
+            return joined
+        parts = template if isinstance(template, tuple) else (template,)
+        rows = [s.hidden if s.hidden is not None else tuple(torch.zeros_like(p) for p in parts) for s in states]
+        rows = [r if isinstance(r, tuple) else (r,) for r in rows]
+        hidden = tuple(torch.cat([r[k] for r in rows], dim=1) for k in range(len(parts)))
+        joined.hidden = hidden if isinstance(template, tuple) else hidden[0]
+        return joined
+
+    def keep(self, rows: list[int]) -> "RNNState":
+        """A state of only these rows, in this order."""
+        kept = RNNState()
+        if isinstance(self.hidden, tuple):
+            kept.hidden = tuple(h[:, rows] for h in self.hidden)
+        elif self.hidden is not None:
+            kept.hidden = self.hidden[:, rows]
+        kept.pos = self.pos
+        return kept
+
 
 @register_arch("lstm", "gru")
 class RNNLM(TiedLM):

@@ -19,20 +19,55 @@ MLPS = ("gelu", "swiglu")
 
 
 class KVCache:
-    """Keys and values of every layer for the tokens seen so far; `pos` is how many that is."""
+    """Keys and values of every layer for the tokens seen so far; `pos` is how many that is.
 
-    def __init__(self, cfg: ModelConfig, batch_size: int, device, dtype):
+    Caches of single sequences can be joined into one whose rows hold different lengths (`lengths`,
+    `pos` is then the longest); it takes one new token per row, and batched decoding drops finished rows
+    (`keep`) and puts a row's refilled window back (`put`).
+    """
+
+    def __init__(self, cfg: ModelConfig, batch_size: int, device, dtype, kv: torch.Tensor | None = None):
         head_dim = cfg.d_model // cfg.n_head
         # keys and values side by side, so a decoding step writes both with one copy
         shape = (cfg.n_layer, 2, batch_size, cfg.n_head, cfg.context_length, head_dim)
-        self.kv = torch.zeros(shape, device=device, dtype=dtype)
+        self.kv = torch.zeros(shape, device=device, dtype=dtype) if kv is None else kv
         self.layers = [self.kv[i] for i in range(cfg.n_layer)]  # per-layer views, made once, not per token
+        self.cfg = cfg
         self.batch_size = batch_size
         self.pos = 0
         self.capacity = cfg.context_length
+        self.lengths: list[int] | None = None  # per row, in a joined cache
+        self.row_pos: torch.Tensor | None = None  # `lengths` as a tensor, for the step's indexing
 
     def reset(self) -> None:
         self.pos = 0
+        self.lengths = self.row_pos = None
+
+    @classmethod
+    def join(cls, caches: list["KVCache"]) -> "KVCache":
+        """One cache whose row i is caches[i] (each of batch size 1)."""
+        first = caches[0]
+        joined = cls(first.cfg, len(caches), None, None, kv=torch.cat([c.kv for c in caches], dim=2))
+        joined._set_lengths([c.pos for c in caches])
+        return joined
+
+    def keep(self, rows: list[int]) -> "KVCache":
+        """A cache of only these rows, in this order."""
+        kept = KVCache(self.cfg, len(rows), None, None, kv=self.kv[:, :, rows])
+        kept._set_lengths([self.lengths[r] for r in rows])
+        return kept
+
+    def put(self, row: int, cache: "KVCache") -> None:
+        """Replace row `row` by the single sequence of `cache`."""
+        self.kv[:, :, row] = cache.kv[:, :, 0]
+        lengths = list(self.lengths)
+        lengths[row] = cache.pos
+        self._set_lengths(lengths)
+
+    def _set_lengths(self, lengths: list[int]) -> None:
+        self.lengths = lengths
+        self.row_pos = torch.tensor(lengths, device=self.kv.device)
+        self.pos = max(lengths)
 
 
 def norm_layer(cfg: ModelConfig) -> nn.Module:
@@ -112,18 +147,22 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_drop(self.proj(y))
 
-    def step(self, x, rope, cache: KVCache, layer: int):
+    def step(self, x, rope, cache: KVCache, layer: int, rows=None, mask=None):
         """forward() for one new token per row, x [B, C], in eval mode: fewer tensor operations for the
         same arithmetic, so the logits are bitwise equal. `rope` holds cos and signed sin for the rows of
-        q, k and v (1 and 0 for v): one rotation of the whole qkv, by a roll."""
+        q, k and v (1 and 0 for v): one rotation of the whole qkv, by a roll. A joined cache passes `rows`
+        (0..B-1) and the `mask` of the positions each row may see."""
         B, C = x.shape
         qkv = F.linear(x, self.qkv.weight, self.qkv.bias).view(B, 3, self.n_head, 1, self.head_dim)
         if rope is not None:
             qkv = qkv * rope[0] + qkv.roll(self.head_dim // 2, -1) * rope[1]
         kv = cache.layers[layer]  # [2, B, n_head, context, head_dim]
-        kv.narrow(3, cache.pos, 1).copy_(qkv[:, 1:].transpose(0, 1))
+        if mask is None:
+            kv.narrow(3, cache.pos, 1).copy_(qkv[:, 1:].transpose(0, 1))
+        else:  # rows of different lengths: each writes at its own position
+            kv[:, rows, :, cache.row_pos] = qkv[:, 1:, :, 0]
         keys, values = kv.narrow(3, 0, cache.pos + 1).unbind(0)
-        y = F.scaled_dot_product_attention(qkv.select(1, 0), keys, values)
+        y = F.scaled_dot_product_attention(qkv.select(1, 0), keys, values, attn_mask=mask)
         return F.linear(y.view(B, C), self.proj.weight, self.proj.bias)
 
 
@@ -164,9 +203,9 @@ class Block(nn.Module):
         x = x + self.attn(self.norm1(x), rope, cache, layer)
         return x + self.mlp(self.norm2(x))
 
-    def step(self, x, rope, cache, layer):
+    def step(self, x, rope, cache, layer, rows=None, mask=None):
         """forward() for one new token per row with a cache, in eval mode (see Attention.step)."""
-        x = x + self.attn.step(norm_step(self.norm1, x), rope, cache, layer)
+        x = x + self.attn.step(norm_step(self.norm1, x), rope, cache, layer, rows, mask)
         return x + self.mlp.step(norm_step(self.norm2, x))
 
 
@@ -240,6 +279,8 @@ class Transformer(TiedLM):
         B, T = idx.shape
         if T == 1 and cache is not None and not self.training and B == cache.batch_size and cache.pos < cache.capacity:
             return self._step(idx, cache)
+        if cache is not None and cache.lengths is not None:
+            raise ValueError("a joined cache takes one new token per row, in eval mode")
         start = cache.pos if cache is not None else 0
         if start + T > self.cfg.context_length:
             raise ValueError(f"{start + T} positions exceed the context length {self.cfg.context_length}")
@@ -262,7 +303,11 @@ class Transformer(TiedLM):
         """features() of one new token per row [B, 1]: the decoding step, where the ~30 tensor operations
         per layer each cost more than their arithmetic, so it calls the blocks' `step`s (same results) on
         [B, C] rows (a 3-d input costs every linear two more reshapes)."""
-        pos = cache.pos
+        pos, rows, mask = cache.pos, None, None
+        if cache.lengths is not None:  # a joined cache: row i is at position lengths[i]
+            pos = cache.row_pos
+            rows = torch.arange(len(pos), device=pos.device)
+            mask = (torch.arange(cache.pos + 1, device=pos.device) <= pos[:, None])[:, None, None]
         x = F.embedding(idx.view(-1), self.tok_emb.weight)
         rope = None
         if self.cfg.pos_encoding == "learned":
@@ -272,8 +317,11 @@ class Transformer(TiedLM):
         else:
             rope = (self.rope_cos3[pos], self.rope_ssin3[pos])
         for i, block in enumerate(self.blocks):
-            x = block.step(x, rope, cache, i)
-        cache.pos = pos + 1
+            x = block.step(x, rope, cache, i, rows, mask)
+        if cache.lengths is None:
+            cache.pos = pos + 1
+        else:
+            cache._set_lengths([n + 1 for n in cache.lengths])
         return norm_step(self.norm_f, x).unsqueeze(1)
 
     def embedding_params(self) -> int:
