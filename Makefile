@@ -40,10 +40,14 @@ test: install
 
 # Each shipped model's evaluation report, read by the GUI's Evaluate tab: `nslm eval all --quick` on the
 # shipped model into src/nslm/pretrained/<name>/report/. Run it after retraining the shipped models.
+# Each model is evaluated on the data folder made with its own tokenizer (`nslm data match`): DATA if it
+# is, else another folder under data/; with none, the target stops with a line naming the folders tried.
 SHIPPED := $(patsubst src/nslm/pretrained/%/config.json,%,$(wildcard src/nslm/pretrained/*/config.json))
+DATA_FOLDERS ?= $(DATA) $(filter-out $(DATA),$(patsubst %/meta.json,%,$(wildcard data/*/meta.json)))
 shipped-reports: install
 	-$(MAKE) --no-print-directory data
 	set -e; for name in $(SHIPPED); do \
-		$(BIN)/nslm eval all --model src/nslm/pretrained/$$name --data $(DATA) --quick \
+		data=$$($(BIN)/nslm data match --model src/nslm/pretrained/$$name $(DATA_FOLDERS)); \
+		$(BIN)/nslm eval all --model src/nslm/pretrained/$$name --data $$data --quick \
 			--out src/nslm/pretrained/$$name/report; \
 	done

@@ -94,6 +94,10 @@ CASES = [
     (["data", "tokenize", "INPUTS"], "no train.txt"),
     (["data", "tokenize", "CLEANED", "--tokenizer", "BINARY.txt"], "BINARY.txt"),
     (["data", "tokenize", "CLEANED", "--tokenizer", "MISSING.json"], "MISSING.json"),
+    # data match
+    (["data", "match", "--model", "MISSING", "DATA"], "MISSING"),
+    (["data", "match", "--model", "RUN_BAD_STATE", "DATA"], "is corrupt"),
+    (["data", "match", "--model", SHIPPED, "DATA", "INPUTS"], "INPUTS"),  # another tokenizer; no data folder
     # tokenizer train / report
     (["tokenizer", "train", "--input", "MISSING.txt", "--out", "OUT"], "does not exist"),
     (["tokenizer", "train", "--input", "BINARY.txt", "--out", "OUT"], "binary"),

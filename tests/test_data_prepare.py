@@ -189,3 +189,20 @@ def test_switches_reach_the_cleaner(story_files, tmp_path):
 def test_area_without_step_prints_help(capsys):
     assert main(["data"]) == 2 and "prepare" in capsys.readouterr().out
     assert main(["tokenizer"]) == 2 and "report" in capsys.readouterr().out
+
+
+def test_data_match_prints_the_folder_made_with_the_models_tokenizer(data_dir, tmp_path, capsys):
+    """As `make shipped-reports` uses it: each shipped model on the data folder of its own tokenizer."""
+    other = tmp_path / "other"  # a data folder made with another tokenizer (only its header is read)
+    other.mkdir()
+    meta = json.loads((data_dir / "meta.json").read_text())
+    (other / "meta.json").write_text(json.dumps({**meta, "tokenizer_sha256": "0" * 64}))
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"model": {}, "train": {}, "data": {"path": "gone"}, "tokenizer_sha256": meta["tokenizer_sha256"]}
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["data", "match", "--model", str(run), str(other), str(tmp_path), str(data_dir)]) == 0
+    assert capsys.readouterr().out.strip() == str(data_dir)  # the wrong tokenizer and a non-data folder passed over
+    assert main(["data", "match", "--model", str(run), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no data folder among") and str(other) in err and meta["tokenizer_sha256"][:12] in err

@@ -12,7 +12,7 @@ from nslm.data.cleaning import CleanConfig
 from nslm.data.prepare import (DEFAULT_DEV_SHARE, DEFAULT_VALID_SHARE, NothingLeftError, clean_to_folder, prepare, read_cleaned,
                                tokenize_folder)
 from nslm.data.report import print_clean_report
-from nslm.data.tokens import DataFolder
+from nslm.data.tokens import DataFolder, folder_for_tokenizer
 from nslm.errors import NslmError
 from nslm.tokenizer import Tokenizer
 from nslm.tokenizer.report import comparison_table, efficiency_report
@@ -28,6 +28,10 @@ CLEAN_EXAMPLE = """example:
 """
 TOKENIZE_EXAMPLE = """example:
   nslm data tokenize data/clean --tokenizer tokenizers/bpe-4096/tokenizer.json
+"""
+MATCH_EXAMPLE = """example:
+  nslm data match --model tinystories-lstm-1m data/*      # prints e.g. data/ts-2files
+  nslm eval all --model runs/tf1m --data "$(nslm data match --model runs/tf1m data/*)" --out reports/tf1m
 """
 
 
@@ -123,6 +127,25 @@ def register(subparsers) -> None:
     t.add_argument("--tokenizer", type=Path, help="tokenizer.json to use; it is copied into the folder "
                    "(default: the folder's own tokenizer.json)")
     t.set_defaults(func=run_tokenize)
+
+    m = sub.add_parser("match", help="print the data folder made with a model's tokenizer",
+                       description="Print the first of the given data folders whose token files were made with "
+                       "the model's tokenizer (the tokenizer hash in its config.json), so that a script can "
+                       "evaluate each model on data in its own tokens.", epilog=MATCH_EXAMPLE,
+                       formatter_class=HelpFormatter)
+    m.add_argument("--model", required=True, metavar="RUN", help="run folder made by `nslm train` (or a shipped "
+                   "model name)")
+    m.add_argument("folders", nargs="+", type=Path, metavar="DIR", help="data folders to look in, in this order")
+    m.set_defaults(func=run_match)
+
+
+def run_match(args) -> int:
+    from nslm.generate.api import resolve  # a shipped model's name -> its folder
+    from nslm.train.run import read_run_config  # the one reader of a run's config.json
+
+    config = read_run_config(resolve(args.model))
+    print(folder_for_tokenizer(config["tokenizer_sha256"], args.folders, whose=str(args.model)))
+    return 0
 
 
 def _print_help(parser) -> int:

@@ -181,6 +181,25 @@ class DataFolder:
                             "with another tokenizer); re-run `nslm data prepare`")
 
 
+def folder_for_tokenizer(sha256: str, folders: Iterable[str | Path], whose: str = "the model") -> Path:
+    """The first of `folders` whose token files were made with the tokenizer of hash `sha256` (as a run's
+    config.json records it); folders that are not data folders are passed over. NslmError naming the
+    folders tried (and `whose` tokenizer was sought) when none matches."""
+    if not sha256:
+        raise NslmError(f"{whose} records no tokenizer hash, so no data folder can be matched to it.")
+    tried = []
+    for folder in folders:
+        tried.append(str(folder))
+        try:
+            if DataFolder(folder).tokenizer_sha256 == sha256:
+                return Path(folder)
+        except NslmError:  # not a data folder: look at the next
+            continue
+    among = ", ".join(tried) or "no folders"
+    raise NslmError(f"no data folder among {among} was made with {whose}'s tokenizer (sha256 {sha256[:12]}…); "
+                    "make one with `nslm data tokenize FOLDER --tokenizer <its tokenizer.json>`.")
+
+
 def _read_header(folder: Path) -> dict:
     path = folder / "meta.json"
     if not path.is_file():
