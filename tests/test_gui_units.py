@@ -17,7 +17,7 @@ from nslm.gui import runs as runlib
 from nslm.gui.overlap import mark_shared, shared_ngram_share
 from nslm.gui.reports import latest_report
 from nslm.gui.storytelling import check_prompt, check_sampling
-from nslm.gui.train_form import TrainForm, check_form, parse_extra
+from nslm.gui.train_form import EVALUATIONS, TrainForm, check_form, parse_extra
 from nslm.gui.training import TrainingLauncher
 from test_run_lock import hold_run_in_a_process
 
@@ -302,3 +302,29 @@ def test_a_run_folder_claiming_a_huge_model_is_listed_and_refused_without_buildi
     with pytest.raises(NslmError, match="parameters") as refused:
         ModelCache(runs).get("run:bloated")
     assert "\n" not in str(refused.value)
+
+
+def _sets(args: list[str]) -> dict[str, str]:
+    """The `--set key=value` pairs of an argument list; a later one wins, as in `nslm train`."""
+    return dict(args[i + 1].split("=", 1) for i, arg in enumerate(args) if arg == "--set")
+
+
+def test_a_short_run_from_the_page_evaluates_often_enough_to_draw_a_curve(data_dir):
+    one_minute = check_form(TrainForm("transformer-1m", str(data_dir), 128, 4, 256, 2e-3, 32, "minutes", 1, "tf", ""))
+    sets = _sets(one_minute.args)
+    # at the slowest machine's speed one minute is a few dozen steps: the default (every 200) gave no point
+    assert int(sets["train.eval_interval"]) < 10 and int(sets["train.log_interval"]) == 1
+    tokens = 300_000
+    short = _sets(check_form(TrainForm("transformer-1m", str(data_dir), 32, 1, 32, 3e-3, 4, "tokens", tokens, "tf",
+                                       "")).args)
+    steps = tokens / (4 * 32)
+    assert steps / int(short["train.eval_interval"]) >= EVALUATIONS
+    # each evaluation reads at most half the tokens trained between two, so it costs a small share of the time
+    assert int(short["train.eval_tokens"]) <= int(short["train.eval_interval"]) * 4 * 32 / 2
+    long = _sets(check_form(TrainForm("transformer-1m", str(data_dir), 128, 4, 256, 2e-3, 32, "minutes", 600, "tf",
+                                      "")).args)
+    assert (long["train.eval_interval"], long["train.eval_tokens"]) == ("200", "131072")  # the defaults
+    mine = _sets(check_form(TrainForm("transformer-1m", str(data_dir), 128, 4, 256, 2e-3, 32, "minutes", 1, "tf",
+                                      "train.eval_interval=7")).args)
+    assert mine["train.eval_interval"] == "7"  # a value typed in the extra settings wins
+

@@ -15,10 +15,17 @@ from nslm.data.tokens import DataFolder
 from nslm.errors import NslmError
 from nslm.gui.runs import check_name, human_count
 from nslm.models import ModelConfig, build_model, load_preset
+from nslm.train.config import TrainConfig
 
 # `nslm train --set` names of the form's fields.
 TRAIN_KEYS = {"lr": "train.lr", "batch": "train.batch_size"}
 MODEL_KEYS = {"width": "d_model", "layers": "n_layer", "context": "context_length"}
+
+# Validation points a run from the page draws, whatever its length, so that a short run has a curve too.
+EVALUATIONS = 10
+# A time budget's steps are counted at transformer-1m's speed on a 2-core CPU (the slowest machine the app is
+# made for): a faster machine takes more steps and so evaluates more often, at the same share of its time.
+CPU_TOKENS_PER_S = 5000
 
 
 @dataclass
@@ -179,11 +186,27 @@ def check_form(form: TrainForm) -> FormResult:
     return result
 
 
+def evaluation_settings(budget_kind: str, budget: float, batch: int, context: int) -> list[str]:
+    """`--set` values for how often a run of this budget evaluates and logs: about EVALUATIONS validation
+    points (never rarer than the training default), each on at most half the tokens trained between two,
+    so that evaluating costs about a sixth of the time (a forward pass is a third of a training step)."""
+    defaults = TrainConfig()
+    tokens_per_step = batch * context
+    tokens = budget if budget_kind == "tokens" else budget * 60 * CPU_TOKENS_PER_S
+    steps = tokens / tokens_per_step
+    interval = int(min(max(steps // EVALUATIONS, 1), defaults.eval_interval))
+    eval_tokens = int(min(max(interval * tokens_per_step // 2, tokens_per_step), defaults.eval_tokens))
+    log_interval = int(min(max(steps // 100, 1), defaults.log_interval))
+    return [f"train.eval_interval={interval}", f"train.eval_tokens={eval_tokens}", f"train.log_interval={log_interval}"]
+
+
 def _train_args(form: TrainForm, values: dict) -> list[str]:
     budget = values["budget"]
     budget_flag = ["--max-tokens", str(int(budget))] if form.budget_kind == "tokens" else ["--max-minutes", f"{budget:g}"]
+    # The extra settings come last, so a value typed there wins over the form's and the budget's.
     sets = [*(f"model.{key}={values[name]}" for name, key in MODEL_KEYS.items()),
-            f"{TRAIN_KEYS['lr']}={values['lr']:g}", f"{TRAIN_KEYS['batch']}={values['batch']}", *values["extra"]]
+            f"{TRAIN_KEYS['lr']}={values['lr']:g}", f"{TRAIN_KEYS['batch']}={values['batch']}",
+            *evaluation_settings(form.budget_kind, budget, values["batch"], values["context"]), *values["extra"]]
     args = ["--preset", str(form.preset), "--data", str(Path(str(form.data).strip()).expanduser()), *budget_flag]
     for item in sets:
         args += ["--set", item]
