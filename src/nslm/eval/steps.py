@@ -67,6 +67,7 @@ class Step:
     section: str
     figures: tuple[Figure, ...] = ()
     options: tuple[Option, ...] = ()
+    dataset: str | None = None  # the public set it reads by default (a key of DATASETS), to say when it is missing
 
 
 def model_data_dir(story_model, data_dir: str | None) -> str | None:
@@ -171,7 +172,7 @@ STEPS: tuple[Step, ...] = (
         Option("--prompt-limit", "prompt_limit", "use the first N prompts only", int, "N", quick=12),
         Option("--max-new-tokens", "max_new_tokens", "longest completion in tokens", int, "N", default=300, quick=200),
         Option("--temperature", "temperature", "sampling temperature", float, "T", default=0.8),
-    )),
+    ), dataset="prompts"),
     Step("novelty", run_novelty, "novelty", (
         Figure("novelty.mean_max_cosine", "novelty: mean cosine to nearest training story", "{:.3f}",
                ("mean_max_cosine",), ("mean_max_cosine_se",)),
@@ -189,7 +190,7 @@ STEPS: tuple[Step, ...] = (
     ), (
         Option("--blimp", "blimp", f"BLiMP folder (default: blimp/ {_SHARED})", str, "DIR"),
         Option("--blimp-limit", "blimp_limit", "pairs per paradigm, a seeded random sample", int, "N", quick=12),
-    )),
+    ), dataset="blimp"),
     Step("cola", run_cola, "cola", (
         Figure("cola.mcc", "CoLA MCC, in-domain dev", "{:.3f}", ("mcc",), ("mcc_se",)),
         Figure("cola.mcc_out_of_domain", "CoLA MCC, out-of-domain dev", "{:.3f}", ("out_of_domain_dev", "mcc"),
@@ -198,7 +199,7 @@ STEPS: tuple[Step, ...] = (
         Option("--cola", "cola", f"CoLA folder with the raw .tsv files (default: cola/ {_SHARED})", str, "DIR"),
         Option("--cola-limit", "cola_limit", "CoLA training rows, a seeded random sample stratified by source",
                int, "N", quick=1000),
-    )),
+    ), dataset="cola"),
     Step("hellaswag", run_hellaswag, "hellaswag", (
         Figure("hellaswag.accuracy", "HellaSwag accuracy, per-char norm. (chance 25%)", "{:.1%}", ("accuracy",),
                ("accuracy_se",)),
@@ -207,7 +208,7 @@ STEPS: tuple[Step, ...] = (
                f"hellaswag/{DEFAULT_HELLASWAG} {_SHARED})", str, "FILE"),
         Option("--hellaswag-limit", "hellaswag_limit", "HellaSwag items, a seeded random sample stratified by source",
                int, "N", quick=200),
-    )),
+    ), dataset="hellaswag"),
     Step("judge", run_judge, "judge", tuple(
         Figure(f"judge.{k}", f"LLM grade: {k} /10", "{:.2f}", ("means", k), optional=True)
         for k in ("grammar", "creativity", "consistency", "plot")

@@ -4,12 +4,15 @@ as soon as a model is picked; *Evaluate* runs `nslm eval all` and *Build the nov
 
 from __future__ import annotations
 
+import html
 import shlex
 from dataclasses import dataclass
 
 import gradio as gr
 
 from nslm.errors import NslmError
+from nslm.eval import steps as measures
+from nslm.eval.datasets import default_data_path, missing_data_hint
 from nslm.eval.steps import STEP_NAMES as STEPS
 from nslm.gui import runs as runlib
 from nslm.gui.context import Context, duration, friendly, warn
@@ -27,7 +30,7 @@ class EvalTab:
     steps: gr.CheckboxGroup
     run: gr.Button
     run_message: gr.Markdown
-    job: gr.Markdown
+    job: gr.HTML
     ratings: gr.Markdown
     report: gr.Markdown
     plots: gr.Gallery
@@ -85,21 +88,36 @@ def index_markdown(ctx: Context) -> str:
     return f"The novelty index of `{ctx.data_dir}` covers all **{stories:,}** training stories."
 
 
-def job_markdown(view: JobView) -> str:
-    """One line per evaluation step (done, running, skipped with why), or the index build's progress."""
+def missing_data() -> dict[str, str]:
+    """Measures whose public data set this machine lacks -> the sentence saying what to get and where to put it."""
+    return {step.name: missing_data_hint(step.dataset) for step in measures.STEPS
+            if step.dataset and default_data_path(step.dataset) is None}
+
+
+def data_markdown(missing: dict[str, str]) -> str:
+    """What the Measures box cannot run here, and how to make it run (the evaluation reads the sets at start)."""
+    return "\n".join("- " + warn(f"**{step}** cannot run yet: {hint[0].upper() + hint[1:]} Restart the app after "
+                                  "setting NSLM_SHARED_DATA.") for step, hint in missing.items())
+
+
+def job_html(view: JobView) -> str:
+    """One line per evaluation step (done, running, skipped with why), or the index build's progress, in a
+    block whose data-job and data-state say what runs and how it stands. HTML, not Markdown: the page's
+    Markdown strips those attributes and leaves Markdown inside HTML unrendered."""
     if view.state == "none":
         return ""
     if view.name == INDEX_JOB:
         done = {"running": f"{100 * (view.percent or 0):.0f}% of the stories embedded",
                 "finished": "finished", "failed": f"failed: {view.error or 'see the app log'}"}[view.state]
-        return f"<div data-job='index' data-state='{view.state}'>Building the novelty index: {done}</div>"
-    lines = [f"<div data-job='evaluate' data-state='{view.state}'>Evaluating **{view.name}**: {view.state}"
-             + (f" — {view.error}" if view.error else "") + "</div>", ""]
+        return f"<div data-job='index' data-state='{view.state}'>Building the novelty index: {html.escape(done)}</div>"
+    error = f" — {view.error}" if view.error else ""
+    lines = []
     for step in view.planned:
         state = view.steps.get(step, "waiting" if view.state == "running" else "not run")
         detail = f" ({view.detail[step]})" if step in view.detail else ""
-        lines.append(f"- {STEP_MARKS.get(state, '·')} {step}: {state}{detail}")
-    return "\n".join(lines)
+        lines.append(f"<li>{STEP_MARKS.get(state, '·')} {html.escape(f'{step}: {state}{detail}')}</li>")
+    return (f"<div data-job='evaluate' data-state='{view.state}'><p>Evaluating <b>{html.escape(view.name)}</b>: "
+            f"{view.state}{html.escape(error)}</p><ul>{''.join(lines)}</ul></div>")
 
 
 def build(ctx: Context, default_model: str | None) -> EvalTab:
@@ -110,11 +128,13 @@ def build(ctx: Context, default_model: str | None) -> EvalTab:
             depth = gr.Radio(depth_choices(ctx), value="quick", label="Evaluation", scale=3, min_width=240,
                              elem_id="eval-depth")
             run = gr.Button("Evaluate", variant="primary", scale=1, min_width=120, elem_id="eval-run")
-        steps = gr.CheckboxGroup(list(STEPS), value=[s for s in STEPS if s != "judge"], label="Measures",
-                                 info="judge needs an LLM grader: `nslm eval all --judge-url ...`",
+        missing = missing_data()
+        steps = gr.CheckboxGroup(list(STEPS), value=[s for s in STEPS if s != "judge" and s not in missing],
+                                 label="Measures", info="judge needs an LLM grader: `nslm eval all --judge-url ...`",
                                  elem_id="eval-steps")
+        gr.Markdown(data_markdown(missing), elem_id="eval-data")
         run_message = gr.Markdown(elem_id="eval-message")
-        job = gr.Markdown(elem_id="eval-job")
+        job = gr.HTML(elem_id="eval-job")
         ratings = gr.Markdown(elem_id="eval-ratings")
         report = gr.Markdown(elem_id="eval-report")
         plots = gr.Gallery(label="Plots", columns=2, height="auto", visible=False, elem_id="eval-plots")
@@ -179,7 +199,7 @@ def wire(ctx: Context, app: gr.Blocks, tab: EvalTab) -> None:
         jobs = ctx.evaluations
         name = (jobs.active() or _latest(jobs)) if jobs else None
         view = jobs.view(name) if name else JobView("", "none")
-        markdown = job_markdown(view)
+        markdown = job_html(view)
         shown = f"{view.name}:{view.state}:{markdown}"
         if shown == seen:
             return {tab.seen: seen}  # nothing moved: send nothing for the page to redraw
