@@ -5,6 +5,7 @@ trained runs, the web app on a free port, and a waiting helper.
   the 220 std validation stories, or synthetic stories when ../shared/data is absent.
 - `data_dir` -> a data folder made by `nslm.data.prepare` from `story_files` (BPE, vocabulary 1024).
 - `make_data_dir(kind="bpe", vocab_size=1024)` -> the same for other tokenizer kinds (cached).
+- `small_data_dir` -> a data folder of 40 stories, for a whole novelty index in seconds.
 - `tiny_run(preset="transformer-1m", steps=20, *settings)` -> a finished run folder of the one tiny recipe
   (`TINY_SETTINGS`, plus `settings`), trained once per session per recipe. Copy it before changing it.
 - `tiny_args(*settings)` -> the same recipe as `nslm train` arguments, for tests of the command itself.
@@ -104,6 +105,18 @@ def make_data_dir(tmp_path_factory, story_files):
 def data_dir(make_data_dir) -> Path:
     """A data folder (train/valid.txt, tokenizer.json, *.bin, meta.json) with a 1024-token BPE."""
     return make_data_dir("bpe", 1024)
+
+
+@pytest.fixture(scope="session")
+def small_data_dir(tmp_path_factory, story_files) -> Path:
+    """A data folder of the first 40 training stories, so that embedding all of them (a whole novelty index)
+    takes seconds."""
+    train, valid = story_files
+    folder = tmp_path_factory.mktemp("small")
+    stories = train[0].read_text(encoding="utf-8").split(f"{EOT}\n")[:40]
+    _write_stories(folder / "train.txt", [s.strip() for s in stories if s.strip()])
+    prepare([str(folder / "train.txt")], [str(valid)], folder / "data", tokenizer_kind="bpe", vocab_size=1024)
+    return folder / "data"
 
 
 @pytest.fixture(scope="session")

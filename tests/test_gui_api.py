@@ -316,17 +316,11 @@ def test_evaluate_runs_as_its_own_process_with_progress_per_step(client, gui, wa
     assert "Tick at least one measure" in client.predict("run:tiny", "quick", [], api_name="/evaluate")
 
 
-def test_building_the_novelty_index_from_the_page(tmp_path_factory, story_files, serve_gui, wait_until):
+def test_building_the_novelty_index_from_the_page(tmp_path_factory, small_data_dir, serve_gui, wait_until):
     """A small data folder, so that embedding every story takes seconds."""
     from gradio_client import Client
 
-    from nslm.data import prepare
-
-    train, valid = story_files
-    small = tmp_path_factory.mktemp("small") / "data"
-    stories = train[0].read_text(encoding="utf-8").split("<|endoftext|>\n")[:40]
-    (small.parent / "train.txt").write_text("".join(f"{s.strip()}\n<|endoftext|>\n" for s in stories if s.strip()))
-    prepare([str(small.parent / "train.txt")], [str(valid)], small, tokenizer_kind="bpe", vocab_size=1024)
+    small = small_data_dir
     with serve_gui(tmp_path_factory.mktemp("index-gui"), small) as served:
         small_client = Client(served.url, verbose=False)
         assert "No novelty index" in small_client.predict("run:tiny", api_name="/evaluation_job")[1]

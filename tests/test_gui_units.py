@@ -328,3 +328,40 @@ def test_a_short_run_from_the_page_evaluates_often_enough_to_draw_a_curve(data_d
                                       "train.eval_interval=7")).args)
     assert mine["train.eval_interval"] == "7"  # a value typed in the extra settings wins
 
+
+def test_an_empty_loss_plot_keeps_numeric_axes():
+    import gradio as gr
+
+    from nslm.gui.train_tab import loss_frame
+
+    plot = gr.LinePlot(x="step", y="loss", color="curve")
+    for metrics in ([], [{"event": "train", "step": 1, "train_loss": 6.9}, {"event": "eval", "step": 1, "val_loss": 6.8}]):
+        assert plot.postprocess(loss_frame(metrics)).datatypes == {"step": "quantitative", "loss": "quantitative",
+                                                                   "curve": "nominal"}
+
+
+def test_a_measure_whose_data_is_missing_says_what_to_download_and_is_not_ticked(monkeypatch):
+    from nslm.eval.datasets import missing_data_hint
+    from nslm.gui import eval_tab
+
+    monkeypatch.setattr(eval_tab, "default_data_path", lambda name: None if name == "blimp" else "/somewhere")
+    missing = eval_tab.missing_data()
+    assert list(missing) == ["blimp"]
+    text = eval_tab.data_markdown(missing)
+    hint = missing_data_hint("blimp")
+    assert "**blimp** cannot run yet" in text and hint[1:] in text and "github.com/alexwarstadt/blimp" in text
+    monkeypatch.setattr(eval_tab, "default_data_path", lambda name: "/somewhere")
+    assert eval_tab.missing_data() == {} and eval_tab.data_markdown({}) == ""
+
+
+def test_the_evaluation_job_block_says_its_state_and_escapes_the_log():
+    from nslm.gui.eval_tab import job_html
+    from nslm.gui.evaluation import JobView
+
+    view = JobView("tiny<b>", "running", steps={"likelihood": "done", "blimp": "skipped"},
+                   detail={"likelihood": "3 s", "blimp": "the BLiMP data was not found: <download it>"},
+                   planned=("likelihood", "blimp", "cola"))
+    block = job_html(view)
+    assert block.startswith("<div data-job='evaluate' data-state='running'>")
+    assert "✓ likelihood: done (3 s)" in block and "cola: waiting" in block
+    assert "&lt;download it&gt;" in block and "tiny&lt;b&gt;" in block and "<download" not in block

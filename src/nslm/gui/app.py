@@ -72,7 +72,8 @@ def build_app(runs_dir: str | Path = "runs", data_dir: str | Path | None = None,
         app.nslm_context = ctx
         gr.Markdown("# nslm · stories from not so large language models")
         empty = gr.Markdown(models_tab.empty_state(ctx), elem_id="empty-state")
-        with gr.Tabs():
+        # On a phone the five tabs take two rows instead of hiding three behind a "more" menu.
+        with gr.Tabs(overflow_behavior="wrap"):
             models = models_tab.build(ctx)
             train = train_tab.build(ctx)
             story = story_tab.build_story(ctx, default_model)

@@ -18,6 +18,41 @@ from nslm.gui.storytelling import check_prompt, check_sampling, end_note, story_
 DEFAULT_PROMPT = "Once upon a time, there was a"
 NEIGHBOUR_WAIT = "<p class='nslm-muted'>Looking for the closest training story once the story is told…</p>"
 NEIGHBOUR_HINT = "<p class='nslm-muted'>Generate a story to see the training story most like it.</p>"
+# The page is sent the story at most this often: a browser redrawing the story for every token (hundreds a
+# second) falls behind on a busy machine and reacts late to Stop.
+STREAM_EVERY_S = 0.1
+STOPPED_NOTE = "Stopped: the story is cut where you pressed Stop."
+
+
+class StopSignals:
+    """One stop signal per page and tab. Stop sets it and the story being told ends its own stream at the
+    next token, so the page keeps the stream's last update (a cancelled stream's late updates would
+    overwrite the note that says it was stopped)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._signals: dict[str, threading.Event] = {}
+
+    def start(self, page: str) -> threading.Event:
+        with self._lock:
+            signal = self._signals[page] = threading.Event()
+            return signal
+
+    def stop(self, page: str) -> None:
+        with self._lock:
+            signal = self._signals.get(page)
+        if signal is not None:
+            signal.set()
+
+    def end(self, page: str, signal: threading.Event) -> None:
+        with self._lock:
+            if self._signals.get(page) is signal:
+                del self._signals[page]
+
+
+def page_key(request: gr.Request | None) -> str:
+    """The browser page (Gradio session) a request comes from; API calls without one share a key."""
+    return getattr(request, "session_hash", None) or "api"
 
 
 @dataclass
@@ -89,11 +124,14 @@ def generate(ctx: Context, key, prompt, temperature, top_k, top_p, max_tokens, s
         return
     waited = False
     while not lock.acquire(timeout=0.25):
+        if stop is not None and stop.is_set():
+            yield "", STOPPED_NOTE, None
+            return
         if not waited:
             waited = True
             yield "", "Waiting: another story is being told with this model; yours starts as soon as it ends.", None
     text, truncated, story = "", False, None
-    started = time.time()
+    started = shown = time.time()
     try:
         stream = story_stream(model, prompt, sampling)
         while stop is None or not stop.is_set():
@@ -102,7 +140,9 @@ def generate(ctx: Context, key, prompt, temperature, top_k, top_p, max_tokens, s
             except StopIteration as done:
                 story = done.value
                 break
-            yield text, truncation_note(model) if truncated else "", None
+            if time.time() - shown >= STREAM_EVERY_S:
+                shown = time.time()
+                yield text, truncation_note(model) if truncated else "", None
     except NslmError as exc:
         yield text, warn(str(exc)), None
         return
@@ -113,7 +153,7 @@ def generate(ctx: Context, key, prompt, temperature, top_k, top_p, max_tokens, s
     finally:
         lock.release()
     notes = [truncation_note(model) if truncated else "",
-             end_note(story.ended, sampling.max_tokens) if story is not None else "Stopped before the end.",
+             end_note(story.ended, sampling.max_tokens) if story is not None else STOPPED_NOTE,
              f"({time.time() - started:.1f} s)", sampling_note(sampling)]
     yield (story.text if story is not None else text), " ".join(n for n in notes if n), model
 
@@ -188,25 +228,38 @@ def wire_story(ctx: Context, tab: StoryTab) -> None:
     inputs = [tab.model, tab.prompt, *tab.sampling.inputs()]
     outputs = [tab.story, tab.note, tab.neighbour, tab.loaded, tab.generate, tab.stop]
 
-    def tell(key, *values):
-        """Each update carries the whole view so far, so an API client's last result is the whole story."""
-        view = {tab.story: "", tab.note: "", tab.neighbour: NEIGHBOUR_HINT}
-        for text, note, model in generate(ctx, key, *values):
-            view.update({tab.story: text, tab.note: note, tab.neighbour: NEIGHBOUR_WAIT if text else NEIGHBOUR_HINT})
-            if model is not None:
-                yield {**view, tab.loaded: loaded_text(ctx, key), **_busy(tab, False)}
-                view[tab.neighbour] = neighbour_html(ctx, model, text)
-            yield view
-        yield {**view, **_busy(tab, False)}
+    stops = StopSignals()
 
-    events = []
+    # Named parameters, not *values: Gradio finds the request argument by its place in the signature.
+    def tell(key, prompt, temperature, top_k, top_p, max_tokens, seed, request: gr.Request = None):
+        """Each update carries the whole view so far, so an API client's last result is the whole story."""
+        page = page_key(request)
+        stop = stops.start(page)
+        view = {tab.story: "", tab.note: "", tab.neighbour: NEIGHBOUR_HINT}
+        try:
+            for text, note, model in generate(ctx, key, prompt, temperature, top_k, top_p, max_tokens, seed,
+                                              stop=stop):
+                view.update({tab.story: text, tab.note: note,
+                             tab.neighbour: NEIGHBOUR_WAIT if text else NEIGHBOUR_HINT})
+                if model is not None:
+                    yield {**view, tab.loaded: loaded_text(ctx, key), **_busy(tab, False)}
+                    view[tab.neighbour] = neighbour_html(ctx, model, text)
+                yield view
+            yield {**view, **_busy(tab, False)}
+        finally:
+            stops.end(page, stop)
+
     for trigger, api in ((tab.generate.click, "tell"), (tab.prompt.submit, None)):
         busy = trigger(lambda: _busy(tab, True), None, [tab.generate, tab.stop], api_visibility="private",
                        queue=False)
-        events.append(busy.then(tell, inputs, outputs, api_name=api,
-                                api_visibility="public" if api else "private", concurrency_limit=4))
-    tab.stop.click(lambda: {**_busy(tab, False), tab.note: "Stopped: the story is cut where you pressed Stop."},
-                   None, [tab.generate, tab.stop, tab.note], cancels=events, api_visibility="private", queue=False)
+        busy.then(tell, inputs, outputs, api_name=api, api_visibility="public" if api else "private",
+                  concurrency_limit=4)
+
+    def stop_story(request: gr.Request = None) -> dict:
+        stops.stop(page_key(request))
+        return {tab.stop: gr.update(interactive=False)}  # Generate comes back with the story's last update
+
+    tab.stop.click(stop_story, None, [tab.stop], api_visibility="private", queue=False)
     tab.model.change(lambda key: loaded_text(ctx, key), tab.model, tab.loaded, api_visibility="private",
                      queue=False)
 
@@ -262,10 +315,10 @@ def build_compare(ctx: Context, default_model: str | None) -> CompareTab:
                       stop=stop, story_a=story_a, note_a=note_a, story_b=story_b, note_b=note_b)
 
 
-def both_at_once(ctx: Context, keys: dict, values: tuple):
-    """Yield (side, story so far, note) from both sides' streams as they come, each side in its own thread."""
+def both_at_once(ctx: Context, keys: dict, values: tuple, stop: threading.Event):
+    """Yield (side, story so far, note) from both sides' streams as they come, each side in its own thread,
+    until both end; setting `stop` ends both at their next token."""
     updates: queue.Queue = queue.Queue()
-    stop = threading.Event()
 
     def tell(side, key):
         try:
@@ -292,21 +345,33 @@ def wire_compare(ctx: Context, tab: CompareTab) -> None:
     shown = {"a": (tab.story_a, tab.note_a), "b": (tab.story_b, tab.note_b)}
     outputs = [tab.story_a, tab.note_a, tab.story_b, tab.note_b, tab.generate, tab.stop]
 
-    def compare(key_a, key_b, *values):
+    stops = StopSignals()
+
+    def compare(key_a, key_b, prompt, temperature, top_k, top_p, max_tokens, seed, request: gr.Request = None):
         view = {tab.story_a: "", tab.note_a: "", tab.story_b: "", tab.note_b: ""}
         if not key_a or not key_b:
             yield {**view, tab.note_a: warn("Pick two models."), **_busy(tab, False)}
             return
-        yield view
-        for side, text, note in both_at_once(ctx, {"a": key_a, "b": key_b}, values):
-            story, note_box = shown[side]
-            view.update({story: text, note_box: note})
+        page = page_key(request)
+        stop = stops.start(page)
+        try:
             yield view
-        yield {**view, **_busy(tab, False)}
+            values = (prompt, temperature, top_k, top_p, max_tokens, seed)
+            for side, text, note in both_at_once(ctx, {"a": key_a, "b": key_b}, values, stop):
+                story, note_box = shown[side]
+                view.update({story: text, note_box: note})
+                yield view
+            yield {**view, **_busy(tab, False)}
+        finally:
+            stops.end(page, stop)
 
     busy = tab.generate.click(lambda: _busy(tab, True), None, [tab.generate, tab.stop], api_visibility="private",
                               queue=False)
-    event = busy.then(compare, [tab.model_a, tab.model_b, tab.prompt, *tab.sampling.inputs()], outputs,
-                      api_name="compare", concurrency_limit=2)
-    tab.stop.click(lambda: _busy(tab, False), None, [tab.generate, tab.stop], cancels=[event],
-                   api_visibility="private", queue=False)
+    busy.then(compare, [tab.model_a, tab.model_b, tab.prompt, *tab.sampling.inputs()], outputs,
+              api_name="compare", concurrency_limit=2)
+
+    def stop_both(request: gr.Request = None) -> dict:
+        stops.stop(page_key(request))
+        return {tab.stop: gr.update(interactive=False)}
+
+    tab.stop.click(stop_both, None, [tab.stop], api_visibility="private", queue=False)

@@ -22,7 +22,9 @@ from nslm.train.config import TrainConfig
 
 # What the live view says while a new process has not logged its first step yet.
 STARTING_NOTE = "Starting: loading the data, building the model and taking the first steps…"
-PLOT_COLUMNS = ["step", "loss", "curve"]
+# The plot's columns and their types: an empty frame must carry them too, because the page's chart keeps the
+# axis kinds of its first data (an untyped empty frame makes both axes categorical and draws no line).
+PLOT_TYPES = {"step": "int64", "loss": "float64", "curve": "str"}
 
 
 @dataclass
@@ -140,7 +142,7 @@ def loss_frame(metrics: list[dict]) -> pd.DataFrame:
             if m.get("event") == "train" and isinstance(m.get("train_loss"), (int, float))]
     rows += [(m["step"], m["val_loss"], "validation") for m in metrics
              if m.get("event") == "eval" and isinstance(m.get("val_loss"), (int, float))]
-    return pd.DataFrame(rows, columns=PLOT_COLUMNS)
+    return pd.DataFrame(rows, columns=list(PLOT_TYPES)).astype(PLOT_TYPES)
 
 
 def _buttons(tab: TrainTab, state: str) -> dict:
@@ -351,13 +353,13 @@ def _wire_live(ctx: Context, app: gr.Blocks, tab: TrainTab) -> None:
                    show_progress="hidden")
     tab.timer.tick(watch, [tab.run, tab.live], tab.live_outputs, api_visibility="private", show_progress="hidden")
 
-    def runs_update(current) -> dict:
-        """After a reload: the run picked before, else the one training now, else the most recent one."""
+    def runs_update() -> dict:
+        """A new page (or a reload, which starts from the page's defaults): the run training now, else the
+        most recent one."""
         names = ctx.run_names()
-        value = current or ctx.launcher.active_run() or (names[0] if names else None)
-        return {tab.run: gr.update(choices=names, value=value)}
+        return {tab.run: gr.update(choices=names, value=ctx.launcher.active_run() or (names[0] if names else None))}
 
-    app.load(runs_update, tab.run, tab.run, api_visibility="private")
+    app.load(runs_update, None, tab.run, api_visibility="private")
 
 
 def wire(ctx: Context, app: gr.Blocks, tab: TrainTab) -> None:
