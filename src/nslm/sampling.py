@@ -59,6 +59,17 @@ def next_token(logits: torch.Tensor, temperature: float, top_k=None, top_p=None,
     return torch.multinomial(probs, 1, generator=generator).to(logits.device)
 
 
+def next_tokens(logits: torch.Tensor, temperature: float, top_k, top_p, generators: list) -> list[int]:
+    """`next_token` of each row of [B, V] logits with that row's generator, with the row-wise work done
+    once for the batch where it gives the same result (argmax; softmax without top-k/top-p)."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1).tolist()
+    if (top_k is not None and 0 < top_k < logits.size(-1)) or (top_p is not None and 0 < top_p < 1):
+        return [int(next_token(row, temperature, top_k, top_p, g)) for row, g in zip(logits, generators)]
+    probs = torch.softmax(logits.float().cpu() / temperature, dim=-1)
+    return [int(torch.multinomial(row, 1, generator=g)) for row, g in zip(probs, generators)]
+
+
 @contextlib.contextmanager
 def one_thread_on_cpu(device: torch.device):
     """Run a batch-1 decoding step on one CPU thread: its tiny matrix products gain nothing from more
@@ -163,8 +174,8 @@ def generate_batch_ids(model, prompts: list[list[int]], max_new_tokens: int, sto
             last = torch.tensor([[ids[i][-1]] for i in active], device=device)
             logits = model(last, cache=cache)[0][:, -1]
             finished = []
-            for row, i in enumerate(active):
-                token = int(next_token(logits[row], temperature, top_k, top_p, generators[i]))
+            picked = next_tokens(logits, temperature, top_k, top_p, [generators[i] for i in active])
+            for row, (i, token) in enumerate(zip(active, picked)):
                 if token == stop_id:
                     finished.append(row)
                     continue
