@@ -32,7 +32,7 @@ def test_bench_train_json_is_the_last_line_with_the_speedup(capsys, tmp_path):
     assert main([*tiny, "--json"]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["tokens_per_s"] > 0 and figures["reference_tokens_per_s"] > 0
-    assert figures["speedup"] == pytest.approx(figures["tokens_per_s"] / figures["reference_tokens_per_s"], rel=1e-2)
+    assert figures["speedup"] == pytest.approx(figures["tokens_per_s"] / figures["reference_tokens_per_s"], abs=6e-4)
     assert figures["tokens_per_s"] == figures["tokens_per_s_by_row"][f"nslm {figures['dtype']}"]
     assert (figures["batch_size"], figures["context"]) == (2, 8)
 
@@ -43,5 +43,5 @@ def test_bench_generate_json_is_the_last_line_with_both_rates(capsys):
     figures = json.loads(out[-1])
     assert figures["tokens"] == 6 and figures["prompt_tokens"] == 32
     assert figures["cached_tokens_per_s"] > 0 and figures["uncached_tokens_per_s"] > 0 and figures["first_token_ms"] > 0
-    assert figures["cache_speedup"] == pytest.approx(figures["cached_tokens_per_s"] / figures["uncached_tokens_per_s"], rel=2e-2)
+    assert figures["cache_speedup"] == pytest.approx(figures["cached_tokens_per_s"] / figures["uncached_tokens_per_s"], abs=6e-3)
     assert any("first token" in line for line in out[:-1])
