@@ -36,7 +36,7 @@ run: install
 	$(BIN)/nslm gui --data $(DATA) --port $(PORT)
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist worksteal
 
 # Each shipped model's evaluation report, read by the GUI's Evaluate tab: `nslm eval all --quick` on the
 # shipped model into src/nslm/pretrained/<name>/report/. Run it after retraining the shipped models.
