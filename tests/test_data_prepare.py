@@ -140,8 +140,9 @@ def test_single_steps_give_the_same_token_files(story_files, tmp_path):
     assert main(["data", "clean", *common, "--out", str(clean), "--quiet"]) == 0
     assert sorted(p.name for p in clean.iterdir()) == ["dev.txt", "report.json", "train.txt", "valid.txt"]
     tok_dir = tmp_path / "tok"
+    # prepare's tokenizer learns from every cleaned training story, the dev split's included
     assert main(["tokenizer", "train", "--kind", "bpe", "--vocab-size", "300", "--input", str(clean / "train.txt"),
-                 "--out", str(tok_dir)]) == 0
+                 str(clean / "dev.txt"), "--out", str(tok_dir)]) == 0
     assert main(["data", "tokenize", str(clean), "--tokenizer", str(tok_dir / "tokenizer.json")]) == 0
     whole = prepare([str(p) for p in train], [str(valid)], tmp_path / "whole", vocab_size=300, max_stories=300)
     for name in ("train.txt", "dev.txt", "valid.txt", "tokenizer.json", "train.bin", "dev.bin", "valid.bin"):

