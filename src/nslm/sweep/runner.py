@@ -194,13 +194,19 @@ def trial_name(settings: dict) -> str:
 
 
 @contextlib.contextmanager
-def trial_lock(folder: Path) -> Iterator[None]:
-    """Hold `folder/.trial.lock` while a worker runs the trial; the kernel drops it if the worker dies."""
+def trial_lock(folder: Path) -> Iterator[bool]:
+    """Hold `folder/.trial.lock` while a worker runs the trial (the kernel drops it if the worker dies); yields
+    False, holding nothing, when another worker holds it: SQLite has no row locks, so two workers asking at
+    once can both be handed the same queued trial, and only one of them may run it."""
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # blocks only while another worker runs the very same settings
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)
 
@@ -322,8 +328,17 @@ def _measures(spec: SweepSpec, run_dir: Path, data: str) -> dict:
     return summary
 
 
-def run_trial(study: optuna.Study, spec: SweepSpec, out: Path) -> optuna.trial.FrozenTrial | None:
-    """Take one trial and run it; None when the sweep has nothing left for this worker."""
+# what run_trial returns when the trial it was handed is another worker's
+TAKEN = "taken"
+
+
+def _finished(study: optuna.Study, number: int) -> bool:
+    return any(t.number == number and t.state.is_finished() for t in study.get_trials(deepcopy=False))
+
+
+def run_trial(study: optuna.Study, spec: SweepSpec, out: Path) -> optuna.trial.FrozenTrial | str | None:
+    """Take one trial and run it; None when the sweep has nothing left for this worker, TAKEN when another
+    worker runs the trial this one was handed."""
     if spec.grid and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         return None
     if spec.search and len(_counted(study.get_trials(deepcopy=False))) >= spec.trials:
@@ -339,7 +354,9 @@ def run_trial(study: optuna.Study, spec: SweepSpec, out: Path) -> optuna.trial.F
     settings = _suggest(trial, spec)
     folder = out / "trials" / trial_name(settings)
     try:
-        with trial_lock(folder):
+        with trial_lock(folder) as mine:
+            if not mine or _finished(study, trial.number):
+                return TAKEN  # another worker was handed the same trial and runs (or ran) it
             for key, value in {"settings": settings, "folder": str(folder), "host": HOST, "pid": os.getpid()}.items():
                 trial.set_user_attr(key, value)
             started = time.time()
@@ -418,6 +435,8 @@ def work(study: optuna.Study, spec: SweepSpec, out: Path, max_trials: int | None
         trial = run_trial(study, spec, out)
         if trial is None:
             break
+        if trial is TAKEN:
+            continue
         ran += 1
         log(progress_line(study, spec, trial))
     return ran
