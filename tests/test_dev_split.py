@@ -102,3 +102,31 @@ def test_the_dev_split_does_not_change_the_tokenizer(story_files, tmp_path):
     assert with_dev.meta["dev"]["stories"] > 0 and "dev" not in without.meta
     assert with_dev.meta["tokenizer_sha256"] == without.meta["tokenizer_sha256"]
     assert DataFolder(with_dev.path).matches(without.meta["tokenizer_sha256"])
+
+
+def test_train_share_keeps_nested_subsets_and_the_whole_dev_split(story_files, tmp_path):
+    train_files, valid = story_files
+    files = [str(p) for p in train_files]
+    whole = clean_to_folder(tmp_path / "all", files, [str(valid)], max_stories=700)
+    all_train = list(read_cleaned(tmp_path / "all" / "train.txt"))
+    dev = list(read_cleaned(tmp_path / "all" / "dev.txt"))
+    kept = {}
+    for share in (0.25, 0.5):
+        report = clean_to_folder(tmp_path / f"s{share}", files, [str(valid)], max_stories=700, train_share=share)
+        kept[share] = list(read_cleaned(tmp_path / f"s{share}" / "train.txt"))
+        assert list(read_cleaned(tmp_path / f"s{share}" / "dev.txt")) == dev  # dev does not shrink
+        assert report["subset"]["left_out"] == len(all_train) - len(kept[share]) > 0
+        assert report["train"]["stories_out"] == whole["train"]["stories_out"]  # cleaning saw the same stories
+        assert abs(len(kept[share]) / len(all_train) - share) < 0.1
+    assert set(kept[0.25]) < set(kept[0.5]) < set(all_train)  # a smaller share lies inside a larger one
+    assert [s for s in all_train if s in set(kept[0.5])] == kept[0.5]  # the stories keep their order
+
+
+@pytest.mark.parametrize("share", [0, -0.5, 1.5, float("nan")])
+def test_train_share_out_of_range_is_one_clear_error(story_files, tmp_path, share):
+    from nslm.errors import NslmError
+
+    train_files, valid = story_files
+    with pytest.raises(NslmError, match="--train-share must lie above 0 and at most 1"):
+        clean_to_folder(tmp_path / "x", [str(p) for p in train_files], [str(valid)], train_share=share)
+    assert not (tmp_path / "x" / "train.txt").exists()

@@ -210,3 +210,51 @@ def test_the_gui_sweeps_tab_shows_progress_and_the_report(data_dir, tmp_path):
     assert {Path(p).name for p in written[tab.plots]} >= {"pareto.png", "bpb_vs_tokens.png", "effect-model_norm.png"}
     with pytest.raises(Exception, match="no longer exists"):
         sweeps_tab.show(ctx, tab, "../elsewhere")
+
+
+def test_a_bundle_varies_settings_together_and_reports_under_its_name(data_dir, tmp_path):
+    shapes = ('[grid]\nshape = [{name = "deep", "model.n_layer" = 2, "model.d_model" = 32},\n'
+              '         {name = "wide", "model.n_layer" = 1, "model.d_model" = 48}]\n')
+    spec_path = write_spec(tmp_path / "shape.toml", data_dir, shapes, steps=6)
+    text = "\n".join(line for line in spec_path.read_text().splitlines()
+                     if not line.startswith(('"model.n_layer"', '"model.d_model"')))
+    spec_path.write_text(text + "\n")  # the bundle, not [fixed], sets the shape
+    spec = read_spec(spec_path)
+    assert spec.grid == {"shape": ["deep", "wide"]} and spec.varied == ["shape"]
+    out = tmp_path / "sweep"
+    assert main(["sweep", "run", str(spec_path), "--out", str(out)]) == 0
+    trials = {t.params["shape"]: t for t in _study(out).get_trials()}
+    assert set(trials) == {"deep", "wide"}
+    for name, (layers, width) in {"deep": (2, 32), "wide": (1, 48)}.items():
+        model = json.loads((Path(trials[name].user_attrs["folder"]) / "seed-1" / "config.json").read_text())["model"]
+        assert (model["n_layer"], model["d_model"]) == (layers, width)
+    # a rerun of the same spec joins its study (the stored spec reads back equal) and adds nothing
+    assert main(["sweep", "run", str(spec_path), "--out", str(out)]) == 0
+    assert len(_study(out).get_trials()) == 2
+    assert main(["sweep", "report", str(out)]) == 0
+    rows = list(csv.DictReader((out / "report" / "trials.csv").open()))
+    assert sorted(r["shape"] for r in rows) == ["deep", "wide"]
+
+
+@pytest.mark.parametrize("grid, message", [
+    ('shape = [{"model.n_layer" = 2}]', "must be a table with a name"),
+    ('shape = [{name = "a", "model.n_layer" = 2}, {name = "a", "model.n_layer" = 3}]', "names 'a' twice"),
+    ('shape = [{name = "a", "model.n_layer" = [2, 3]}]', "gives model.n_layer a list"),
+    ('shape = [{name = "a"}]', "sets nothing"),
+    ('shape = [{name = "a", "model.colour" = 2}]', "unknown setting 'model.colour'"),
+    ('"model.n_layer" = [{name = "a", "model.d_model" = 2}]', "name a bundle of settings with a plain word"),
+])
+def test_a_bad_bundle_is_one_clear_error(data_dir, tmp_path, grid, message):
+    from nslm.errors import NslmError
+
+    spec = write_spec(tmp_path / "bad.toml", data_dir, f"[grid]\n{grid}\n")
+    with pytest.raises(NslmError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        read_spec(spec)
+
+
+def test_a_bundled_setting_may_not_also_be_fixed(data_dir, tmp_path):
+    from nslm.errors import NslmError
+
+    spec = write_spec(tmp_path / "both.toml", data_dir, '[grid]\nshape = [{name = "a", "train.batch_size" = 4}]\n')
+    with pytest.raises(NslmError, match="train.batch_size is both fixed and varied"):
+        read_spec(spec)

@@ -49,6 +49,9 @@ def add_clean_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dev-share", type=float, default=DEFAULT_DEV_SHARE,
                    help="share of the cleaned training stories set aside as the dev split, on which training keeps "
                    "its best checkpoint and sweeps pick recipes (0: none, as in folders made before)")
+    p.add_argument("--train-share", type=float, default=1.0,
+                   help="keep only this share of the cleaned training stories (a hash of each picks it; smaller shares "
+                   "are subsets of larger ones; dev is kept whole), for studies of how much data a model needs")
     p.add_argument("--split-on", choices=("eot", "blank-lines", "lines"), default="eot",
                    help="how plain text files separate stories")
     p.add_argument("--max-stories", type=positive_int, help="read at most this many stories per split (quick tries)")
@@ -161,7 +164,7 @@ def run_prepare(args) -> int:
                          config=config_from_args(args), valid_share=args.valid_share, dev_share=args.dev_share,
                          split_on=args.split_on,
                          source=args.source, tokenizer_sample=args.tokenizer_sample, max_stories=args.max_stories,
-                         if_exists=args.if_exists, progress=not args.quiet)
+                         train_share=args.train_share, if_exists=args.if_exists, progress=not args.quiet)
     console = Console()
     if result.reused:
         console.print(f"{result.path} already holds this dataset; reusing it.")
@@ -200,7 +203,7 @@ def run_clean(args) -> int:
     with _table_when_nothing_left(args.quiet), atomic_dir(out, replace=True) as tmp:
         report = clean_to_folder(tmp, args.train, args.valid, config=config, valid_share=args.valid_share,
                                  dev_share=args.dev_share, split_on=args.split_on, source=args.source, max_stories=args.max_stories,
-                                 progress=not args.quiet)
+                                 train_share=args.train_share, progress=not args.quiet)
     if not args.quiet:
         print_clean_report(report)
     dev = report["dev"]["stories"]

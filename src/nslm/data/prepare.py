@@ -86,6 +86,12 @@ def _bucket(text: str, salt: str = "") -> float:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") / 2**64
 
 
+def is_kept_story(text: str, train_share: float) -> bool:
+    """Whether a cleaned training story (not in dev) stays in a `train_share` subset: another hash decides, so
+    the subset of a smaller share lies inside the subset of a larger one (nested data-size studies)."""
+    return train_share >= 1.0 or _bucket(text, salt="keep\0") < train_share
+
+
 def is_dev_story(text: str, dev_share: float) -> bool:
     """Whether a cleaned training story belongs to the dev split (a hash of its text decides)."""
     return dev_share > 0 and _bucket(text, salt="dev\0") < dev_share
@@ -94,14 +100,16 @@ def is_dev_story(text: str, dev_share: float) -> bool:
 def clean_to_folder(folder: str | Path, train: Sequence[str] | None, valid: Sequence[str] | None = None, *,
                     config: CleanConfig | None = None, valid_share: float = DEFAULT_VALID_SHARE,
                     dev_share: float = DEFAULT_DEV_SHARE, split_on: str = "eot", source: str = "files",
-                    max_stories: int | None = None, progress: bool = False) -> dict:
+                    max_stories: int | None = None, train_share: float = 1.0, progress: bool = False) -> dict:
     """Clean the inputs into `folder`/train.txt, dev.txt and valid.txt; return the cleaning report (a dict).
 
     Validation stories come from `valid` (files) and are cleaned first, so training stories that repeat
     them are dropped as leakage. Without `valid`, a `valid_share` of the input stories (chosen by a hash
     of their text) is held out instead. A `dev_share` of the cleaned training stories (another hash) goes
     to dev.txt; the report's `train` counts include them and `dev` says how many there are. With
-    `dev_share` 0, or when the pick leaves dev empty, no dev.txt is written.
+    `dev_share` 0, or when the pick leaves dev empty, no dev.txt is written. A `train_share` below 1 keeps
+    only that share of the other training stories (a third hash picks them; dev stays as it is), for studies
+    of how much data a model needs; the report's `subset` says how many were left out.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,6 +122,7 @@ def clean_to_folder(folder: str | Path, train: Sequence[str] | None, valid: Sequ
         raise NslmError(f"--valid-share must lie between 0 and 0.5, not {valid_share}")
     if not 0.0 <= dev_share < 0.5:
         raise NslmError(f"--dev-share must lie between 0 (no dev split) and 0.5, not {dev_share}")
+    check_train_share(train_share)
     # fail on missing paths before any work starts
     if train:
         expand_inputs(train)
@@ -157,13 +166,13 @@ def clean_to_folder(folder: str | Path, train: Sequence[str] | None, valid: Sequ
     allowed = None
     if config.vocab_limit:
         allowed = {w for w, _ in reports["train"].vocabulary.most_common(config.vocab_limit)}
-    dev_count = 0
+    dev_count, left_out = 0, 0
     for split, raw_path in (("train", train_raw), ("valid", valid_raw)):
         stories = read_cleaned(raw_path)
         if allowed is not None:
             stories = vocab_filter(stories, allowed, reports[split])
         if split == "train":
-            dev_count = _write_train_and_dev(stories, folder, dev_share)
+            dev_count, left_out = _write_train_and_dev(stories, folder, dev_share, train_share)
         else:
             write_stories(stories, folder / f"{split}.txt")
         raw_path.unlink()
@@ -172,6 +181,8 @@ def clean_to_folder(folder: str | Path, train: Sequence[str] | None, valid: Sequ
            "method": "a hash of each cleaned training story's text picks it; checkpoints and recipes are "
                      "selected on it, the validation split is only reported"}
     report = {"settings": config.to_dict(), "held_out": held_out, "dev": dev,
+              "subset": {"train_share": train_share, "left_out": left_out,
+                         "method": "a hash of each cleaned training story's text keeps it (dev is kept whole)"},
               "inputs": {"train": [str(p) for p in train or []] or None,
                          "valid": [str(p) for p in valid or []] or None,
                          "source": source if not train else "files"}}
@@ -184,22 +195,34 @@ def clean_to_folder(folder: str | Path, train: Sequence[str] | None, valid: Sequ
     return report
 
 
-def _write_train_and_dev(stories: Iterable[str], folder: Path, dev_share: float) -> int:
-    """Write the cleaned training stories to train.txt, or to dev.txt where the hash picks them; returns the
-    dev count (an empty dev.txt is removed: the folder then has no dev split)."""
+def check_train_share(train_share) -> None:
+    if not (isinstance(train_share, (int, float)) and 0.0 < train_share <= 1.0):
+        raise NslmError(f"--train-share must lie above 0 and at most 1 (all stories), not {train_share}")
+
+
+def _write_train_and_dev(stories: Iterable[str], folder: Path, dev_share: float,
+                         train_share: float = 1.0) -> tuple[int, int]:
+    """Write the cleaned training stories to train.txt, or to dev.txt where the hash picks them, leaving out the
+    stories outside a `train_share` subset; returns the dev count (an empty dev.txt is removed: the folder then
+    has no dev split) and how many were left out."""
     dev_path = folder / f"{DEV}.txt"
-    counts = {"train": 0, DEV: 0}
+    counts = {"train": 0, DEV: 0, "left_out": 0}
     with open(folder / "train.txt", "w", encoding="utf-8", newline="\n") as train, \
             open(dev_path, "w", encoding="utf-8", newline="\n") as dev:
         for story in stories:
-            split = DEV if is_dev_story(story, dev_share) else "train"
-            (dev if split == DEV else train).write(f"{story}\n{EOT}\n")
+            split = DEV if is_dev_story(story, dev_share) else "train" if is_kept_story(story, train_share) else "left_out"
+            if split != "left_out":
+                (dev if split == DEV else train).write(f"{story}\n{EOT}\n")
             counts[split] += 1
     if counts[DEV] == 0:
         dev_path.unlink()
-    elif counts["train"] == 0:
-        raise NslmError(f"the dev split took all {counts[DEV]} training stories; lower --dev-share or give more stories")
-    return counts[DEV]
+    if counts["train"] == 0:
+        if counts["left_out"]:
+            raise NslmError(f"--train-share {train_share} keeps none of the {counts['left_out']:,} training stories; "
+                            "raise it or give more stories")
+        if counts[DEV]:
+            raise NslmError(f"the dev split took all {counts[DEV]} training stories; lower --dev-share or give more stories")
+    return counts[DEV], counts["left_out"]
 
 
 def _nothing_left(split: str, rep: SplitReport, inputs: list[Path]) -> str:
@@ -286,7 +309,8 @@ def prepare(train: Sequence[str] | None, valid: Sequence[str] | None, out: str |
             tokenizer_kind: str = "bpe", vocab_size: int | None = None, config: CleanConfig | None = None,
             valid_share: float = DEFAULT_VALID_SHARE, dev_share: float = DEFAULT_DEV_SHARE,
             split_on: str = "eot", source: str = "files", tokenizer_sample: int | None = None,
-            max_stories: int | None = None, if_exists: str = "error", progress: bool = False) -> PrepareResult:
+            max_stories: int | None = None, train_share: float = 1.0, if_exists: str = "error",
+            progress: bool = False) -> PrepareResult:
     """Make the data folder `out` (train/valid.txt, report.json, tokenizer.json, *.bin, meta.json).
 
     `if_exists`: `error` refuses an existing non-empty folder, `reuse` returns at once when `out` already
@@ -310,6 +334,9 @@ def prepare(train: Sequence[str] | None, valid: Sequence[str] | None, out: str |
     older_settings = dict(settings)
     if dev_share:
         settings["dev_share"] = dev_share
+    check_train_share(train_share)
+    if train_share < 1.0:  # likewise: a folder of every story keeps its fingerprint
+        settings["train_share"] = train_share
     if train:
         expand_inputs(train)
     if valid:
@@ -331,7 +358,8 @@ def prepare(train: Sequence[str] | None, valid: Sequence[str] | None, out: str |
                             "replace it or choose another --out")
     with atomic_dir(out, replace=True) as tmp:
         report = clean_to_folder(tmp, train, valid, config=config, valid_share=valid_share, dev_share=dev_share,
-                                 split_on=split_on, source=source, max_stories=max_stories, progress=progress)
+                                 split_on=split_on, source=source, max_stories=max_stories, train_share=train_share,
+                                 progress=progress)
         # the tokenizer learns from every cleaned training story, dev included: it selects nothing, and so a
         # folder prepared with a dev split keeps the tokenizer (and the models) of one prepared without
         parts = [read_cleaned(tmp / name) for name in ("train.txt", f"{DEV}.txt") if (tmp / name).is_file()]

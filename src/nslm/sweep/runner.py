@@ -143,7 +143,9 @@ def _create_or_join(url: str, name: str, spec: SweepSpec, out: Path) -> optuna.S
         study = optuna.create_study(storage=storage, study_name=name, direction="minimize", sampler=sampler_for(spec))
     except optuna.exceptions.DuplicatedStudyError:
         study = load_study(storage, name, spec)
-        if study.user_attrs.get("spec") != jsonable(spec.to_dict()):
+        stored = study.user_attrs.get("spec")
+        # read back through SweepSpec, so a study made before a field existed compares with its default
+        if stored is None or jsonable(SweepSpec.from_dict(stored).to_dict()) != jsonable(spec.to_dict()):
             raise NslmError(f"the storage {url} already holds a study {name!r} with another spec; "
                             "pass --study NAME for a new one") from None
         return study

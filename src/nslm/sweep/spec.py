@@ -11,6 +11,8 @@ minutes = 3
 "train.batch_size" = 16
 [grid]              # every combination is one trial (or [search] with ranges, and `trials = N`)
 "model.pos_encoding" = ["learned", "sinusoidal", "rope"]
+# settings that change together are one grid entry whose values are named tables (a "bundle"):
+# shape = [{name = "deep", "model.d_model" = 96, "model.n_layer" = 8}, {name = "wide", "model.d_model" = 160, "model.n_layer" = 2}]
 # `preset` and `data` may be varied too: preset = ["transformer-1m", "lstm-1m"], data = ["data/bpe-512", ...]
 [measures]          # nslm eval steps after each trial; any other key is an EvalOptions field
 steps = ["likelihood"]
@@ -80,6 +82,8 @@ class SweepSpec:
     trials: int | None = None
     sampler_seed: int = 0
     measures: dict = field(default_factory=lambda: {"steps": [], "quick": True})
+    # grid entries whose values are named bundles of settings: {entry: {name: {setting: value}}}
+    bundles: dict[str, dict[str, dict]] = field(default_factory=dict)
 
     @property
     def mode(self) -> str:
@@ -101,17 +105,27 @@ class SweepSpec:
         """The budget as TrainConfig limits."""
         return {BUDGET_FIELDS[k]: v for k, v in self.budget.items()}
 
+    def expand(self, settings: dict) -> dict:
+        """A trial's settings with each bundle's name replaced by the settings it stands for."""
+        out = {}
+        for key, value in settings.items():
+            if key in self.bundles:
+                out.update(self.bundles[key][value])
+            else:
+                out[key] = value
+        return out
+
     def overrides(self, settings: dict) -> list[str]:
         """`section.field=value` strings of the fixed settings, then the trial's own."""
-        chosen = {k: v for k, v in settings.items() if k not in RUN_CHOICES}
+        chosen = {k: v for k, v in self.expand(settings).items() if k not in RUN_CHOICES}
         return [f"{k}={json.dumps(v)}" for k, v in {**self.fixed, **chosen}.items()]
 
     def data_for(self, settings: dict) -> str:
         """The data folder of a trial: its own where the spec varies `data`, else the spec's."""
-        return settings.get("data", self.data)
+        return self.expand(settings).get("data", self.data)
 
     def preset_for(self, settings: dict) -> str:
-        return settings.get("preset", self.preset)
+        return self.expand(settings).get("preset", self.preset)
 
     def eval_options(self) -> EvalOptions:
         extra = {k: v for k, v in self.measures.items() if k not in ("steps", "quick")}
@@ -170,13 +184,17 @@ def check_spec(raw: dict, where: str, data: str | Path | None = None) -> SweepSp
     if grid is None and search is None:
         raise NslmError(f"{where}: the spec varies nothing; add a [grid] of values or a [search] of ranges")
     if grid is not None:
-        spec.grid = _grid(grid, where)
+        if isinstance(grid, dict):
+            spec.bundles = _bundles(grid, where)
+            grid = {k: v for k, v in grid.items() if k not in spec.bundles}
+        spec.grid = _grid(grid, where, spec.bundles)
         if "trials" in raw:
             raise NslmError(f"{where}: `trials` is for a [search]; a [grid] runs every combination once")
     else:
         spec.search = _search(search, where)
         spec.trials = _trials(raw.get("trials"), where)
-    overlap = sorted(set(spec.fixed) & set(spec.varied))
+    bundled = {k for named in spec.bundles.values() for settings in named.values() for k in settings}
+    overlap = sorted(set(spec.fixed) & (set(spec.varied) | bundled))
     if overlap:
         raise NslmError(f"{where}: {overlap[0]} is both fixed and varied; keep it in one table")
     _check_runs(spec, where)
@@ -252,8 +270,39 @@ def _settings(table, where: str, name: str) -> dict:
     return _flat(table, where, name)
 
 
-def _grid(table, where: str) -> dict:
+def _bundles(table: dict, where: str) -> dict:
+    """The grid entries whose values are tables: {entry: {name: settings}}, each table checked as a small grid
+    point (its settings known, its data folder recorded absolute)."""
+    out = {}
+    for key, values in table.items():
+        if not (isinstance(values, list) and values and any(isinstance(v, dict) for v in values)):
+            continue
+        if key in RUN_CHOICES or "." in key:
+            raise NslmError(f"{where}: grid {key} lists tables; name a bundle of settings with a plain word such as shape")
+        named = {}
+        for value in values:
+            if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not value["name"]:
+                raise NslmError(f"{where}: each value of grid {key} must be a table with a name, "
+                                f"e.g. {{name = \"deep\", \"model.n_layer\" = 8}}")
+            settings = _flat({k: v for k, v in value.items() if k != "name"}, where, f"grid {key}", choices=True)
+            if not settings:
+                raise NslmError(f"{where}: grid {key} value {value['name']!r} sets nothing")
+            for name, setting in settings.items():
+                if isinstance(setting, (list, dict)):
+                    raise NslmError(f"{where}: grid {key} value {value['name']!r} gives {name} a list or table; "
+                                    "give one value")
+            if "data" in settings:
+                settings["data"] = str(Path(settings["data"]).resolve())
+            if value["name"] in named:
+                raise NslmError(f"{where}: grid {key} names {value['name']!r} twice")
+            named[value["name"]] = settings
+        out[key] = named
+    return out
+
+
+def _grid(table, where: str, bundles: dict | None = None) -> dict:
     grid = _flat(table, where, "grid", choices=True)
+    grid.update({key: list(named) for key, named in (bundles or {}).items()})
     if not grid:
         raise NslmError(f"{where}: the [grid] is empty; give each varied setting a list of values")
     for key, values in grid.items():
