@@ -12,7 +12,7 @@ DATA ?= data/tinystories
 
 PORT ?= 7860
 
-.PHONY: install run test data gui shipped-reports
+.PHONY: install run test data gui shipped-reports study study-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,3 +51,28 @@ shipped-reports: install
 		$(BIN)/nslm eval all --model src/nslm/pretrained/$$name --data $$data --quick \
 			--out src/nslm/pretrained/$$name/report; \
 	done
+
+# The study (docs/study.md): its data folders, then each sweep of studies/ (a stopped sweep continues where
+# it stopped; run `make study` in a second terminal to use a second core: it joins the same sweeps as a
+# worker), each sweep's report, and docs/study/ (tables and plots). Hours on a 2-core CPU.
+STUDY_SWEEPS ?= architecture positional width-depth tokenizers data cleaning regularisation
+EXTRA ?= ../shared/data/tinystories-extra
+PREPARE = $(BIN)/nslm data prepare --valid $(VALID) --if-exists reuse --quiet
+NO_CLEANING = --no-fix-encoding --no-normalize-whitespace --no-normalize-quotes --no-drop-incomplete \
+	--min-words 0 --max-words 0 --no-dedup --no-near-dup --no-leakage-check
+study-data: install
+	$(PREPARE) --train $(TRAIN) --out data/ts-dev
+	for s in 0.077 0.19 0.38 0.77; do $(PREPARE) --train $(TRAIN) --train-share $$s --out data/ts-share$$s; done
+	for v in 512 2048 8192; do $(PREPARE) --train $(TRAIN) --vocab-size $$v --out data/ts-bpe$$v; done
+	$(PREPARE) --train $(TRAIN) --tokenizer word --out data/ts-word4096
+	$(PREPARE) --train $(TRAIN) --tokenizer char --out data/ts-char
+	$(PREPARE) --train $(TRAIN) $(EXTRA)/train-toyrnn.txt $(EXTRA)/trainv2-decodinggpt.txt --out data/ts-union-clean
+	$(PREPARE) --train $(TRAIN) $(EXTRA)/train-toyrnn.txt $(EXTRA)/trainv2-decodinggpt.txt $(NO_CLEANING) --out data/ts-union-raw
+	$(PREPARE) --train $(TRAIN) --vocab-limit 2000 --out data/ts-vocab2000
+
+study: study-data
+	set -e; for s in $(STUDY_SWEEPS); do \
+		$(BIN)/nslm sweep run studies/$$s.toml --out sweeps/$$s; \
+		$(BIN)/nslm sweep report sweeps/$$s; \
+	done
+	$(BIN)/python studies/build.py --sweeps sweeps --out docs/study

@@ -234,6 +234,14 @@ def test_a_bundle_varies_settings_together_and_reports_under_its_name(data_dir, 
     assert main(["sweep", "report", str(out)]) == 0
     rows = list(csv.DictReader((out / "report" / "trials.csv").open()))
     assert sorted(r["shape"] for r in rows) == ["deep", "wide"]
+    # results.json carries what a study needs without the run folders: the data's sizes and both curves
+    meta = json.loads((data_dir / "meta.json").read_text())
+    for run in json.loads((out / "report" / "results.json").read_text())["runs"]:
+        assert run["data_meta"]["train"] == {k: meta["train"][k] for k in ("tokens", "stories", "bytes")}
+        assert run["data_meta"]["path"] == str(data_dir.resolve())
+        assert [p["tokens"] for p in run["train_curve"]] == [r["tokens"] for r in read_metrics(run["folder"])
+                                                            if r.get("event") == "train"]
+        assert all(p["dev_loss"] is not None for p in run["curve"])
 
 
 @pytest.mark.parametrize("grid, message", [

@@ -27,6 +27,8 @@ from nslm.sweep.spec import SweepSpec
 
 RUN_COLUMNS = ("trial", "seed", "params_total", "params_non_embedding", "tokens", "elapsed_s", "compute_flops",
                "select_bpb", "dev_bpb", "val_bpb")
+# per-run lists and records kept in results.json only
+NOT_IN_TABLES = ("curve", "folder", "selected_by", "data_meta", "train_curve")
 
 
 def collect(study: optuna.Study, spec: SweepSpec) -> dict:
@@ -53,7 +55,8 @@ def _run_row(number: int, settings: dict, run: dict) -> dict:
            "params_non_embedding": run["params"]["non_embedding"], "tokens": run["tokens"],
            "elapsed_s": run["elapsed_s"], "compute_flops": run["flops_per_token"] * run["tokens"],
            "select_bpb": run["select_bpb"], "dev_bpb": kept.get("dev_bpb"), "val_bpb": kept.get("val_bpb"),
-           "selected_by": run["selected_by"], "curve": run["curve"], "folder": run["folder"]}
+           "selected_by": run["selected_by"], "curve": run["curve"], "folder": run["folder"],
+           "data_meta": run.get("data"), "train_curve": run.get("train_curve")}
     for key, value in (run.get("measures") or {}).get("summary", {}).items():
         if key != "params" and value is not None:
             row[f"eval.{key}"] = value
@@ -112,7 +115,7 @@ def pareto_front(trials: list[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------- tables
 def _columns(rows: list[dict], first: tuple[str, ...] | list[str]) -> list[str]:
-    rest = sorted({k for r in rows for k in r if k not in first and k not in ("curve", "folder", "selected_by")})
+    rest = sorted({k for r in rows for k in r if k not in first and k not in NOT_IN_TABLES})
     return [c for c in first if any(c in r for r in rows)] + rest
 
 

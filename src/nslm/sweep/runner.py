@@ -303,13 +303,23 @@ def run_record(run_dir: Path, seed: int) -> dict:
     last = evals[-1]
     select = "dev" if kept.get("selected_by") == "dev" else "val"
     model = build_model(ModelConfig.from_dict(config["model"]))
+    data = config.get("data", {})
+    train = [(r["tokens"], r["train_loss"]) for r in read_metrics(run_dir)
+             if r.get("event") == "train" and r.get("train_loss") is not None]
+    step = max(1, len(train) // 200)  # at most about 200 points: the report must stay small
     return {
+        # what the run trained on, so a report (and a study built from it) needs no run folder
+        "data": {"path": data.get("path"), "tokenizer": f"{data.get('tokenizer_kind')}-{data.get('vocab_size')}",
+                 **{split: {k: data[split].get(k) for k in ("tokens", "stories", "bytes")}
+                    for split in ("train", "dev", "valid") if isinstance(data.get(split), dict)}},
+        "train_curve": [{"tokens": t, "train_loss": loss} for t, loss in train[::step]],
         "seed": seed, "folder": str(run_dir), "params": config["params"],
         "flops_per_token": model.flops_per_token(), "selected_by": "dev" if select == "dev" else "valid",
         "step": last["step"], "tokens": last["tokens"], "elapsed_s": last["elapsed_s"],
         "kept": {k: kept.get(k) for k in ("step", "tokens", "elapsed_s", "dev_loss", "dev_bpb", "val_loss", "val_bpb")},
         "select_bpb": kept.get(f"{select}_bpb") if kept.get(f"{select}_bpb") is not None else kept.get(f"{select}_loss"),
-        "curve": [{k: r.get(k) for k in ("step", "tokens", "elapsed_s", "dev_bpb", "val_bpb")} for r in evals],
+        "curve": [{k: r.get(k) for k in ("step", "tokens", "elapsed_s", "dev_bpb", "val_bpb", "dev_loss", "val_loss")}
+                  for r in evals],
     }
 
 
