@@ -55,7 +55,7 @@ shipped-reports: install
 # The study (docs/study.md): its data folders, then each sweep of studies/ (a stopped sweep continues where
 # it stopped; run `make study` in a second terminal to use a second core: it joins the same sweeps as a
 # worker), each sweep's report, and docs/study/ (tables and plots). Hours on a 2-core CPU.
-STUDY_SWEEPS ?= architecture positional width-depth tokenizers data cleaning regularisation
+STUDY_SWEEPS ?= architecture positional width-depth tokenizers tokenizers-total data cleaning regularisation
 EXTRA ?= ../shared/data/tinystories-extra
 PREPARE = $(BIN)/nslm data prepare --valid $(VALID) --if-exists reuse --quiet
 NO_CLEANING = --no-fix-encoding --no-normalize-whitespace --no-normalize-quotes --no-drop-incomplete \

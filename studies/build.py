@@ -21,7 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-SWEEPS = ("architecture", "positional", "width-depth", "tokenizers", "data", "cleaning", "regularisation")
+SWEEPS = ("architecture", "positional", "width-depth", "tokenizers", "tokenizers-total", "data", "cleaning",
+          "regularisation")
 # the measures shown, by the key `nslm eval` gives them, with their column heading and format
 MEASURES = (("eval.bits_per_byte", "val bpb", "{:.4f}"), ("eval.bits_per_byte_raw", "raw-text bpb", "{:.4f}"),
             ("eval.generation.ended_rate", "ended", "{:.0%}"),
@@ -41,12 +42,17 @@ def load(sweeps: Path) -> dict:
 
 def label(run: dict) -> str:
     """A run's varied setting, readable: the preset, the data folder's name, or the setting's value."""
-    for key in ("preset", "shape", "model.pos_encoding", "model.dropout"):
+    for key in ("preset", "shape", "tokenizer", "model.pos_encoding", "model.dropout"):
         if key in run:
             return f"dropout {run[key]}" if key == "model.dropout" else str(run[key])
     if "data" in run:
         return Path(run["data"]).name.removeprefix("ts-")
     return "?"
+
+
+def as_point(run: dict, **setting) -> dict:
+    """The architecture sweep's Transformer as a point of another comparison (trained the same way there)."""
+    return {k: v for k, v in run.items() if k != "preset"} | setting
 
 
 def mean_sd(values: list) -> tuple[float | None, float | None]:
@@ -181,15 +187,19 @@ def build(sweeps: Path, out: Path) -> str:
         doc += ["## 3. Width against depth", "", table(rs), ""]
         curves(rs, out / "q3-shape.png", "tokens", "Q3: width against depth at ~1.05M parameters", "training tokens")
     if "tokenizers" in runs:
-        rs = runs["tokenizers"] + [dict(r, data="data/ts-bpe4096") for r in base if r["seed"] == 1]
+        rs = runs["tokenizers"] + [as_point(r, data="data/ts-bpe4096") for r in base if r["seed"] == 1]
         per_token = {label(r): r["meta"]["valid"]["bytes"] / r["meta"]["valid"]["tokens"] for r in rs}
         extra = {"bytes/token (valid)": lambda g: f"{per_token[label(g[0])]:.2f}",
                  "training bytes seen": lambda g: f"{g[0]['tokens'] * per_token[label(g[0])] / 1e6:.1f}M"}
         doc += ["## 2. Tokenizers (equal non-embedding size, 800K tokens each)", "", table(rs, extra), ""]
         scatter([(r["params_total"], r["val_bpb"], label(r)) for r in rs], out / "q2-tokenizers.png",
                 "total parameters (the embedding grows with the vocabulary)", "Q2: tokenizers at one model shape")
+    if "tokenizers-total" in runs:
+        rs = runs["tokenizers-total"] + [as_point(r, tokenizer="bpe4096-d128") for r in base if r["seed"] == 1]
+        doc += ["## 2b. Tokenizers at equal total size (about 1.05-1.09M parameters, 800K tokens each)", "",
+                table(rs), ""]
     if "data" in runs:
-        rs = runs["data"] + [dict(r, data="data/ts-all13K") for r in base if r["seed"] == 1]
+        rs = runs["data"] + [as_point(r, data="data/ts-all13K") for r in base if r["seed"] == 1]
         extra = {"training stories": lambda g: f"{g[0]['meta']['train']['stories']:,}",
                  "passes": lambda g: f"{g[0]['tokens'] / train_tokens(g[0]):.1f}"}
         doc += ["## 5a. How much data (800K tokens each)", "", table(rs, extra), ""]

@@ -72,13 +72,19 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 # ---------------------------------------------------------------- the sweep folder
+def same_spec(stored: dict | None, spec: SweepSpec) -> bool:
+    """Whether a recorded spec is `spec`; read back through SweepSpec, so one recorded before a field existed
+    compares with that field's default."""
+    return stored is not None and jsonable(SweepSpec.from_dict(stored).to_dict()) == jsonable(spec.to_dict())
+
+
 def check_out(out: Path, spec: SweepSpec) -> str:
     """'new' or 'resume' for the sweep folder `out`, or an NslmError (another sweep, foreign, unwritable)."""
     if out.exists() and not out.is_dir():
         raise NslmError(f"--out {out} is a file; choose a folder for the sweep")
     if (out / SWEEP_FILE).is_file():
         recorded = read_sweep(out)
-        if recorded["spec"] != jsonable(spec.to_dict()):
+        if not same_spec(recorded["spec"], spec):
             raise NslmError(f"{out} holds a sweep with another spec; continue it with its own spec "
                             f"({out / SPEC_FILE}) or choose another --out")
         return "resume"
@@ -143,9 +149,7 @@ def _create_or_join(url: str, name: str, spec: SweepSpec, out: Path) -> optuna.S
         study = optuna.create_study(storage=storage, study_name=name, direction="minimize", sampler=sampler_for(spec))
     except optuna.exceptions.DuplicatedStudyError:
         study = load_study(storage, name, spec)
-        stored = study.user_attrs.get("spec")
-        # read back through SweepSpec, so a study made before a field existed compares with its default
-        if stored is None or jsonable(SweepSpec.from_dict(stored).to_dict()) != jsonable(spec.to_dict()):
+        if not same_spec(study.user_attrs.get("spec"), spec):
             raise NslmError(f"the storage {url} already holds a study {name!r} with another spec; "
                             "pass --study NAME for a new one") from None
         return study
