@@ -66,7 +66,6 @@ study-data: install
 	for v in 512 2048 8192; do $(PREPARE) --train $(TRAIN) --vocab-size $$v --out data/ts-bpe$$v; done
 	$(PREPARE) --train $(TRAIN) --tokenizer word --out data/ts-word4096
 	$(PREPARE) --train $(TRAIN) --tokenizer char --out data/ts-char
-	$(PREPARE) --train $(TRAIN) $(EXTRA)/train-toyrnn.txt $(EXTRA)/trainv2-decodinggpt.txt --out data/ts-union-clean
 	$(PREPARE) --train $(TRAIN) $(EXTRA)/train-toyrnn.txt $(EXTRA)/trainv2-decodinggpt.txt $(NO_CLEANING) --out data/ts-union-raw
 	$(PREPARE) --train $(TRAIN) --vocab-limit 2000 --out data/ts-vocab2000
 

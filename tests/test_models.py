@@ -174,3 +174,15 @@ def test_swiglu_mlp_has_a_gate_and_the_gelu_mlp_keeps_its_old_weight_names():
     assert not any("gate" in n for n, _ in plain.named_parameters())
     # three d_model x d_ff matrices instead of two
     assert gated.param_counts()["non_embedding"] - plain.param_counts()["non_embedding"] == 2 * 32 * 64
+
+
+def test_position_tables_start_at_the_size_of_the_token_embeddings():
+    """Sinusoidal positions are scaled to the init std, as a learned table starts: the bare +-1 table was about
+    35 times the token embeddings and drowned them (the study's positional question found it)."""
+    for pos in ("sinusoidal", "learned"):
+        torch.manual_seed(0)
+        model = build_model(small("transformer", pos_encoding=pos))
+        table = model.pos_table if pos == "sinusoidal" else model.pos_emb.weight
+        rms = float(table.pow(2).mean().sqrt())
+        tokens = float(model.tok_emb.weight.pow(2).mean().sqrt())
+        assert abs(rms / model.cfg.init_std - 1) < 0.1 and abs(rms / tokens - 1) < 0.1
