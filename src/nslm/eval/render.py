@@ -96,7 +96,7 @@ def model_details(name: str, res: dict) -> list[Span]:
     cfg = res["config"].get("model", {})
     spans = [Span(name, "bold"), Span(f" ({cfg.get('arch', '?')}, {fmt(res['params'].get('total'), '{:,}')} parameters, "
                                       f"context {cfg.get('context_length', '?')}, tokenizer "
-                                      f"{res['config'].get('data', {}).get('tokenizer_kind', '?')}):")]
+                                      f"{res.get('tokenizer') or res['config'].get('data', {}).get('tokenizer_kind', '?')}):")]
     parts = []
     if lk:
         unk = (f"; {lk['unk']['tokens']:,} <unk> targets ({lk['unk']['rate']:.2%}), loss over known tokens "

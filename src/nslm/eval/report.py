@@ -138,7 +138,8 @@ def evaluate_model(run: str, name: str, data_dir: str | None, opts: EvalOptions,
     """All requested measures of one model; each step's failure is recorded and the others still run."""
     story_model = load_story_model(run)
     result: dict = {"name": name, "run": str(run), "folder": str(run_folder(run)), "config": story_model.config,
-                    "params": param_count(story_model), "skipped": {}}
+                    "params": param_count(story_model), "skipped": {},
+                    "tokenizer": f"{story_model.tokenizer.kind} {story_model.tokenizer.vocab_size:,}"}
     ctx = StepContext(story_model, name, data_dir, opts, out)
     for step in STEPS:
         result[step.section] = run_step(step, ctx, result["skipped"]) if step.name in opts.steps else None
