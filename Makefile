@@ -74,4 +74,9 @@ study: study-data
 		$(BIN)/nslm sweep run studies/$$s.toml --out sweeps/$$s; \
 		$(BIN)/nslm sweep report sweeps/$$s; \
 	done
+	$(BIN)/nslm eval all --model $$(ls -d sweeps/architecture/trials/preset-transformer-1m-*/seed-1) \
+		--model llama2c:../shared/data/anchors/llama2c-stories260K/stories260K.bin \
+		--model tinystories-transformer-1m --model tinystories-lstm-1m --data data/ts-dev --quick \
+		--val-max-tokens 1000000 --raw-valid $(VALID) --prompt-limit 44 \
+		--skip cola --skip hellaswag --skip judge --out docs/study/q7
 	$(BIN)/python studies/build.py --sweeps sweeps --out docs/study

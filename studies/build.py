@@ -86,14 +86,16 @@ def tokens_per_s(run: dict) -> float | None:
 def table(runs: list[dict], extra: dict | None = None) -> str:
     """One row per varied value: seeds, parameters, the kept checkpoint's figures (mean ± sd over seeds)."""
     grouped = groups(runs)
-    measures = [m for m in MEASURES if any(r.get(m[0]) is not None for r in runs)]
+    # a measure is shown when every row has it (a point borrowed from another sweep may lack some)
+    measures = [m for m in MEASURES if all(any(r.get(m[0]) is not None for r in rs) for rs in grouped.values())]
     extra = extra or {}
-    head = ["setting", "seeds", "params (total / non-emb.)", "tokens/s", "dev bpb"]
+    head = ["setting", "seeds", "params (total / non-emb.)", "tokens/s", "dev bpb", "val bpb"]
     head += [h for _, h, _ in measures] + list(extra)
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name, rs in sorted(grouped.items(), key=lambda kv: mean_sd([r["dev_bpb"] for r in kv[1]])[0]):
         row = [name, str(len(rs)), f"{rs[0]['params_total']:,} / {rs[0]['params_non_embedding']:,}",
-               cell([tokens_per_s(r) for r in rs], "{:,.0f}"), cell([r["dev_bpb"] for r in rs], "{:.4f}")]
+               cell([tokens_per_s(r) for r in rs], "{:,.0f}"), cell([r["dev_bpb"] for r in rs], "{:.4f}"),
+               cell([r["val_bpb"] for r in rs], "{:.4f}")]
         row += [cell([r.get(key) for r in rs], fmt) for key, _, fmt in measures]
         row += [fn(rs) for fn in extra.values()]
         lines.append("| " + " | ".join(row) + " |")
@@ -179,7 +181,7 @@ def build(sweeps: Path, out: Path) -> str:
         curves(rs, out / "q1-time.png", "elapsed_s", "Q1: against wall time (1 thread each, 2 runs at once)",
                "seconds of training (evaluation included)")
     if "positional" in runs:
-        rs = runs["positional"]
+        rs = runs["positional"] + [as_point(r, **{"model.pos_encoding": "rope"}) for r in base]
         doc += ["## 4. Positional encodings", "", table(rs), ""]
         curves(rs, out / "q4-positions.png", "tokens", "Q4: positional encodings", "training tokens")
     if "width-depth" in runs:
