@@ -55,14 +55,14 @@ shipped-reports: install
 # The study (docs/study.md): its data folders, then each sweep of studies/ (a stopped sweep continues where
 # it stopped; run `make study` in a second terminal to use a second core: it joins the same sweeps as a
 # worker), each sweep's report, and docs/study/ (tables and plots). Hours on a 2-core CPU.
-STUDY_SWEEPS ?= architecture positional width-depth tokenizers tokenizers-total data cleaning regularisation
+STUDY_SWEEPS ?= architecture positional width-depth tokenizers tokenizers-total data cleaning regularisation data-bound
 EXTRA ?= ../shared/data/tinystories-extra
 PREPARE = $(BIN)/nslm data prepare --valid $(VALID) --if-exists reuse --quiet
 NO_CLEANING = --no-fix-encoding --no-normalize-whitespace --no-normalize-quotes --no-drop-incomplete \
 	--min-words 0 --max-words 0 --no-dedup --no-near-dup --no-leakage-check
 study-data: install
 	$(PREPARE) --train $(TRAIN) --out data/ts-dev
-	for s in 0.077 0.19 0.38 0.77; do $(PREPARE) --train $(TRAIN) --train-share $$s --out data/ts-share$$s; done
+	for s in 0.02 0.077 0.19 0.38 0.77; do $(PREPARE) --train $(TRAIN) --train-share $$s --out data/ts-share$$s; done
 	for v in 512 2048 8192; do $(PREPARE) --train $(TRAIN) --vocab-size $$v --out data/ts-bpe$$v; done
 	$(PREPARE) --train $(TRAIN) --tokenizer word --out data/ts-word4096
 	$(PREPARE) --train $(TRAIN) --tokenizer char --out data/ts-char
@@ -79,4 +79,6 @@ study: study-data
 		--model tinystories-transformer-1m --model tinystories-lstm-1m --data data/ts-dev --quick \
 		--val-max-tokens 1000000 --raw-valid $(VALID) --prompt-limit 44 \
 		--skip cola --skip hellaswag --skip judge --out docs/study/q7
-	$(BIN)/python studies/build.py --sweeps sweeps --out docs/study
+	mkdir -p docs/study/sweeps
+	for s in $(STUDY_SWEEPS); do rm -rf docs/study/sweeps/$$s && cp -r sweeps/$$s/report docs/study/sweeps/$$s; done
+	$(BIN)/python studies/build.py --sweeps docs/study/sweeps --out docs/study
