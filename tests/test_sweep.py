@@ -250,6 +250,8 @@ def test_a_bundle_varies_settings_together_and_reports_under_its_name(data_dir, 
     ('shape = [{name = "a", "model.n_layer" = [2, 3]}]', "gives model.n_layer a list"),
     ('shape = [{name = "a"}]', "sets nothing"),
     ('shape = [{name = "a", "model.colour" = 2}]', "unknown setting 'model.colour'"),
+    ('shape = [{name = "a", data = 3}]', "grid shape value 'a' data must be a data folder"),
+    ('shape = [{name = "a", preset = ""}]', "grid shape value 'a' preset must be a preset name"),
     ('"model.n_layer" = [{name = "a", "model.d_model" = 2}]', "name a bundle of settings with a plain word"),
 ])
 def test_a_bad_bundle_is_one_clear_error(data_dir, tmp_path, grid, message):

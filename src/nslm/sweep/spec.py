@@ -291,8 +291,7 @@ def _bundles(table: dict, where: str) -> dict:
                 if isinstance(setting, (list, dict)):
                     raise NslmError(f"{where}: grid {key} value {value['name']!r} gives {name} a list or table; "
                                     "give one value")
-            if "data" in settings:
-                settings["data"] = str(Path(settings["data"]).resolve())
+            _run_choices(settings, where, f"grid {key} value {value['name']!r}", single=True)
             if value["name"] in named:
                 raise NslmError(f"{where}: grid {key} names {value['name']!r} twice")
             named[value["name"]] = settings
@@ -315,13 +314,20 @@ def _grid(table, where: str, bundles: dict | None = None) -> dict:
     return _run_choices(grid, where, "grid")
 
 
-def _run_choices(table: dict, where: str, name: str) -> dict:
-    """Varied presets must be names and varied data folders paths (recorded absolute, as `data` is)."""
+def _run_choices(table: dict, where: str, name: str, *, single: bool = False) -> dict:
+    """Varied presets must be names and varied data folders paths (recorded absolute, as `data` is): lists of
+    them in a [grid] or [search], one of each in a bundle's table (`single`)."""
     for key in RUN_CHOICES:
-        if key in table and (not isinstance(table[key], list) or not all(isinstance(v, str) and v for v in table[key])):
-            raise NslmError(f"{where}: {name} {key} must be a list of {'preset names' if key == 'preset' else 'data folders'}")
-    if "data" in table:
-        table["data"] = [str(Path(v).resolve()) for v in table["data"]]
+        if key not in table:
+            continue
+        values = [table[key]] if single else table[key]
+        what = ("a preset name" if key == "preset" else "a data folder") if single else \
+            ("a list of preset names" if key == "preset" else "a list of data folders")
+        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+            raise NslmError(f"{where}: {name} {key} must be {what}")
+        if key == "data":
+            values = [str(Path(v).resolve()) for v in values]
+        table[key] = values[0] if single else values
     return table
 
 
