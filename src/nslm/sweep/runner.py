@@ -300,7 +300,8 @@ def _status(run_dir: Path) -> dict:
 def run_record(run_dir: Path, seed: int) -> dict:
     """A finished run's figures: sizes, compute, the kept checkpoint's dev and validation figures, the curve."""
     config = read_run_config(run_dir)
-    evals = [r for r in read_metrics(run_dir) if r.get("event") == "eval"]
+    metrics = read_metrics(run_dir)
+    evals = [r for r in metrics if r.get("event") == "eval"]
     if not evals:
         raise NslmError(f"{run_dir} finished without an evaluation; its metrics.jsonl holds none")
     kept = [r for r in evals if r.get("best")][-1] if any(r.get("best") for r in evals) else evals[-1]
@@ -308,7 +309,7 @@ def run_record(run_dir: Path, seed: int) -> dict:
     select = "dev" if kept.get("selected_by") == "dev" else "val"
     model = build_model(ModelConfig.from_dict(config["model"]))
     data = config.get("data", {})
-    train = [(r["tokens"], r["train_loss"]) for r in read_metrics(run_dir)
+    train = [(r["tokens"], r["train_loss"]) for r in metrics
              if r.get("event") == "train" and r.get("train_loss") is not None]
     step = max(1, len(train) // 200)  # at most about 200 points: the report must stay small
     return {
