@@ -87,10 +87,13 @@ def test_vocab_limit_keeps_only_stories_in_the_top_words(story_files, tmp_path):
     plain = clean_to_folder(tmp_path / "plain", train, [valid])
     limit = min(1500, plain["train"]["vocabulary_out"] - 3)
     report = clean_to_folder(tmp_path, train, [valid], config=CleanConfig(vocab_limit=limit))
+    # the training stories kept are those of train.txt and of the dev split drawn from them
     kept = list(read_cleaned(tmp_path / "train.txt"))
+    dev = list(read_cleaned(tmp_path / "dev.txt")) if (tmp_path / "dev.txt").is_file() else []
     rules = {r["rule"]: r for r in report["train"]["rules"]}
     removed = rules["vocab_limit"]["removed"]
-    assert 0 < removed < rules["vocab_limit"]["in"] and len(kept) == rules["vocab_limit"]["out"]
+    assert 0 < removed < rules["vocab_limit"]["in"] and len(kept) + len(dev) == rules["vocab_limit"]["out"]
+    assert len(dev) == report["dev"]["stories"]
     assert report["train"]["vocabulary_out"] <= limit
     assert "outside:" in rules["vocab_limit"]["examples"][0]
     # validation stories are held to the training vocabulary too

@@ -202,7 +202,8 @@ def test_cola_on_a_model_runs_on_real_rows(tmp_path):
     folder = root / "cola" if root else tmp_path
     if not root:
         for name in ("in_domain_train.tsv", "in_domain_dev.tsv"):
-            (tmp_path / name).write_text("".join(f"x\t{i % 2}\t\tThe cat sat {i}.\n" for i in range(20)))
+            # more rows than the limit, so that the limit is what picks them
+            (tmp_path / name).write_text("".join(f"x\t{i % 2}\t\tThe cat sat {i}.\n" for i in range(100)))
     result = grammar.evaluate_cola(FakeStoryModel(UniformModel(257, 64)), folder, limit=60)
     assert result["train_rows"] == 60
     # Zero features carry no signal: the probe predicts one class and MCC is exactly 0.
