@@ -6,6 +6,8 @@ trained runs, the web app on a free port, and a waiting helper.
 - `data_dir` -> a data folder made by `nslm.data.prepare` from `story_files` (BPE, vocabulary 1024).
 - `make_data_dir(kind="bpe", vocab_size=1024)` -> the same for other tokenizer kinds (cached).
 - `small_data_dir` -> a data folder of 40 stories, for a whole novelty index in seconds.
+- `eval_sets` -> {"blimp": folder, "cola": folder, "hellaswag": file}: the public evaluation sets of
+  ../shared/data, or small stand-ins in their published formats where a set is absent.
 - `tiny_run(preset="transformer-1m", steps=20, *settings)` -> a finished run folder of the one tiny recipe
   (`TINY_SETTINGS`, plus `settings`), trained once per session per recipe. Copy it before changing it.
 - `tiny_args(*settings)` -> the same recipe as `nslm train` arguments, for tests of the command itself.
@@ -16,6 +18,7 @@ trained runs, the web app on a free port, and a waiting helper.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import socket
 import time
@@ -27,6 +30,7 @@ import torch
 
 from nslm.data import prepare
 from nslm.errors import NslmError
+from nslm.eval.datasets import default_data_path
 from nslm.sample_data import std_files, synthetic_stories
 from nslm.tokenizer import EOT
 from nslm.train.run import prepare_run, train_run
@@ -113,6 +117,63 @@ def small_data_dir(tmp_path_factory, story_files) -> Path:
     _write_stories(folder / "train.txt", [s.strip() for s in stories if s.strip()])
     prepare([str(folder / "train.txt")], [str(valid)], folder / "data", tokenizer_kind="bpe", vocab_size=1024)
     return folder / "data"
+
+
+def _blimp_stand_in(folder: Path) -> Path:
+    """Three paradigms of minimal pairs in BLiMP's jsonl format."""
+    subjects = [("The cat", "cats"), ("The dog", "dogs"), ("The little bird", "birds"), ("The old bear", "bears")]
+    paradigms = {
+        ("regular_plural_subject_verb_agreement", "s-v_agreement", "morphology"):
+            [(f"{s} sleeps in the sun.", f"{s} sleep in the sun.") for s, _ in subjects],
+        ("determiner_noun_agreement", "determiner_noun_agreement", "morphology"):
+            [(f"Tom saw these {p}.", f"Tom saw this {p}.") for _, p in subjects],
+        ("anaphor_gender_agreement", "anaphor_agreement", "morphology"):
+            [(f"{name} hid {self} behind the tree.", f"{name} hid {other} behind the tree.")
+             for name, self, other in (("Lily", "herself", "himself"), ("Tom", "himself", "herself"),
+                                       ("Mia", "herself", "himself"), ("Ben", "himself", "herself"))],
+    }
+    folder.mkdir()
+    for (uid, term, field), pairs in paradigms.items():
+        rows = [{"sentence_good": good, "sentence_bad": bad, "field": field, "linguistics_term": term, "UID": uid,
+                 "pairID": str(i)} for i, (good, bad) in enumerate(pairs)]
+        (folder / f"{uid}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return folder
+
+
+def _cola_stand_in(folder: Path) -> Path:
+    """CoLA's three raw .tsv files (source, label, mark, sentence), from two sources, half of them acceptable."""
+    pairs = [(f"{name} found the {thing}.", f"{name} the found {thing}.")
+             for name in ("Lily", "Tom", "Mia", "Ben", "Sue") for thing in ("ball", "kite", "cake", "book", "hat", "boat")]
+    folder.mkdir()
+    for name, count in (("in_domain_train", 80), ("in_domain_dev", 20), ("out_of_domain_dev", 20)):
+        lines = []
+        for i in range(count):
+            good, bad = pairs[i // 2 % len(pairs)]
+            acceptable = i % 2 == 0
+            source = ("gj04", "bc01")[i % 4 // 2]
+            lines.append(f"{source}\t{int(acceptable)}\t{'' if acceptable else '*'}\t{good if acceptable else bad}\n")
+        (folder / f"{name}.tsv").write_text("".join(lines), encoding="utf-8")
+    return folder
+
+
+def _hellaswag_stand_in(path: Path) -> Path:
+    """Items in llama.cpp's HellaSwag jsonl format, from both of its sources (ActivityNet, then WikiHow)."""
+    rows = [{"val_index": i if i < 6 else 3243 + i, "activity_label": "Playing fetch",
+             "ctx": f"{name} stands in the park with a ball. Her dog runs to her and {name}",
+             "endings": ["throws the ball to the dog.", "eats the ball for lunch.", "is a ball.", "sings to the moon."],
+             "label": 0} for i, name in enumerate(["Lily", "Mia", "Sue", "Anna", "Lucy", "Zoe"] * 2)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def eval_sets(tmp_path_factory) -> dict[str, Path]:
+    """{"blimp": folder, "cola": folder, "hellaswag": file}: each public evaluation set where the machine has it,
+    else a stand-in of a few items in the set's published format, so that every step runs end to end."""
+    folder = tmp_path_factory.mktemp("eval-sets")
+    return {"blimp": default_data_path("blimp") or _blimp_stand_in(folder / "blimp"),
+            "cola": default_data_path("cola") or _cola_stand_in(folder / "cola"),
+            "hellaswag": default_data_path("hellaswag") or _hellaswag_stand_in(folder / "hellaswag.jsonl")}
 
 
 @pytest.fixture(scope="session")

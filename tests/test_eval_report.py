@@ -16,12 +16,16 @@ def runs(tiny_run):
 
 
 @pytest.mark.slow
-def test_eval_all_quick_writes_a_side_by_side_report(runs, data_dir, tmp_path, capsys):
+def test_eval_all_quick_writes_a_side_by_side_report(runs, data_dir, eval_sets, tmp_path, capsys):
+    from nslm.eval import grammar
+
     out = tmp_path / "report"
     args = ["eval", "all", *sum((["--model", str(r)] for r in runs), []), "--data", str(data_dir), "--out", str(out),
             "--quick", "--val-max-tokens", "3000", "--prompt-limit", "2", "--max-new-tokens", "24",
-            "--index-limit", "40", "--index-dir", str(tmp_path / "index"), "--blimp-limit", "2",
-            "--cola-limit", "60", "--hellaswag-limit", "8"]
+            "--index-limit", "40", "--index-dir", str(tmp_path / "index"), "--blimp", str(eval_sets["blimp"]),
+            "--blimp-limit", "2", "--cola", str(eval_sets["cola"]), "--cola-limit", "60",
+            "--hellaswag", str(eval_sets["hellaswag"]), "--hellaswag-limit", "8"]
+    paradigms = len({p["file"] for p in grammar.load_blimp(eval_sets["blimp"])})  # 67 in BLiMP itself
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "bits per byte" in printed and "report:" in printed
@@ -36,7 +40,7 @@ def test_eval_all_quick_writes_a_side_by_side_report(runs, data_dir, tmp_path, c
         # Barely trained models: far from perfect, far better than nothing.
         assert 1.0 < s["bits_per_byte"] < 4.0 and 1 < s["perplexity"] < 1024
         assert res["config"]["model"]["arch"] in ("transformer", "lstm")
-        assert res["likelihood"]["tokens"] <= 3000 and res["blimp"]["pairs"] == 67 * 2
+        assert res["likelihood"]["tokens"] <= 3000 and res["blimp"]["pairs"] == paradigms * 2
         assert res["hellaswag"]["items"] == 8 and res["generation"]["stories"] == 2
         assert "judge" in res["skipped"]  # no grader given: said so, nothing invented
         assert (out / f"stories-{name}.jsonl").is_file()
@@ -47,10 +51,10 @@ def test_eval_all_quick_writes_a_side_by_side_report(runs, data_dir, tmp_path, c
     assert "| measure | transformer-1m | lstm-1m |" in md and "nearest training story" in md
 
 
-def test_missing_data_skips_only_that_step(runs, data_dir, tmp_path):
+def test_missing_data_skips_only_that_step(runs, data_dir, eval_sets, tmp_path):
     out = tmp_path / "r"
     opts = report.EvalOptions(steps=("likelihood", "blimp", "hellaswag"), val_max_tokens=2000,
-                              blimp=str(tmp_path / "no-blimp"), hellaswag_limit=4)
+                              blimp=str(tmp_path / "no-blimp"), hellaswag=str(eval_sets["hellaswag"]), hellaswag_limit=4)
     results = report.run_all([str(runs[0])], str(data_dir), out, opts)
     res = results["models"]["transformer-1m"]
     assert "does not exist" in res["skipped"]["blimp"]
@@ -65,7 +69,7 @@ def test_bad_input_is_one_sentence(tmp_path, capsys, data_dir):
     assert not (tmp_path / "r").exists()
 
 
-def test_subcommands_on_a_trained_model(runs, data_dir, tmp_path, capsys):
+def test_subcommands_on_a_trained_model(runs, data_dir, eval_sets, tmp_path, capsys):
     run = str(runs[1])
     stories = tmp_path / "s.jsonl"
     prompts = tmp_path / "p.txt"
@@ -80,8 +84,8 @@ def test_subcommands_on_a_trained_model(runs, data_dir, tmp_path, capsys):
     assert again.read_text() == stories.read_text()  # fixed seed: the same set again
     assert main(["eval", "likelihood", "--model", run, "--max-tokens", "2000", "--json", str(tmp_path / "l.json")]) == 0
     assert json.loads((tmp_path / "l.json").read_text())["bits_per_byte"] > 0
-    assert main(["eval", "hellaswag", "--model", run, "--limit", "4"]) == 0
-    assert main(["eval", "blimp", "--model", run, "--blimp-limit", "1"]) == 0
+    assert main(["eval", "hellaswag", "--model", run, "--hellaswag", str(eval_sets["hellaswag"]), "--limit", "4"]) == 0
+    assert main(["eval", "blimp", "--model", run, "--blimp", str(eval_sets["blimp"]), "--blimp-limit", "1"]) == 0
     assert main(["eval", "novelty", "--data", str(data_dir), "--stories", str(stories), "--index-limit", "30",
                  "--index-dir", str(tmp_path / "ix")]) == 0
     out = capsys.readouterr().out
