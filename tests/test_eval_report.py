@@ -90,6 +90,12 @@ def test_subcommands_on_a_trained_model(runs, data_dir, eval_sets, tmp_path, cap
                  "--index-dir", str(tmp_path / "ix")]) == 0
     out = capsys.readouterr().out
     assert "HellaSwag accuracy" in out and "BLiMP accuracy" in out and "4-grams seen in training" in out
+    # a story that ends within three words has no 4-gram of its own: a dash, not a crash
+    short = tmp_path / "short.jsonl"
+    short.write_text(json.dumps({"prompt": "Once upon a time,", "completion": " the end."}) + "\n")
+    assert main(["eval", "novelty", "--data", str(data_dir), "--stories", str(short), "--index-limit", "30",
+                 "--index-dir", str(tmp_path / "ix")]) == 0
+    assert "4-gram overlap –:" in capsys.readouterr().out
 
 
 def test_grader_means_reach_the_report(runs, tmp_path):

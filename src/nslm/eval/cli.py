@@ -19,6 +19,7 @@ from nslm.cli import HelpFormatter, positive_int
 from nslm.errors import NslmError
 from nslm.eval import genset
 from nslm.eval.datasets import find_data
+from nslm.eval.render import fmt
 from nslm.eval.steps import STEP_NAMES, STEPS, Option, all_options, model_data_dir
 
 DESCRIPTION = """Measure trained story models: likelihood (bits per byte), generated stories, novelty
@@ -243,12 +244,13 @@ def cmd_novelty(args) -> int:
     r = novelty.novelty_report(index, genset.load_jsonl(args.stories), top=args.top)
     lines.append(_table(f"novelty of {r['stories']} stories", ["measure", "value"], [
         ["mean cosine to nearest story", f"{r['mean_max_cosine']:.3f} (median {r['median_max_cosine']:.3f})"],
-        ["4-grams seen in training", f"{r['ngram4_overlap']:.1%}"],
-        ["5-grams seen in training", f"{r['ngram5_overlap']:.1%}"],
+        ["4-grams seen in training", fmt(r["ngram4_overlap"], "{:.1%}")],
+        ["5-grams seen in training", fmt(r["ngram5_overlap"], "{:.1%}")],
         ["longest common substring", f"mean {r['mean_lcs_chars']:.0f} chars, max {r['max_lcs_chars']}"]]))
     lines.append(r["how_counted"])
     for item in r["most_similar"]:
-        lines += ["", f"cosine {item['cosine']:.3f}, 4-gram overlap {item['ngram4_overlap']:.0%}:",
+        # a completion of fewer than 4 words has no 4-gram of its own: its overlap is None, shown as a dash
+        lines += ["", f"cosine {item['cosine']:.3f}, 4-gram overlap {fmt(item['ngram4_overlap'], '{:.0%}')}:",
                   f"  generated: {item['text'][:300]}", f"  training:  {item['nearest_story'][:300]}"]
     return _emit(r, args, lines)
 
