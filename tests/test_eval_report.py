@@ -7,7 +7,7 @@ import json
 import pytest
 
 from nslm.cli import main
-from nslm.eval import report
+from nslm.eval import datasets, genset, report
 
 @pytest.fixture(scope="module")
 def runs(tiny_run):
@@ -49,6 +49,7 @@ def test_eval_all_quick_writes_a_side_by_side_report(runs, data_dir, eval_sets, 
         assert (out / file).stat().st_size > 100, file
     md = (out / "report.md").read_text()
     assert "| measure | transformer-1m | lstm-1m |" in md and "nearest training story" in md
+    assert f"2 stories generated from {genset.prompt_set()}" in md  # which prompts: the paper's, or nslm's own
 
 
 def test_missing_data_skips_only_that_step(runs, data_dir, eval_sets, tmp_path):
@@ -171,3 +172,42 @@ def test_missing_evaluation_data_says_what_to_download(monkeypatch, capsys, tmp_
     monkeypatch.setenv("NSLM_SHARED_DATA", str(tmp_path))
     (tmp_path / "cola").mkdir()
     assert datasets.find_data("cola") == tmp_path / "cola"
+
+
+def test_without_the_papers_prompts_generation_uses_nslms_own_story_openings(monkeypatch, tmp_path, capsys):
+    import yaml
+
+    monkeypatch.delenv("NSLM_SHARED_DATA", raising=False)
+    monkeypatch.setattr(datasets, "shared_data_dir", lambda: None)
+    bundled = datasets.bundled_data_path("prompts")
+    assert genset.default_prompts_path() == bundled and genset.prompt_set().startswith("nslm's own story openings")
+    prompts = genset.load_prompts()
+    assert prompts == [p.strip() for p in yaml.safe_load(bundled.read_text(encoding="utf-8"))]
+    assert len(set(prompts)) == len(prompts) >= 12  # --quick takes 12
+    # story beginnings cut off mid-sentence, as the paper's are, so the model carries the story on
+    assert not any(p.endswith((".", "!", "?")) for p in prompts)
+    stories = tmp_path / "s.jsonl"
+    assert main(["eval", "generate", "--model", "tinystories-transformer-1m", "--prompt-limit", "2",
+                 "--max-new-tokens", "8", "--out", str(stories)]) == 0
+    assert "from nslm's own story openings" in capsys.readouterr().out
+    assert [json.loads(line)["prompt"] for line in stories.read_text().splitlines()] == prompts[:2]
+    # the paper's file wins wherever it is found
+    paper = tmp_path / "tinystories_eval_prompts" / "Evaluation prompts.yaml"
+    paper.parent.mkdir()
+    paper.write_text('- "Once upon a time, a frog"\n', encoding="utf-8")
+    monkeypatch.setenv("NSLM_SHARED_DATA", str(tmp_path))
+    assert genset.load_prompts() == ["Once upon a time, a frog"]
+    assert genset.prompt_set() == "the TinyStories paper's evaluation prompts"
+    assert genset.prompt_set(tmp_path / "mine.txt") == f"the prompts of {tmp_path / 'mine.txt'}"
+
+
+def test_the_bundled_story_openings_are_installed_with_the_package():
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    package = Path(datasets.__file__).resolve().parents[1]
+    pyproject = tomllib.loads((package.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["nslm"]
+    bundled = datasets.bundled_data_path("prompts").resolve().relative_to(package).as_posix()
+    assert any(fnmatch.fnmatch(bundled, pattern) for pattern in patterns), (bundled, patterns)

@@ -352,6 +352,19 @@ def test_a_measure_whose_data_is_missing_says_what_to_download_and_is_not_ticked
     assert "**blimp** cannot run yet" in text and hint[1:] in text and "github.com/alexwarstadt/blimp" in text
     monkeypatch.setattr(eval_tab, "default_data_path", lambda name: "/somewhere")
     assert eval_tab.missing_data() == {} and eval_tab.data_markdown({}) == ""
+    assert eval_tab.stand_in_data() == {}
+
+
+def test_without_the_papers_prompts_generate_stays_ticked_and_says_it_uses_nslms_own(monkeypatch):
+    from nslm.eval.datasets import missing_data_hint
+    from nslm.gui import eval_tab
+
+    monkeypatch.setattr(eval_tab, "default_data_path", lambda name: None)
+    missing, stand_ins = eval_tab.missing_data(), eval_tab.stand_in_data()
+    assert set(missing) == {"blimp", "cola", "hellaswag"} and list(stand_ins) == ["generate"]
+    text = eval_tab.data_markdown(missing, stand_ins)
+    assert "**generate** runs on the small stand-in shipped with nslm" in text
+    assert missing_data_hint("prompts")[1:] in text and "**generate** cannot run" not in text
 
 
 def test_the_evaluation_job_block_says_its_state_and_escapes_the_log():

@@ -230,7 +230,8 @@ def cmd_generate(args) -> int:
                                   temperature=args.temperature)
     genset.save_jsonl(records, args.out)
     ended = sum(r["ended"] for r in records)
-    print(f"wrote {len(records)} stories to {args.out} ({ended} ended by themselves)")
+    print(f"wrote {len(records)} stories to {args.out} ({ended} ended by themselves) "
+          f"from {genset.prompt_set(args.prompts)}")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 A set is found at the path given on the command line, else under `$NSLM_SHARED_DATA`, else in a
 `shared/data` folder beside the checkout (`nslm.sample_data.shared_data_dir`). `missing_data_hint(name)`
-is the one sentence that the CLI, the report and the GUI show when none of these holds it.
+is the one sentence that the CLI, the report and the GUI show when none of these holds it. A set with a
+`bundled` stand-in (the evaluation prompts) falls back to that file, shipped with nslm, instead of stopping.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class EvalDataset:
     metavar: str
     shared: tuple[str, ...]
     download: str
+    bundled: str | None = None  # a file beside this module used when the set is not found, or None
 
 
 DATASETS = {
@@ -38,7 +40,7 @@ DATASETS = {
     "prompts": EvalDataset("TinyStories evaluation prompts", "--prompts", "FILE",
                            ("tinystories_eval_prompts", "Evaluation prompts.yaml"),
                            "'Evaluation prompts.yaml' of https://huggingface.co/datasets/roneneldan/TinyStories "
-                           "(or any text file with one prompt per line)"),
+                           "(or any text file with one prompt per line)", bundled="story_openings.yaml"),
 }
 
 
@@ -59,6 +61,12 @@ def default_data_path(name: str) -> Path | None:
         if root.joinpath(*parts).exists():
             return root.joinpath(*parts)
     return None
+
+
+def bundled_data_path(name: str) -> Path | None:
+    """The stand-in shipped with nslm for the set `name`, or None when it has none."""
+    bundled = _dataset(name).bundled
+    return Path(__file__).with_name(bundled) if bundled else None
 
 
 def missing_data_hint(name: str) -> str:

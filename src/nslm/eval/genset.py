@@ -1,8 +1,9 @@
 """The generation set: one story per prompt from a fixed prompt list and seed, saved as JSONL.
 
 Default prompts: the 44 story beginnings the TinyStories paper graded with GPT-4
-(`shared/data/tinystories_eval_prompts/Evaluation prompts.yaml`). Any YAML list of strings, JSON list,
-or text file with one prompt per line works too.
+(`shared/data/tinystories_eval_prompts/Evaluation prompts.yaml`); on a machine without them, nslm's own 16
+story openings (`story_openings.yaml` beside this module), and `prompt_set` says which. Any YAML list of
+strings, JSON list, or text file with one prompt per line works too.
 """
 
 from __future__ import annotations
@@ -13,22 +14,28 @@ from typing import Iterable
 
 from nslm.atomic import atomic_write_text
 from nslm.errors import NslmError
-from nslm.eval.datasets import default_data_path, missing_data_hint, read_text
+from nslm.eval.datasets import bundled_data_path, default_data_path, read_text
 
 
+def default_prompts_path() -> Path:
+    """The paper's prompt file in the shared data folder, else nslm's own story openings."""
+    return default_data_path("prompts") or bundled_data_path("prompts")
 
-def default_prompts_path() -> Path | None:
-    """The paper's prompt file in the shared data folder, or None when this machine has none."""
-    return default_data_path("prompts")
+
+def prompt_set(path: str | Path | None = None) -> str:
+    """Which prompts `load_prompts(path)` reads, in words for a report."""
+    path = Path(path) if path is not None else default_prompts_path()
+    if path == bundled_data_path("prompts"):
+        return "nslm's own story openings (the TinyStories paper's evaluation prompts are not on this machine)"
+    if path == default_data_path("prompts"):
+        return "the TinyStories paper's evaluation prompts"
+    return f"the prompts of {path}"
 
 
 def load_prompts(path: str | Path | None = None) -> list[str]:
-    """Prompts from a YAML/JSON list or a text file (one per line); the paper's prompts by default."""
-    if path is None:
-        path = default_prompts_path()
-        if path is None:
-            raise NslmError(missing_data_hint("prompts"))
-    path = Path(path)
+    """Prompts from a YAML/JSON list or a text file (one per line); by default the paper's prompts, else
+    nslm's own story openings."""
+    path = Path(path) if path is not None else default_prompts_path()
     if not path.is_file():
         raise NslmError(f"prompt file {path} does not exist; give a YAML list or a text file with one prompt per line.")
     text = read_text(path, "prompt")

@@ -92,7 +92,7 @@ def _sample_note(section: dict | None) -> str:
 
 def model_details(name: str, res: dict) -> list[Span]:
     """What each of one model's figures was computed on, in plain words."""
-    lk, bl, hs, co, nv = (res.get(k) for k in ("likelihood", "blimp", "hellaswag", "cola", "novelty"))
+    lk, gen, bl, hs, co, nv = (res.get(k) for k in ("likelihood", "generation", "blimp", "hellaswag", "cola", "novelty"))
     cfg = res["config"].get("model", {})
     spans = [Span(name, "bold"), Span(f" ({cfg.get('arch', '?')}, {fmt(res['params'].get('total'), '{:,}')} parameters, "
                                       f"context {cfg.get('context_length', '?')}, tokenizer "
@@ -103,6 +103,9 @@ def model_details(name: str, res: dict) -> list[Span]:
                f"{lk['unk']['loss_known_tokens']:.4f}") if lk.get("unk") else ""
         parts.append(f"likelihood over {lk['tokens']:,} tokens / {lk['bytes']:,} bytes ({lk['scope']}, windows of "
                      f"{lk['context_length']} with stride {lk['stride']}){unk};")
+    if gen:
+        prompts = gen.get("prompt_set") or f"the prompts of {gen.get('prompts_file', '?')}"
+        parts.append(f"{gen['stories']:,} stories generated from {prompts};")
     if bl:
         parts.append(f"BLiMP {bl['pairs']:,} pairs ({bl['ties']} ties, counted wrong{_sample_note(bl)});")
     if co:

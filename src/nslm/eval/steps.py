@@ -109,7 +109,7 @@ def run_generate(ctx: StepContext) -> dict:
     return {"file": path.name, "stories": len(ctx.stories), "seed": o.seed, "temperature": o.temperature,
             "max_tokens": o.max_new_tokens, "ended_rate": ended, "ended_rate_se": binomial_se(ended, len(ctx.stories)),
             "mean_tokens": float(np.mean([s["tokens"] for s in ctx.stories])),
-            "prompts_file": str(o.prompts or genset.default_prompts_path())}
+            "prompts_file": str(o.prompts or genset.default_prompts_path()), "prompt_set": genset.prompt_set(o.prompts)}
 
 
 def run_novelty(ctx: StepContext) -> dict:
@@ -168,7 +168,7 @@ STEPS: tuple[Step, ...] = (
                ("ended_rate_se",)),
     ), (
         Option("--prompts", "prompts", "prompt file: YAML/JSON list or one prompt per line "
-               "(default: the TinyStories paper's evaluation prompts)", str, "FILE"),
+               "(default: the TinyStories paper's evaluation prompts, else nslm's own story openings)", str, "FILE"),
         Option("--prompt-limit", "prompt_limit", "use the first N prompts only", int, "N", quick=12),
         Option("--max-new-tokens", "max_new_tokens", "longest completion in tokens", int, "N", default=300, quick=200),
         Option("--temperature", "temperature", "sampling temperature", float, "T", default=0.8),

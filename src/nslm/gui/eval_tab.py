@@ -12,7 +12,7 @@ import gradio as gr
 
 from nslm.errors import NslmError
 from nslm.eval import steps as measures
-from nslm.eval.datasets import default_data_path, missing_data_hint
+from nslm.eval.datasets import bundled_data_path, default_data_path, missing_data_hint
 from nslm.eval.steps import STEP_NAMES as STEPS
 from nslm.gui import runs as runlib
 from nslm.gui.context import Context, duration, friendly, warn
@@ -88,16 +88,31 @@ def index_markdown(ctx: Context) -> str:
     return f"The novelty index of `{ctx.data_dir}` covers all **{stories:,}** training stories."
 
 
+def _without_data(stand_in: bool) -> dict[str, str]:
+    return {step.name: missing_data_hint(step.dataset) for step in measures.STEPS
+            if step.dataset and default_data_path(step.dataset) is None
+            and (bundled_data_path(step.dataset) is not None) == stand_in}
+
+
 def missing_data() -> dict[str, str]:
     """Measures whose public data set this machine lacks -> the sentence saying what to get and where to put it."""
-    return {step.name: missing_data_hint(step.dataset) for step in measures.STEPS
-            if step.dataset and default_data_path(step.dataset) is None}
+    return _without_data(stand_in=False)
 
 
-def data_markdown(missing: dict[str, str]) -> str:
-    """What the Measures box cannot run here, and how to make it run (the evaluation reads the sets at start)."""
-    return "\n".join("- " + warn(f"**{step}** cannot run yet: {hint[0].upper() + hint[1:]} Restart the app after "
-                                  "setting NSLM_SHARED_DATA.") for step, hint in missing.items())
+def stand_in_data() -> dict[str, str]:
+    """Measures that run on the stand-in shipped with nslm (the evaluation prompts) because this machine lacks
+    their public set -> the same sentence."""
+    return _without_data(stand_in=True)
+
+
+def data_markdown(missing: dict[str, str], stand_ins: dict[str, str] | None = None) -> str:
+    """What the Measures box cannot run here, what it runs on a stand-in, and how to make it run on the public
+    sets (the evaluation reads them at start)."""
+    lines = [warn(f"**{step}** cannot run yet: {hint[0].upper() + hint[1:]} Restart the app after setting "
+                  "NSLM_SHARED_DATA.") for step, hint in missing.items()]
+    lines += [f"**{step}** runs on the small stand-in shipped with nslm here: {hint[0].upper() + hint[1:]} Restart "
+              "the app after setting NSLM_SHARED_DATA." for step, hint in (stand_ins or {}).items()]
+    return "\n".join("- " + line for line in lines)
 
 
 def job_html(view: JobView) -> str:
@@ -132,7 +147,7 @@ def build(ctx: Context, default_model: str | None) -> EvalTab:
         steps = gr.CheckboxGroup(list(STEPS), value=[s for s in STEPS if s != "judge" and s not in missing],
                                  label="Measures", info="judge needs an LLM grader: `nslm eval all --judge-url ...`",
                                  elem_id="eval-steps")
-        gr.Markdown(data_markdown(missing), elem_id="eval-data")
+        gr.Markdown(data_markdown(missing, stand_in_data()), elem_id="eval-data")
         run_message = gr.Markdown(elem_id="eval-message")
         job = gr.HTML(elem_id="eval-job")
         ratings = gr.Markdown(elem_id="eval-ratings")
