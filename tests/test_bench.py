@@ -51,3 +51,26 @@ def test_bench_generate_json_is_the_last_line_with_both_rates(capsys):
     assert figures["cached_tokens_per_s"] > 0 and figures["uncached_tokens_per_s"] > 0 and figures["first_token_ms"] > 0
     assert figures["cache_speedup"] == pytest.approx(figures["cached_tokens_per_s"] / figures["uncached_tokens_per_s"], abs=6e-3)
     assert any("first token" in line for line in out[:-1])
+
+
+def test_bench_train_times_only_the_precision_asked_for_and_gives_no_mfu_on_a_cpu(capsys):
+    assert main(["bench", "train", "--preset", "gru-1m", "--steps", "1", "--warmup", "0", "--batch-size", "2",
+                 "--context", "8", "--device", "cpu", "--dtype", "fp32", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    figures = json.loads(out[-1])
+    assert set(figures["tokens_per_s_by_row"]) == {"nslm fp32", "plain PyTorch fp32"}
+    assert figures["mfu"] is None and figures["compile"] is None  # no known peak for a CPU
+    assert "MFU" in "\n".join(out[:-1])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--compile", "fastest"], "--compile takes default, reduce-overhead or max-autotune"),
+    (["--dtype", "bf16"], None),
+])
+def test_bench_train_refuses_an_unknown_compile_mode_and_emulated_bf16(capsys, args, message):
+    if message is None:
+        if bf16_native(torch.device("cpu")):
+            pytest.skip("this CPU has native bf16, so its bf16 rows are real")
+        message = "bf16 is not native"
+    assert main(["bench", "train", "--steps", "1", "--batch-size", "1", "--device", "cpu", *args]) == 2
+    assert message in capsys.readouterr().err

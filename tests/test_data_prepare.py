@@ -40,8 +40,13 @@ def test_token_files_match_the_contract(data_dir):
             expected += tok.encode(s) + [tok.eot_id]
         assert ids[:len(expected)].tolist() == expected
         assert ids[-1] == tok.eot_id
-    x, y = random_batch(DataFolder(data_dir).split("valid").ids, 4, 64, torch.Generator().manual_seed(0))
+    ids = DataFolder(data_dir).split("valid").ids
+    x, y = random_batch(ids, 4, 64, torch.Generator().manual_seed(0))
     assert x.shape == (4, 64) and (x[:, 1:] == y[:, :-1]).all()
+    # the batch is read in one indexed step; it must hold exactly the windows the seeded starts name
+    starts = torch.randint(0, len(ids) - 64, (4,), generator=torch.Generator().manual_seed(0)).tolist()
+    for row, s in enumerate(starts):
+        assert x[row].tolist() == ids[s : s + 64].tolist() and y[row].tolist() == ids[s + 1 : s + 65].tolist()
 
 
 def test_prepare_cli_writes_the_folder_and_reuses_it(story_files, tmp_path, capsys):

@@ -159,7 +159,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir, tiny):
     (["--set", "lr=1"], "section.field=value"),
     (["--set", "train.min_lr_ratio=abc"], "train.min_lr_ratio must be a number, not 'abc'"),
     (["--set", "train.lr=NaN"], "train.lr must be a number, not nan"),
-    (["--set", "train.compile=1"], "train.compile must be true or false, not 1"),
+    (["--set", "train.compile=1"], "train.compile must be true or false (or null), not 1"),
     (["--set", "model.d_model=12.5"], "model.d_model must be a whole number, not 12.5"),
     (["--set", "train.max_steps=[3]"], "train.max_steps must be a whole number (or null), not [3]"),
     (["--set", f"train.seed={2**70}"], "train.seed must be a whole number from 0 to 9223372036854775807"),

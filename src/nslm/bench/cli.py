@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--context", type=int, default=None, help="window length (default: the preset's)")
     t.add_argument("--device", default="auto")
+    t.add_argument("--dtype", choices=("all", "fp32", "bf16"), default="all", help="which precision rows to time")
+    t.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   help="torch.compile both models first (MODE: default, reduce-overhead, max-autotune)")
     _json_arg(t)
     t.set_defaults(func=bench_train)
     g = sub.add_parser("generate", help="generation speed with and without the cache", formatter_class=HelpFormatter)
@@ -66,6 +69,21 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     for row in rows:
         table.add_row(*row)
     Console(width=120).print(table)
+
+
+# Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, for MFU; matched on the device name.
+PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "L4": 121e12,
+             "A10G": 125e12, "4090": 165e12}
+
+
+def peak_flops(device) -> float | None:
+    """The bf16 peak of a known GPU, or None (CPUs and unknown cards get no MFU)."""
+    if device.type != "cuda":
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16.items() if key in name), None)
 
 
 def _sync(device) -> None:
@@ -106,6 +124,8 @@ def bench_train(args: argparse.Namespace) -> int:
     from nslm.train.config import TrainConfig
     from nslm.train.loop import make_optimizer
 
+    if args.compile not in (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+        raise NslmError(f"--compile takes default, reduce-overhead or max-autotune, not {args.compile!r}")
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         raise NslmError("--steps and --batch-size must be positive and --warmup not negative")
     cfg = load_preset(args.preset)
@@ -121,14 +141,19 @@ def bench_train(args: argparse.Namespace) -> int:
     # emulated bf16 runs a 1M model at a few GFLOP/s (seconds per step): nobody trains that way, so those
     # rows would only make the benchmark take minutes
     skip_bf16 = device.type == "mps" or (device.type == "cpu" and not native)
-    print(f"{args.preset} on {device} ({torch.get_num_threads()} threads), batch {B} x context {T}; "
+    if args.dtype == "bf16" and skip_bf16:
+        raise NslmError(f"bf16 is not native on {device}: its rows would only be emulated; use --dtype fp32")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"{args.preset} on {device} ({where}), batch {B} x context {T}"
+          f"{', torch.compile ' + args.compile if args.compile else ''}; "
           f"bf16 {'native' if native else 'not native (emulated, rows skipped)'} on this hardware")
+    peak = peak_flops(device)
     rows = []
     rates: dict[tuple[str, str], float] = {}
     flops_per_token = build_model(cfg).flops_per_token()
     for label in ("nslm", "plain PyTorch"):
         for dtype_name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-            if skip_bf16 and dtype is not None:
+            if (skip_bf16 and dtype is not None) or args.dtype not in ("all", dtype_name):
                 continue
             torch.manual_seed(0)
             if label == "nslm":
@@ -146,21 +171,32 @@ def bench_train(args: argparse.Namespace) -> int:
                 def update(opt=opt):
                     opt.step()
                     opt.zero_grad(set_to_none=True)
+            if args.compile:
+                model = torch.compile(model, mode=None if args.compile == "default" else args.compile)
             seconds = time_training(model, update, batches, device, dtype, args.warmup)
             tok_s = B * T / seconds
             rates[label, dtype_name] = tok_s
-            rows.append([label, dtype_name, f"{tok_s:,.0f}", f"{tok_s * flops_per_token / 1e9:,.2f}",
-                         f"{seconds * 1000:,.1f}"])
-    _table(f"training throughput ({flops_per_token / 1e6:.1f} MFLOP per token)",
-           ["implementation", "dtype", "tokens/s", "model GFLOP/s", "ms/step"], rows)
+            flops = tok_s * flops_per_token
+            rows.append([label, dtype_name, f"{tok_s:,.0f}", f"{flops / 1e9:,.2f}",
+                         f"{100 * flops / peak:.2f}%" if peak else "-", f"{seconds * 1000:,.2f}"])
+    _table(f"training throughput ({flops_per_token / 1e6:.1f} MFLOP per token; MFU: share of the GPU's dense "
+           f"half-precision peak)",
+           ["implementation", "dtype", "tokens/s", "model GFLOP/s", "MFU", "ms/step"], rows)
     if args.json:
         # nslm's default path is the precision `nslm train --dtype auto` picks here; the yardstick runs fp32
+        # (or, where only one precision was timed, the same precision)
         default = "bf16" if pick_autocast_dtype("auto", device) is not None else "fp32"
+        if args.dtype != "all":
+            default = args.dtype
+        ref_dtype = "fp32" if ("plain PyTorch", "fp32") in rates else default
         # the speedup from the printed (rounded) rates, so the object agrees with itself
-        tok_s, reference = round(rates["nslm", default], 1), round(rates["plain PyTorch", "fp32"], 1)
+        tok_s, reference = round(rates["nslm", default], 1), round(rates["plain PyTorch", ref_dtype], 1)
         _emit_json(args.json, {"preset": args.preset, "device": str(device), "threads": torch.get_num_threads(),
-                          "batch_size": B, "context": T, "dtype": default, "tokens_per_s": tok_s,
+                          "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                          "batch_size": B, "context": T, "dtype": default, "reference_dtype": ref_dtype,
+                          "compile": args.compile, "tokens_per_s": tok_s,
                           "reference_tokens_per_s": reference, "speedup": round(tok_s / reference, 3),
+                          "mfu": round(rates["nslm", default] * flops_per_token / peak, 4) if peak else None,
                           "tokens_per_s_by_row": {f"{label} {d}": round(v, 1) for (label, d), v in rates.items()}})
     return 0
 

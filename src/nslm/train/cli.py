@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", choices=DEVICES, default=None, help="default auto")
     p.add_argument("--dtype", choices=DTYPES, default=None,
                    help="auto: bf16 autocast where the hardware has it natively, else fp32")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (default: on for a Transformer on a CUDA GPU, off elsewhere)")
     p.add_argument("--list-presets", action="store_true", help="list the model presets and exit")
     p.set_defaults(func=run)
 

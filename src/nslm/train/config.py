@@ -40,7 +40,7 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"
-    compile: bool = False
+    compile: bool | None = None  # torch.compile the model; None: on for a Transformer on a CUDA GPU, where it pays
     threads: int = 0  # CPU threads for PyTorch; 0 keeps PyTorch's default (all cores)
     deterministic: bool = False
 
