@@ -76,7 +76,7 @@ study: study-data
 	done
 	$(BIN)/nslm eval all --model $$(ls -d sweeps/architecture/trials/preset-transformer-1m-*/seed-1) \
 		--model llama2c:../shared/data/anchors/llama2c-stories260K/stories260K.bin \
-		--model tinystories-transformer-1m --model tinystories-lstm-1m --data data/ts-dev --quick \
+		--model tinystories-transformer-1m --model tinystories-gru-1m --data data/ts-dev --quick \
 		--val-max-tokens 1000000 --raw-valid $(VALID) --prompt-limit 44 \
 		--skip cola --skip hellaswag --skip judge --out docs/study/q7
 	mkdir -p docs/study/sweeps

@@ -166,7 +166,7 @@ CASES = [
     # gui: refused before anything is served
     (["export", "MISSING", "OUT"], "MISSING"),
     (["export", "INPUTS", "OUT"], "INPUTS"),
-    (["export", "tinystories-lstm-1m", "OUT"], "LSTM"),
+    (["export", "tinystories-gru-1m", "OUT"], "GRU"),
     (["export", "RUN_BAD_STATE", "OUT"], "RUN_BAD_STATE"),
     (["export", SHIPPED, "GOOD.txt/sub"], "GOOD.txt"),
     (["export", SHIPPED, "/proc/nslm-export"], "/proc/nslm-export"),

@@ -166,7 +166,7 @@ def test_missing_evaluation_data_says_what_to_download(monkeypatch, capsys, tmp_
                                ("hellaswag", "--hellaswag", "github.com/rowanz/hellaswag")):
         hint = datasets.missing_data_hint(name)
         assert flag in hint and "NSLM_SHARED_DATA" in hint and source in hint
-    assert main(["eval", "hellaswag", "--model", "tinystories-lstm-1m"]) == 2
+    assert main(["eval", "hellaswag", "--model", "tinystories-gru-1m"]) == 2
     err = capsys.readouterr().err
     assert "--hellaswag FILE" in err and "rowanz/hellaswag" in err and "Traceback" not in err
     monkeypatch.setenv("NSLM_SHARED_DATA", str(tmp_path))

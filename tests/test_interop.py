@@ -140,9 +140,9 @@ def test_settings_without_a_standard_layout_are_refused_in_one_line(tmp_path, ca
         with pytest.raises(NslmError, match=named):
             layouts.export_layout(ModelConfig(pos_encoding=pos, norm=norm, mlp=mlp))
     assert layouts.export_layout(ModelConfig(mlp="swiglu")) == "llama"
-    assert main(["export", "tinystories-lstm-1m", str(tmp_path / "out")]) == 2
+    assert main(["export", "tinystories-gru-1m", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "LSTM models have no transformers class" in err
+    assert err.count("\n") == 1 and "GRU models have no transformers class" in err
     assert not (tmp_path / "out").exists() and not list(tmp_path.iterdir())
 
 

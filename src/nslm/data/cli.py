@@ -30,7 +30,7 @@ TOKENIZE_EXAMPLE = """example:
   nslm data tokenize data/clean --tokenizer tokenizers/bpe-4096/tokenizer.json
 """
 MATCH_EXAMPLE = """example:
-  nslm data match --model tinystories-lstm-1m data/*      # prints e.g. data/ts-2files
+  nslm data match --model tinystories-gru-1m data/*       # prints e.g. data/tinystories
   nslm eval all --model runs/tf1m --data "$(nslm data match --model runs/tf1m data/*)" --out reports/tf1m
 """
 
