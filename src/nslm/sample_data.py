@@ -132,18 +132,6 @@ _ONSETS = ["b", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t",
 _VOWELS = ["a", "e", "i", "o", "u", "oo", "ee", "ay", "ie", "y"]
 _CODAS = ["", "", "", "", "n", "m", "p", "x", "l", "s", "ck", "t", "by", "ty", "sy"]
 
-_WEATHER = ["sunny", "rainy", "windy", "cold", "warm", "snowy", "cloudy", "foggy", "hot", "bright"]
-_TIMES = ["morning", "afternoon", "evening", "night", "day"]
-_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-_HIDING = ["under a tree", "behind a rock", "in the grass", "under the bed", "next to the pond", "in a hole",
-           "on a high shelf", "inside an old box", "under a bush", "near the fence", "by the river", "in the mud"]
-_EXCLAIM = ["Wow", "Look", "Oh no", "Hooray", "Yay", "Oh my", "Hello", "Help", "Thank you", "Come here", "Hmm", "Oops"]
-_MORALS = ["sharing is caring", "it is good to be kind", "friends help each other", "it is okay to ask for help",
-           "being brave is not the same as not being scared", "you should always tell the truth",
-           "it is good to say sorry", "patience is important", "it is fun to try new things",
-           "listening to your parents keeps you safe", "working together makes hard things easy",
-           "a friend in need is a friend indeed", "everyone is good at something", "you should never give up"]
-
 # The story beats; {N} is the hero, {F} the friend, {X} and {Y} made-up names of a toy and an animal.
 _OPENINGS = [
     "Once upon a time, there was a {cadj} {kind} named {N}.",
@@ -217,7 +205,6 @@ _ONSETS = ["b", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t",
            "gr", "pl", "tr", "sn", "br"]
 _VOWELS = ["a", "e", "i", "o", "u", "oo", "ee", "ay", "ie", "y"]
 _CODAS = ["", "", "", "", "n", "m", "p", "x", "l", "s", "ck", "t", "by", "ty", "sy"]
-
 
 @lru_cache(maxsize=1)
 def _made_up_names(n: int = 6000) -> tuple[list[str], list[float]]:
