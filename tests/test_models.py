@@ -186,3 +186,15 @@ def test_position_tables_start_at_the_size_of_the_token_embeddings():
         rms = float(table.pow(2).mean().sqrt())
         tokens = float(model.tok_emb.weight.detach().pow(2).mean().sqrt())
         assert abs(rms / model.cfg.init_std - 1) < 0.1 and abs(rms / tokens - 1) < 0.1
+
+
+@pytest.mark.parametrize("shipped, preset", [("tinystories-transformer-1m", "transformer-1m-long"),
+                                             ("tinystories-gru-1m", "gru-1m-long")])
+def test_each_shipped_model_is_its_recipe_preset(shipped, preset):
+    """The shipped models' recipes are presets: the model section of each shipped config is its preset."""
+    import json
+
+    from nslm.generate.api import pretrained_root
+
+    shipped_model = json.loads((pretrained_root() / shipped / "config.json").read_text())["model"]
+    assert ModelConfig.from_dict(shipped_model) == load_preset(preset)
