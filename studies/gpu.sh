@@ -1,6 +1,6 @@
 #!/bin/bash
 # The GPU part of docs/study.md (section 8) and of the README's GPU benchmarks, as it ran on one H200 in two
-# device calls of about 6 minutes each (2026-11-27). Run from the repository root on a CUDA machine:
+# sittings of about 6 minutes each (2026-11-27). Run from the repository root on a CUDA machine:
 #     bash studies/gpu.sh [DATA_FOLDER]        (default data/ts-dev: the sample with its dev split)
 # Benches run alone on the GPU; the trainings of one batch run side by side (each then gets a share of the
 # GPU, so their tokens/s are not benchmarks). Run folders land in gpu/runs*, logs in gpu/logs*; at the end
@@ -24,7 +24,7 @@ train() {  # folder name, then nslm train arguments; runs in the background
     > "gpu/logs/${name//\//-}.log" 2>&1 &
   PIDS+=($!)
 }
-# first call: 3.5 minutes each, seven side by side
+# first sitting: 3.5 minutes each, seven side by side
 train runs/tf-b32 --preset transformer-1m --compile --max-minutes 3.5 --set train.eval_interval=500
 train runs/tf-b128 --preset transformer-1m --compile --max-minutes 3.5 --set train.batch_size=128 --set train.lr=0.006 \
   --set train.warmup_steps=100 --set train.eval_interval=125
@@ -34,7 +34,7 @@ train runs/lstm-14m --preset lstm-1m --max-tokens 14000000
 train runs/gru-long --preset gru-1m --max-minutes 3.5 --set train.eval_interval=500
 train runs/lstm-long --preset lstm-1m --max-minutes 3.5 --set train.eval_interval=500
 wait "${PIDS[@]}"; PIDS=()
-# second call: 4 minutes each, five side by side, then one run alone for the real training loop's rate
+# second sitting: 4 minutes each, five side by side, then one run alone for the real training loop's rate
 train runs2/tf-drop10 --preset transformer-1m --compile --max-minutes 4 --set model.dropout=0.1 --set train.eval_interval=500
 train runs2/tf-drop20 --preset transformer-1m --compile --max-minutes 4 --set model.dropout=0.2 --set train.eval_interval=500
 train runs2/tf-drop15 --preset transformer-1m --compile --max-minutes 4 --set model.dropout=0.15 --set train.eval_interval=500
