@@ -126,11 +126,6 @@ _MORALS = ["sharing is caring", "it is good to be kind", "friends help each othe
            "it is good to say sorry", "patience is important", "it is fun to try new things",
            "listening to your parents keeps you safe", "working together makes hard things easy",
            "a friend in need is a friend indeed", "everyone is good at something", "you should never give up"]
-# Syllables of made-up names, as TinyStories gives its pets, toys and friends ("a bunny named Pip").
-_ONSETS = ["b", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z", "ch", "sh", "fl",
-           "gr", "pl", "tr", "sn", "br"]
-_VOWELS = ["a", "e", "i", "o", "u", "oo", "ee", "ay", "ie", "y"]
-_CODAS = ["", "", "", "", "n", "m", "p", "x", "l", "s", "ck", "t", "by", "ty", "sy"]
 
 # The story beats; {N} is the hero, {F} the friend, {X} and {Y} made-up names of a toy and an animal.
 _OPENINGS = [
@@ -205,6 +200,7 @@ _ONSETS = ["b", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t",
            "gr", "pl", "tr", "sn", "br"]
 _VOWELS = ["a", "e", "i", "o", "u", "oo", "ee", "ay", "ie", "y"]
 _CODAS = ["", "", "", "", "n", "m", "p", "x", "l", "s", "ck", "t", "by", "ty", "sy"]
+
 
 @lru_cache(maxsize=1)
 def _made_up_names(n: int = 6000) -> tuple[list[str], list[float]]:
