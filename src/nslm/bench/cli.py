@@ -76,14 +76,12 @@ PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "H800": 989e12
              "A10G": 125e12, "4090": 165e12}
 
 
-def peak_flops(device) -> float | None:
-    """The bf16 peak of a known GPU, or None (CPUs and unknown cards get no MFU)."""
-    if device.type != "cuda":
-        return None
-    import torch
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_BF16.items() if key in name), None)
+
+def peak_flops(device_name: str) -> float | None:
+    """The bf16 peak of a known GPU by its name, or None (CPUs and unknown cards get no MFU)."""
+    return next((peak for key, peak in PEAK_BF16.items() if key in device_name), None)
 
 
 def _sync(device) -> None:
@@ -124,8 +122,9 @@ def bench_train(args: argparse.Namespace) -> int:
     from nslm.train.config import TrainConfig
     from nslm.train.loop import make_optimizer
 
-    if args.compile not in (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
-        raise NslmError(f"--compile takes default, reduce-overhead or max-autotune, not {args.compile!r}")
+    if args.compile is not None and args.compile not in COMPILE_MODES:
+        raise NslmError("--compile takes default, reduce-overhead or max-autotune(-no-cudagraphs), "
+                        f"not {args.compile!r}")
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         raise NslmError("--steps and --batch-size must be positive and --warmup not negative")
     cfg = load_preset(args.preset)
@@ -143,11 +142,12 @@ def bench_train(args: argparse.Namespace) -> int:
     skip_bf16 = device.type == "mps" or (device.type == "cpu" and not native)
     if args.dtype == "bf16" and skip_bf16:
         raise NslmError(f"bf16 is not native on {device}: its rows would only be emulated; use --dtype fp32")
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    where = device_name if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"{args.preset} on {device} ({where}), batch {B} x context {T}"
           f"{', torch.compile ' + args.compile if args.compile else ''}; "
           f"bf16 {'native' if native else 'not native (emulated, rows skipped)'} on this hardware")
-    peak = peak_flops(device)
+    peak = peak_flops(device_name)
     rows = []
     rates: dict[tuple[str, str], float] = {}
     flops_per_token = build_model(cfg).flops_per_token()
@@ -192,7 +192,7 @@ def bench_train(args: argparse.Namespace) -> int:
         # the speedup from the printed (rounded) rates, so the object agrees with itself
         tok_s, reference = round(rates["nslm", default], 1), round(rates["plain PyTorch", ref_dtype], 1)
         _emit_json(args.json, {"preset": args.preset, "device": str(device), "threads": torch.get_num_threads(),
-                          "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                          "device_name": device_name,
                           "batch_size": B, "context": T, "dtype": default, "reference_dtype": ref_dtype,
                           "compile": args.compile, "tokens_per_s": tok_s,
                           "reference_tokens_per_s": reference, "speedup": round(tok_s / reference, 3),
