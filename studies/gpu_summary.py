@@ -29,7 +29,8 @@ def read_run(folder: Path) -> dict:
     return {
         "name": folder.name, "preset": config["preset"], "arch": config["model"]["arch"],
         "dropout": config["model"]["dropout"], "batch_size": config["train"]["batch_size"], "lr": config["train"]["lr"],
-        "params": config["params"]["total"], "median_tokens_per_s": rates[len(rates) // 2] if rates else None,
+        "params": config["params"]["total"], "train_tokens": config["data"]["train"]["tokens"],
+        "median_tokens_per_s": rates[len(rates) // 2] if rates else None,
         "last_train_loss": train[-1]["train_loss"] if train else None,
         "evals": [{k: r.get(k) for k in ("step", "tokens", "elapsed_s", "dev_loss", "val_loss", "val_bpb")} for r in evals],
     }
@@ -38,12 +39,11 @@ def read_run(folder: Path) -> dict:
 def table(runs: list[dict]) -> str:
     lines = ["| run | preset | batch | lr | dropout | tokens | passes | dev loss (kept) | kept at | val bpb (windows) | train loss at the end | tokens/s |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    sample_tokens = 2_670_000  # the sample's training tokens (13,039 stories), for passes
     for run in runs:
         best = min(run["evals"], key=lambda e: e["dev_loss"])
         last = run["evals"][-1]
         lines.append(f"| {run['name']} | {run['preset']} | {run['batch_size']} | {run['lr']:g} | {run['dropout']:g} | "
-                     f"{last['tokens'] / 1e6:.1f}M | {last['tokens'] / sample_tokens:.0f} | {best['dev_loss']:.4f} | "
+                     f"{last['tokens'] / 1e6:.1f}M | {last['tokens'] / run['train_tokens']:.0f} | {best['dev_loss']:.4f} | "
                      f"{best['tokens'] / 1e6:.1f}M | {best['val_bpb']:.4f} | {run['last_train_loss']:.3f} | "
                      f"{run['median_tokens_per_s']:,.0f} |")
     return "\n".join(lines)
@@ -64,7 +64,9 @@ def plot(runs: list[dict], path: Path) -> None:
         ax.set_ylim(2.0, 2.7)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("1M-parameter models on one H200, dev loss along training (the sample: 2.67M tokens per pass)")
+    per_pass = sorted({run["train_tokens"] for run in runs})
+    fig.suptitle(f"1M-parameter models on one H200, dev loss along training "
+                 f"({'/'.join(f'{t / 1e6:.2f}M' for t in per_pass)} training tokens per pass)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -75,11 +77,11 @@ def main() -> None:
     p.add_argument("--from-json", type=Path)
     p.add_argument("--out", type=Path, default=Path("docs/study"))
     args = p.parse_args()
+    (args.out / "gpu").mkdir(parents=True, exist_ok=True)
     if args.from_json:
         runs = json.loads(args.from_json.read_text())["runs"]
     else:
         runs = [read_run(folder) for folder in args.runs]
-        (args.out / "gpu").mkdir(parents=True, exist_ok=True)
         (args.out / "gpu" / "runs.json").write_text(json.dumps({"runs": runs}, indent=1) + "\n")
     plot(runs, args.out / "q8-gpu.png")
     print(table(runs))
