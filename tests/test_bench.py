@@ -28,6 +28,7 @@ def test_bench_generate_prints_with_and_without_cache(capsys):
     out = capsys.readouterr().out
     for column in ("with cache", "without cache", "tokens/s"):
         assert column in out
+    assert "NumPy" not in out  # an RNN has no NumPy step: its cached rate is PyTorch's
 
 
 def test_bench_train_json_is_the_last_line_with_the_speedup(capsys, tmp_path):
@@ -51,6 +52,9 @@ def test_bench_generate_json_is_the_last_line_with_both_rates(capsys):
     assert figures["cached_tokens_per_s"] > 0 and figures["uncached_tokens_per_s"] > 0 and figures["first_token_ms"] > 0
     assert figures["cache_speedup"] == pytest.approx(figures["cached_tokens_per_s"] / figures["uncached_tokens_per_s"], abs=6e-3)
     assert any("first token" in line for line in out[:-1])
+    # a float32 Transformer on the CPU decodes with the NumPy step by default; the PyTorch step is timed beside it
+    assert figures["engine"] == "numpy" and figures["torch_cached_tokens_per_s"] > 0
+    assert any("NumPy step" in line for line in out[:-1]) and any("with cache (PyTorch)" in line for line in out[:-1])
 
 
 def test_bench_train_times_only_the_precision_asked_for_and_gives_no_mfu_on_a_cpu(capsys):

@@ -88,16 +88,22 @@ def one_thread_on_cpu(device: torch.device):
 @torch.inference_mode()
 def generate_ids(model, prompt_ids: list[int], max_new_tokens: int, stop_id: int | None = None,
                  temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
-                 seed: int | None = None, use_cache: bool = True) -> Iterator[int]:
-    """Yield up to `max_new_tokens` new ids after `prompt_ids`, stopping after `stop_id` (not yielded)."""
+                 seed: int | None = None, use_cache: bool = True, engine: str = "auto") -> Iterator[int]:
+    """Yield up to `max_new_tokens` new ids after `prompt_ids`, stopping after `stop_id` (not yielded).
+
+    With the cache, `engine` "auto" decodes with the NumPy step (`nslm.models.decode`) where the model
+    allows it (a float32 Transformer on the CPU with a gated MLP), else with the model's own cached forward;
+    "torch" always uses the latter, "numpy" refuses a model the NumPy step cannot run.
+    """
     if not prompt_ids:
         raise ValueError("generation needs at least one prompt token")
+    decoder = numpy_decoder(model, engine) if use_cache else None
+    if decoder is not None:
+        yield from _generate_numpy(decoder, model.cfg.context_length, prompt_ids, max_new_tokens, stop_id,
+                                   temperature, top_k, top_p, seed)
+        return
     device = next(model.parameters()).device
-    generator = torch.Generator(device="cpu")
-    if seed is not None:
-        generator.manual_seed(seed)
-    else:
-        generator.seed()
+    generator = _generator(seed)
     ids = list(prompt_ids)
     ctx = model.cfg.context_length
     keep = max(1, ctx - ctx // 4)
@@ -127,6 +133,58 @@ def generate_ids(model, prompt_ids: list[int], max_new_tokens: int, stop_id: int
         yield picked
 
 
+ENGINES = ("auto", "torch", "numpy")
+
+
+def numpy_decoder(model, engine: str = "auto"):
+    """A NumpyDecoder of `model` for engine "auto" or "numpy" where the model allows one, else None."""
+    from nslm.models.decode import NumpyDecoder
+
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "torch":
+        return None
+    if NumpyDecoder.supports(model):
+        return NumpyDecoder(model)
+    if engine == "numpy":
+        raise NslmError("the NumPy decoding step runs a float32 Transformer with a gated (swiglu) MLP on the "
+                        "CPU in eval mode; this model is not one")
+    return None
+
+
+def _generate_numpy(decoder, ctx: int, prompt_ids, max_new_tokens, stop_id, temperature, top_k, top_p, seed):
+    """generate_ids' cached loop over a NumpyDecoder: the same windows, the same picking of tokens."""
+    generator = _generator(seed)
+    ids = list(prompt_ids)
+    keep = max(1, ctx - ctx // 4)
+    start = max(0, len(ids) - ctx)
+    fed = start
+    for _ in range(max_new_tokens):
+        if len(ids) - start > ctx:
+            start = len(ids) - keep
+            decoder.reset()
+            fed = start
+        logits = decoder.feed(ids[fed:])
+        fed = len(ids)
+        if temperature <= 0:
+            picked = int(logits.argmax())  # the first of equal maxima, as torch.argmax
+        else:
+            picked = int(next_token(torch.from_numpy(logits), temperature, top_k, top_p, generator))
+        if picked == stop_id:
+            return
+        ids.append(picked)
+        yield picked
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    generator = torch.Generator(device="cpu")
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    return generator
+
+
 @torch.inference_mode()
 def generate_batch_ids(model, prompts: list[list[int]], max_new_tokens: int, stop_id: int | None = None,
                        temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
@@ -153,11 +211,7 @@ def generate_batch_ids(model, prompts: list[list[int]], max_new_tokens: int, sto
     keep = max(1, ctx - ctx // 4)
     ids = [list(p) for p in prompts]
     starts = [max(0, len(p) - ctx) if windowed else 0 for p in ids]
-    generators = []
-    for seed in seeds:
-        generator = torch.Generator(device="cpu")
-        generator.manual_seed(seed) if seed is not None else generator.seed()
-        generators.append(generator)
+    generators = [_generator(seed) for seed in seeds]
     outputs: list[list[int]] = [[] for _ in prompts]
 
     def read_alone(i: int):

@@ -1,0 +1,223 @@
+"""Batch-1 cached decoding of a Transformer in NumPy: the CPU generation path.
+
+At a million parameters a decoding step's arithmetic is a few microseconds per matrix, and what costs
+is the number of calls from Python: PyTorch spends about 8 microseconds dispatching each of a step's
+~160 tensor operations on a 2-core CPU, NumPy one to three. So this step is written for few calls:
+
+- every norm's weight is folded into the matrix that follows it (norm(x) @ W = r * (x @ (w * W)) for
+  RMSNorm, the same plus a bias row for LayerNorm), leaving one dot product per norm;
+- q, k and v come from one matrix product, with the attention scale 1/sqrt(head_dim) folded into q's
+  columns; rotary positions are then x * cos + swapped(x) * signed sin over q and k together, where
+  swapped(x) exchanges each head's halves with one indexed read;
+- the gate and up projections of the gated MLP are one matrix, with the gate's columns halved so that
+  silu(g) = h * (1 + tanh(h)) for h = g / 2 (no overflow for any g, unlike 1 / (1 + exp(-g)));
+- weights are stored [in, out] and contiguous, the layout a row-vector product reads fastest.
+
+It computes what `Transformer.forward` does in eval mode, in float32, up to rounding (tests hold its
+logits to the model's and its greedy stories to the PyTorch path's). `NumpyDecoder.supports(model)` says
+whether a model can use it: any float32 Transformer on the CPU in eval mode; other models decode with
+PyTorch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to(torch.float32).cpu().numpy()
+
+
+# Abramowitz and Stegun 7.1.26: erf(z) = 1 - poly(t) exp(-z^2), t = 1 / (1 + p z), for z >= 0, with an
+# absolute error under 1.5e-7, about float32's own rounding near 1
+_ERF_P = 0.3275911
+_ERF_A = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """x * Phi(x), the exact (erf) GELU of torch's F.gelu, to within float32 rounding."""
+    z = np.minimum(np.abs(x) * np.float32(1 / math.sqrt(2)), 10.0)  # erf(10) is 1 in float32; z*z cannot overflow
+    t = 1.0 / (1.0 + _ERF_P * z)
+    poly = _ERF_A[0]
+    for a in _ERF_A[1:]:
+        poly = poly * t + a
+    erf_abs = 1.0 - poly * t * np.exp(-z * z)
+    return 0.5 * x * (1.0 + np.copysign(erf_abs, x))
+
+
+class NumpyDecoder:
+    """`feed(ids)` appends tokens to the cache and returns the logits [vocab] after the last one;
+    `reset()` empties the cache. The weights are a snapshot taken at construction."""
+
+    @staticmethod
+    def supports(model) -> bool:
+        from nslm.models.transformer import Transformer
+
+        if not isinstance(model, Transformer) or model.training:
+            return False
+        p = model.tok_emb.weight
+        return p.device.type == "cpu" and p.dtype == torch.float32
+
+    @torch.no_grad()
+    def __init__(self, model):
+        cfg = model.cfg
+        self.cfg = cfg
+        C, H = cfg.d_model, cfg.n_head
+        hd = C // H
+        self.n_head, self.head_dim = H, hd
+        self.rope = cfg.pos_encoding == "rope"
+        self.layernorm = cfg.norm == "layernorm"
+        self.gated = cfg.mlp == "swiglu"
+        self.eps = float(model.norm_f.eps)
+        self.pos = 0
+        self.emb = np.ascontiguousarray(_np(model.tok_emb.weight))
+        self.pos_rows = None  # added to the token embedding when positions are absolute
+        if cfg.pos_encoding == "learned":
+            self.pos_rows = np.ascontiguousarray(_np(model.pos_emb.weight))
+        elif cfg.pos_encoding == "sinusoidal":
+            self.pos_rows = np.ascontiguousarray(_np(model.pos_table))
+        if self.rope:
+            half = hd // 2
+            cos, sin = _np(model.rope_cos), _np(model.rope_sin)
+            ssin = np.concatenate([-sin[:, :half], sin[:, half:]], axis=1)
+            # one row per position over q's and k's columns (all heads): [context, 2 * C]
+            self.cos2 = np.ascontiguousarray(np.tile(cos, (1, 2 * H)))
+            self.ssin2 = np.ascontiguousarray(np.tile(ssin, (1, 2 * H)))
+            swap = np.concatenate([np.arange(half, hd), np.arange(half)])
+            self.swap_cols = (np.arange(2 * H)[:, None] * hd + swap[None, :]).reshape(-1)
+        self.layers = [self._fold_block(block) for block in model.blocks]
+        self.head_w, self.head_b = self._fold_norm(model.norm_f, _np(model.tok_emb.weight).T, None)
+        self.keys = np.zeros((cfg.n_layer, H, cfg.context_length, hd), np.float32)
+        self.values = np.zeros((cfg.n_layer, H, cfg.context_length, hd), np.float32)
+
+    def _fold_norm(self, norm, w_in_out: np.ndarray, bias: np.ndarray | None):
+        """(matrix, bias) such that norm(x) @ w_in_out + bias == r(x) * (centred(x) @ matrix) + bias'."""
+        w = _np(norm.weight)[:, None]
+        out_bias = bias
+        if self.layernorm and norm.bias is not None:
+            extra = _np(norm.bias) @ w_in_out
+            out_bias = extra if out_bias is None else out_bias + extra
+        return np.ascontiguousarray(w * w_in_out, dtype=np.float32), out_bias
+
+    def _fold_block(self, block) -> tuple:
+        C = self.cfg.d_model
+        attn, mlp = block.attn, block.mlp
+        qkv_w = _np(attn.qkv.weight).T.copy()  # [C, 3C]
+        qkv_b = _np(attn.qkv.bias).copy() if attn.qkv.bias is not None else None
+        scale = 1.0 / math.sqrt(self.head_dim)
+        qkv_w[:, :C] *= scale
+        if qkv_b is not None:
+            qkv_b[:C] *= scale
+        qkv_w, qkv_b = self._fold_norm(block.norm1, qkv_w, qkv_b)
+        d_ff = mlp.up.weight.shape[0]
+        if self.gated:
+            gu_w = np.concatenate([0.5 * _np(mlp.gate.weight).T, _np(mlp.up.weight).T], axis=1)
+            gu_b = None
+            if mlp.up.bias is not None:
+                gu_b = np.concatenate([0.5 * _np(mlp.gate.bias), _np(mlp.up.bias)]).astype(np.float32)
+        else:
+            gu_w = _np(mlp.up.weight).T
+            gu_b = _np(mlp.up.bias) if mlp.up.bias is not None else None
+        gu_w, gu_b = self._fold_norm(block.norm2, gu_w, gu_b)
+        proj_b = _np(attn.proj.bias) if attn.proj.bias is not None else None
+        down_b = _np(mlp.down.bias) if mlp.down.bias is not None else None
+        return (qkv_w, qkv_b, np.ascontiguousarray(_np(attn.proj.weight).T), proj_b, gu_w, gu_b, d_ff,
+                np.ascontiguousarray(_np(mlp.down.weight).T), down_b)
+
+    def reset(self) -> None:
+        self.pos = 0
+
+    def feed(self, ids: list[int]) -> np.ndarray:
+        """Append `ids` at the next positions; the logits [vocab] after the last of them."""
+        T = len(ids)
+        if T == 0:
+            raise ValueError("feed needs at least one id")
+        if self.pos + T > self.cfg.context_length:
+            raise ValueError(f"{self.pos + T} positions exceed the context length {self.cfg.context_length}")
+        return self._step(ids[0]) if T == 1 else self._feed_many(ids)
+
+    def _normed1(self, x: np.ndarray, w: np.ndarray, b) -> np.ndarray:
+        """norm(x) @ W (+ b) of one row x [C], the norm's weight already in W; its scale in Python floats
+        (numpy's mean is several times slower than a dot product)."""
+        if self.layernorm:
+            x = x - float(x.sum()) / x.shape[0]
+        y = np.dot(x, w) * (1.0 / math.sqrt(float(np.dot(x, x)) / x.shape[0] + self.eps))  # stays float32
+        return y if b is None else y + b
+
+    def _step(self, token: int) -> np.ndarray:
+        """feed([token]): the arithmetic of _feed_many, on 1-d rows with as few calls as it takes."""
+        pos = self.pos
+        end = pos + 1
+        C, H, hd = self.cfg.d_model, self.n_head, self.head_dim
+        x = self.emb[token].copy()
+        if self.pos_rows is not None:
+            x += self.pos_rows[pos]
+        if self.rope:
+            cos, ssin = self.cos2[pos], self.ssin2[pos]
+        for (qkv_w, qkv_b, proj_w, proj_b, gu_w, gu_b, d_ff, down_w, down_b), keys, values in zip(
+                self.layers, self.keys, self.values):
+            qkv = self._normed1(x, qkv_w, qkv_b)
+            qk = qkv[: 2 * C] * cos + qkv[self.swap_cols] * ssin if self.rope else qkv[: 2 * C]
+            keys[:, pos] = qk[C:].reshape(H, hd)
+            values[:, pos] = qkv[2 * C : 3 * C].reshape(H, hd)
+            scores = np.matmul(keys[:, :end], qk[:C].reshape(H, hd, 1)).reshape(H, end)
+            scores = np.exp(scores - scores.max(1, keepdims=True))
+            y = np.matmul(scores.reshape(H, 1, end), values[:, :end]).reshape(H, hd)  # unnormalised
+            out = np.dot((y / scores.sum(1, keepdims=True)).reshape(C), proj_w)
+            x += out if proj_b is None else out + proj_b
+            gu = self._normed1(x, gu_w, gu_b)
+            if self.gated:
+                half_gate = gu[:d_ff]
+                out = np.dot((np.tanh(half_gate) + 1.0) * half_gate * gu[d_ff:], down_w)
+            else:
+                out = np.dot(gelu(gu), down_w)
+            x += out if down_b is None else out + down_b
+        self.pos = end
+        return self._normed1(x, self.head_w, self.head_b)
+
+    def _normed(self, x: np.ndarray, w: np.ndarray, b) -> np.ndarray:
+        """norm(x) @ W (+ b) of rows x [T, C], the norm's weight already in W: [T, out]."""
+        if self.layernorm:
+            x = x - x.mean(-1, keepdims=True)
+        r = 1.0 / np.sqrt(np.einsum("ij,ij->i", x, x)[:, None] / x.shape[-1] + self.eps)
+        y = (x @ w) * r.astype(np.float32)
+        return y if b is None else y + b
+
+    def _feed_many(self, ids: list[int]) -> np.ndarray:
+        """feed() of several ids: all positions at once, token i seeing the cache and ids[:i + 1]."""
+        T, start = len(ids), self.pos
+        end = start + T
+        C, H, hd = self.cfg.d_model, self.n_head, self.head_dim
+        x = self.emb[ids]  # [T, C], a copy
+        if self.pos_rows is not None:
+            x += self.pos_rows[start:end]
+        later = np.arange(end)[None, :] > np.arange(start, end)[:, None]  # [T, end]: positions a token may not see
+        for (qkv_w, qkv_b, proj_w, proj_b, gu_w, gu_b, d_ff, down_w, down_b), keys, values in zip(
+                self.layers, self.keys, self.values):
+            qkv = self._normed(x, qkv_w, qkv_b)
+            if self.rope:
+                qk = qkv[:, : 2 * C] * self.cos2[start:end] + qkv[:, self.swap_cols] * self.ssin2[start:end]
+            else:
+                qk = qkv[:, : 2 * C]
+            keys[:, start:end] = qk[:, C:].reshape(T, H, hd).transpose(1, 0, 2)
+            values[:, start:end] = qkv[:, 2 * C : 3 * C].reshape(T, H, hd).transpose(1, 0, 2)
+            q = qk[:, :C].reshape(T, H, hd).transpose(1, 0, 2)  # [H, T, hd]
+            scores = np.matmul(q, keys[:, :end].transpose(0, 2, 1))  # [H, T, end]
+            scores[:, later] = -np.inf
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            y = np.matmul(scores, values[:, :end])  # [H, T, hd]
+            y /= scores.sum(-1, keepdims=True)
+            out = y.transpose(1, 0, 2).reshape(T, C) @ proj_w
+            x += out if proj_b is None else out + proj_b
+            gu = self._normed(x, gu_w, gu_b)
+            if self.gated:
+                half_gate = gu[:, :d_ff]
+                out = ((np.tanh(half_gate) + 1.0) * half_gate * gu[:, d_ff:]) @ down_w
+            else:
+                out = gelu(gu) @ down_w
+            x += out if down_b is None else out + down_b
+        self.pos = end
+        return self._normed(x[-1:], self.head_w, self.head_b)[0]
