@@ -30,10 +30,11 @@ data: install
 	$(BIN)/nslm data prepare $(if $(TRAIN),--train $(TRAIN) $(if $(VALID),--valid $(VALID)),--source hf) --out $(DATA) --if-exists reuse
 
 # The main job: the web app with a shipped model ready. Without data (offline, no files) it still
-# serves the shipped models; only training a new run needs the data folder.
+# serves the shipped models; only training a new run needs the data folder. With data, the novelty index
+# (the closest-story panel) is built in the background at a low priority the first time.
 run: install
 	-$(MAKE) --no-print-directory data
-	$(BIN)/nslm gui --data $(DATA) --port $(PORT)
+	$(BIN)/nslm gui --data $(DATA) --port $(PORT) --build-index
 
 test: install
 	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist worksteal

@@ -378,3 +378,51 @@ def test_the_evaluation_job_block_says_its_state_and_escapes_the_log():
     assert block.startswith("<div data-job='evaluate' data-state='running'>")
     assert "✓ likelihood: done (3 s)" in block and "cola: waiting" in block
     assert "&lt;download it&gt;" in block and "tiny&lt;b&gt;" in block and "<download" not in block
+
+
+def test_the_gui_builds_a_missing_novelty_index_in_the_background_at_a_low_priority(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from nslm.gui.evaluation import INDEX_JOB, EvaluationJobs
+    from nslm.gui.processes import DetachedJobs
+    from nslm.gui.storytelling import NeighbourFinder
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "meta.json").write_text(json.dumps({"train": {"stories": 1200}}))
+    # a stand-in for `python -m nslm eval novelty ...`: prints a progress line, then waits to be stopped
+    stand_in = tmp_path / "python"
+    stand_in.write_text("#!/bin/sh\necho 'novelty index:  34%|###   | 408/1200'\nexec sleep 60\n")
+    stand_in.chmod(0o755)
+    jobs = EvaluationJobs(tmp_path / "reports", DetachedJobs(tmp_path / "reports" / ".nslm-gui", python=str(stand_in)))
+    assert "has no train.txt" in jobs.build_index_at_start(data)
+    (data / "train.txt").write_text("A story.\n<|endoftext|>\nAnother story.\n")
+    line = jobs.build_index_at_start(data)
+    record = jobs.jobs.record(INDEX_JOB)
+    try:
+        assert "building it for" in line and "in the background, about 2 minutes" in line
+        assert record["command"][-4:] == ["eval", "novelty", "--data", str(data)]
+        # the build runs below the app's priority, so telling stories stays quick meanwhile
+        assert os.getpriority(os.PRIO_PROCESS, record["pid"]) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+        assert "not started now" in jobs.build_index_at_start(data)  # one build at a time
+        deadline = time.time() + 10
+        while jobs.index_progress(data) in (None, 0.0) and time.time() < deadline:
+            time.sleep(0.1)
+        assert jobs.index_progress(data) == pytest.approx(0.34)
+        assert jobs.index_progress(tmp_path) is None  # another folder is not being indexed
+        # meanwhile the closest-story panel says the index is on its way, not how to build it
+        finder = NeighbourFinder(data)
+        finder.build_progress = jobs.index_progress
+        panel = finder.html(SimpleNamespace(config={}), "Once upon a time.")
+        assert "being built in the background (34% done)" in panel and "Build the novelty index" not in panel
+    finally:
+        os.kill(record["pid"], signal.SIGKILL)
+    deadline = time.time() + 10
+    while jobs.index_progress(data) is not None and time.time() < deadline:
+        time.sleep(0.1)
+    assert jobs.index_progress(data) is None
+    # an index of every training story is not built again
+    (data / "novelty-index").mkdir()
+    (data / "novelty-index" / "meta.json").write_text("{}")
+    monkeypatch.setattr("nslm.gui.evaluation.index_coverage", lambda folder: (3, 3))
+    assert "has one of all 3 training stories" in jobs.build_index_at_start(data)

@@ -205,9 +205,13 @@ class NoveltyIndex:
 
     @classmethod
     def build(cls, data_dir: str | Path, limit: int | None = None, folder: str | Path | None = None,
-              batch_size: int = 64, embedder=None, ngram_chunk: int = 20_000_000) -> "NoveltyIndex":
+              batch_size: int = 16, embedder=None, ngram_chunk: int = 20_000_000,
+              embed_chunk: int = 512) -> "NoveltyIndex":
         """Embed the first `limit` (default: all) training stories of `data_dir` and save the index.
 
+        Stories are embedded `embed_chunk` at a time, which the embedder sorts by length into batches of
+        `batch_size`, so a batch pads to stories of about its own length: 1.3x the speed of batches of 64 in
+        file order on a 2-core CPU (12.0 against 9.2 stories/s), with the same vectors (to 1e-7).
         The n-gram sets always cover every training story (hashing is far cheaper than embedding).
         """
         from tqdm import tqdm
@@ -240,7 +244,7 @@ class NoveltyIndex:
                             continue
                         offsets[row + len(batch)] = (offset, length)
                         batch.append(text)
-                        if len(batch) == batch_size or row + len(batch) == n:
+                        if len(batch) == embed_chunk or row + len(batch) == n:
                             matrix[row : row + len(batch)] = embed(embedder, batch, batch_size)
                             row += len(batch)
                             bar.update(len(batch))

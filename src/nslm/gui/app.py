@@ -61,6 +61,8 @@ def build_app(runs_dir: str | Path = "runs", data_dir: str | Path | None = None,
         evaluations=EvaluationJobs(Path(reports_dir).resolve()) if reports_dir else None,
         sweeps_dir=Path(sweeps_dir).resolve() if sweeps_dir else None,
     )
+    if ctx.evaluations is not None:
+        ctx.neighbours.build_progress = ctx.evaluations.index_progress
     default_model = ctx.default_model()
     if preload and default_model:
         try:

@@ -26,6 +26,9 @@ def register(subparsers) -> None:
                         help="ratings database (none given: $NSLM_HOME/ratings.sqlite, NSLM_HOME defaults to ~/.nslm)")
     parser.add_argument("--reports-dir", default="reports", help="folder of evaluation reports")
     parser.add_argument("--sweeps-dir", default="sweeps", help="folder of sweeps (nslm sweep run --out) for the Sweeps tab")
+    parser.add_argument("--build-index", action="store_true",
+                        help="build the novelty index of --data in the background (at a low priority) when it has\n"
+                             "none of all its training stories, so the closest-story panel works once it is done")
     parser.set_defaults(func=run)
 
 
@@ -42,6 +45,9 @@ def run(args) -> int:
     except OSError as exc:
         raise NslmError(f"cannot serve on {args.host}:{args.port or 7860} ({exc}); pick another --port") from None
     print(f"nslm gui: open {url} in your browser (Ctrl-C to stop)", flush=True)
+    context = app.nslm_context
+    if args.build_index and context.evaluations is not None:
+        print(context.evaluations.build_index_at_start(context.data_dir), flush=True)
     try:
         app.block_thread()
     except KeyboardInterrupt:

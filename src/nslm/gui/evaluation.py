@@ -18,8 +18,9 @@ from nslm.gui.processes import DetachedJobs
 from nslm.gui.runs import read_json
 
 INDEX_JOB = "novelty-index"
-# Embedding speed of all-MiniLM-L6-v2 on a 2-core CPU: the 10,317-story sample took 18.5 minutes.
-EMBED_STORIES_PER_S = 10_317 / (18.5 * 60)
+# Embedding speed of all-MiniLM-L6-v2 on the 2-core CPU, length-sorted (NoveltyIndex.build): 12.0 stories/s
+# idle; an app in use beside it takes some of that.
+EMBED_STORIES_PER_S = 10.0
 QUICK_STORIES = 1000  # what `nslm eval all --quick` embeds (EvalOptions.apply_quick)
 # Everything but the index in a quick evaluation of a 1M model ("a few minutes on a 2-core CPU").
 QUICK_OTHER_S = 180
@@ -112,15 +113,41 @@ class EvaluationJobs:
                             quick=quick, steps=steps)
             return model_dir.name
 
-    def build_index(self, data_dir: Path | None) -> str:
-        """Start `nslm eval novelty --data DIR` (the index of every training story); returns the job name."""
+    def build_index(self, data_dir: Path | None, background: bool = False) -> str:
+        """Start `nslm eval novelty --data DIR` (the index of every training story); returns the job name.
+        `background`: at a lower priority, so the app stays quick while it runs."""
         if data_dir is None or not (Path(data_dir) / "train.txt").is_file():
             raise NslmError("The app has no data folder with train.txt; start it with `nslm gui --data DIR`.")
         with self._lock:
             self._refuse_if_busy()
             self.jobs.spawn(INDEX_JOB, ["eval", "novelty", "--data", str(data_dir)], kind="index",
-                            done_file=str(NoveltyIndex.default_folder(data_dir) / "meta.json"))
+                            done_file=str(NoveltyIndex.default_folder(data_dir) / "meta.json"),
+                            nice=10 if background else 0, data=str(data_dir))
             return INDEX_JOB
+
+    def index_progress(self, data_dir: Path | None) -> float | None:
+        """The share of stories embedded so far while an index of `data_dir` is being built, else None."""
+        record = self.jobs.record(INDEX_JOB) or {}
+        if data_dir is None or record.get("data") != str(data_dir) or not self.jobs.alive(record.get("pid")):
+            return None
+        return self.view(INDEX_JOB).percent or 0.0
+
+    def build_index_at_start(self, data_dir: Path | None) -> str:
+        """What `nslm gui --build-index` does: start a background build of the data folder's whole index
+        unless it has one, one is being built, or there is nothing to index; returns a line saying which."""
+        if data_dir is None or not (Path(data_dir) / "train.txt").is_file():
+            return f"novelty index: not built, {data_dir or 'no data folder'} has no train.txt"
+        coverage = index_coverage(data_dir)
+        if coverage is not None and coverage[0] >= coverage[1]:
+            return f"novelty index: {data_dir} has one of all {coverage[1]:,} training stories"
+        try:
+            self.build_index(data_dir, background=True)
+        except NslmError as exc:
+            return f"novelty index: not started now ({exc})"
+        stories = train_stories(data_dir)
+        about = f", about {build_seconds(stories) / 60:.0f} minutes on a 2-core CPU" if stories else ""
+        return (f"novelty index: building it for {data_dir} in the background{about}; the closest training "
+                "story shows once it is done")
 
     def view(self, name: str) -> JobView:
         record = self.jobs.record(name)

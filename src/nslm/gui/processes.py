@@ -39,14 +39,21 @@ class DetachedJobs:
             return child.poll() is None  # reaps our own finished children so they do not linger as zombies
         return same_process(pid, pid_start)
 
-    def spawn(self, name: str, args: list[str], **record) -> int:
-        """Run `python -m nslm <args>` in its own session, output to NAME.log; returns its pid."""
+    def spawn(self, name: str, args: list[str], nice: int = 0, **record) -> int:
+        """Run `python -m nslm <args>` in its own session, output to NAME.log; returns its pid. `nice` > 0
+        lowers its priority (background work that should not slow what the app's users do)."""
         self.meta_dir.mkdir(parents=True, exist_ok=True)
         command = [self.python, "-m", "nslm", *args]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.meta_dir / f"{name}.log", "ab") as log:
             child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True, env=env)
+        if nice > 0:
+            # the child's main thread, before it has started any other (Python takes longer to start than this)
+            try:
+                os.setpriority(os.PRIO_PROCESS, child.pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
+            except (OSError, AttributeError):  # not permitted, or no priorities on this system: run at ours
+                pass
         self._children[child.pid] = child
         atomic_write_json(self.meta_dir / f"{name}.json",
                           {**record, "pid": child.pid, "pid_start": process_start(child.pid), "command": command,

@@ -14,6 +14,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import nslm
 from nslm.errors import NslmError
@@ -154,6 +155,8 @@ class NeighbourFinder:
         self.fallback_data = Path(fallback_data) if fallback_data else None
         self._lock = threading.Lock()
         self._indexes: dict[Path, object] = {}
+        # set by the app: the share embedded while the fallback folder's index is being built, else None
+        self.build_progress: Callable[[Path | None], float | None] = lambda data: None
 
     def data_dir(self, model) -> Path | None:
         data = (getattr(model, "config", None) or {}).get("data") or {}
@@ -165,6 +168,11 @@ class NeighbourFinder:
     def html(self, model, story: str) -> str:
         """HTML for the 'closest training story' panel (escaped, shared 4-grams marked, coverage said)."""
         data = self.data_dir(model)
+        building = self.build_progress(self.fallback_data) if data is None else None
+        if building is not None:
+            return (f"<p class='nslm-muted'>The novelty index of <code>{html.escape(str(self.fallback_data))}</code> is "
+                    f"being built in the background ({building:.0%} done); the closest training story shows here "
+                    "once it is ready.</p>")
         if data is None:
             return ("<p class='nslm-muted'>No novelty index for this model's data folder yet: build it in the "
                     "<b>Evaluate</b> tab (<i>Build the novelty index</i>) to see the closest training story here.</p>")
