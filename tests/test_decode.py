@@ -110,3 +110,43 @@ def test_the_gated_mlp_has_no_overflow_for_huge_gates():
     with torch.no_grad():
         expected = model(torch.tensor([[1, 2, 3]]))[0][0, -1].numpy()
     np.testing.assert_allclose(logits, expected, atol=1e-3, rtol=1e-3)
+
+
+# a stop id that these models, sampling, emit at different steps in different rows
+@pytest.mark.parametrize("pos, norm, mlp, stop", [("rope", "rmsnorm", "swiglu", 4), ("learned", "layernorm", "gelu", 1)])
+@pytest.mark.parametrize("temperature", [0, 1.0])
+def test_the_numpy_batch_step_tells_each_rows_story(pos, norm, mlp, stop, temperature):
+    model = transformer(pos, norm, mlp, jitter=0.5)
+    # lengths 1 to 30 (past the 24-token window): rows refill their windows and stop at different steps
+    prompts = [[5, 6, 7], [1], [9] * 30, list(range(3, 11)), [11, 12]]
+    seeds = [1, 2, 3, 4, 5]
+    alone = [list(generate_ids(model, p, 60, stop_id=stop, temperature=temperature, seed=s, engine="torch"))
+             for p, s in zip(prompts, seeds)]
+    assert generate_batch_ids(model, prompts, 60, stop_id=stop, temperature=temperature, seeds=seeds, engine="numpy") == alone
+    assert generate_batch_ids(model, prompts, 60, stop_id=stop, temperature=temperature, seeds=seeds, engine="torch") == alone
+    if temperature:
+        assert len({len(ids) for ids in alone}) > 2
+
+
+def test_the_numpy_batch_step_gives_each_rows_logits():
+    from nslm.models.decode import NumpyBatchDecoder
+
+    model = transformer("rope", "layernorm", "swiglu", bias=True)
+    decoder = NumpyDecoder(model)
+    prompts = [[4, 5, 6, 7, 8], [9], [10, 11, 12]]
+    rows = []
+    for prompt in prompts:
+        row = decoder.fresh()
+        row.feed(prompt)
+        rows.append(row)
+    batch = NumpyBatchDecoder(rows)
+    logits = batch.step([20, 21, 22])
+    for prompt, token, got in zip(prompts, [20, 21, 22], logits):
+        with torch.no_grad():
+            expected = model(torch.tensor([prompt + [token]]))[0][0, -1].numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    assert batch.pos.tolist() == [6, 2, 4] and decoder.pos == 0  # fresh rows leave the source decoder alone
+    kept = batch.keep([2, 0]).step([30, 31])
+    with torch.no_grad():
+        expected = model(torch.tensor([prompts[0] + [20, 31]]))[0][0, -1].numpy()
+    np.testing.assert_allclose(kept[1], expected, atol=1e-4, rtol=1e-4)

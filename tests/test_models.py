@@ -198,3 +198,18 @@ def test_each_shipped_model_is_its_recipe_preset(shipped, preset):
 
     shipped_model = json.loads((pretrained_root() / shipped / "config.json").read_text())["model"]
     assert ModelConfig.from_dict(shipped_model) == load_preset(preset)
+
+
+def test_a_batchs_sampling_draws_what_multinomial_draws_row_by_row():
+    from nslm.sampling import next_tokens
+
+    torch.manual_seed(6)
+    for temperature in (0.5, 0.8, 1.3):
+        logits = torch.randn(16, 300) * 3
+        seeds = list(range(100, 116))
+        gens_a = [torch.Generator().manual_seed(s) for s in seeds]
+        gens_b = [torch.Generator().manual_seed(s) for s in seeds]
+        probs = torch.softmax(logits / temperature, dim=-1)
+        for _ in range(30):  # the generators advance together: every draw of the stream is the same
+            expected = [int(torch.multinomial(row, 1, generator=g)) for row, g in zip(probs, gens_a)]
+            assert next_tokens(logits, temperature, None, None, gens_b) == expected

@@ -21,6 +21,7 @@ PyTorch.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -179,38 +180,21 @@ class NumpyDecoder:
         return self._normed1(x, self.head_w, self.head_b)
 
     def _normed(self, x: np.ndarray, w: np.ndarray, b) -> np.ndarray:
-        """norm(x) @ W (+ b) of rows x [T, C], the norm's weight already in W: [T, out]."""
+        """norm(x) @ W (+ b) of rows x [N, C], the norm's weight already in W: [N, out]."""
         if self.layernorm:
             x = x - x.mean(-1, keepdims=True)
         r = 1.0 / np.sqrt(np.einsum("ij,ij->i", x, x)[:, None] / x.shape[-1] + self.eps)
         y = (x @ w) * r.astype(np.float32)
         return y if b is None else y + b
 
-    def _feed_many(self, ids: list[int]) -> np.ndarray:
-        """feed() of several ids: all positions at once, token i seeing the cache and ids[:i + 1]."""
-        T, start = len(ids), self.pos
-        end = start + T
-        C, H, hd = self.cfg.d_model, self.n_head, self.head_dim
-        x = self.emb[ids]  # [T, C], a copy
-        if self.pos_rows is not None:
-            x += self.pos_rows[start:end]
-        later = np.arange(end)[None, :] > np.arange(start, end)[:, None]  # [T, end]: positions a token may not see
-        for (qkv_w, qkv_b, proj_w, proj_b, gu_w, gu_b, d_ff, down_w, down_b), keys, values in zip(
-                self.layers, self.keys, self.values):
+    def _blocks(self, x: np.ndarray, cos: np.ndarray | None, ssin: np.ndarray | None, attend) -> np.ndarray:
+        """The blocks over rows x [N, C] (rope's cos and signed sin [N, 2C] per row); attend(layer, q, k, v),
+        each [N, C], stores k and v in that layer's cache and returns the attention output [N, C]."""
+        C = self.cfg.d_model
+        for i, (qkv_w, qkv_b, proj_w, proj_b, gu_w, gu_b, d_ff, down_w, down_b) in enumerate(self.layers):
             qkv = self._normed(x, qkv_w, qkv_b)
-            if self.rope:
-                qk = qkv[:, : 2 * C] * self.cos2[start:end] + qkv[:, self.swap_cols] * self.ssin2[start:end]
-            else:
-                qk = qkv[:, : 2 * C]
-            keys[:, start:end] = qk[:, C:].reshape(T, H, hd).transpose(1, 0, 2)
-            values[:, start:end] = qkv[:, 2 * C : 3 * C].reshape(T, H, hd).transpose(1, 0, 2)
-            q = qk[:, :C].reshape(T, H, hd).transpose(1, 0, 2)  # [H, T, hd]
-            scores = np.matmul(q, keys[:, :end].transpose(0, 2, 1))  # [H, T, end]
-            scores[:, later] = -np.inf
-            scores = np.exp(scores - scores.max(-1, keepdims=True))
-            y = np.matmul(scores, values[:, :end])  # [H, T, hd]
-            y /= scores.sum(-1, keepdims=True)
-            out = y.transpose(1, 0, 2).reshape(T, C) @ proj_w
+            qk = qkv[:, : 2 * C] * cos + qkv[:, self.swap_cols] * ssin if self.rope else qkv[:, : 2 * C]
+            out = attend(i, qk[:, :C], qk[:, C:], qkv[:, 2 * C : 3 * C]) @ proj_w
             x += out if proj_b is None else out + proj_b
             gu = self._normed(x, gu_w, gu_b)
             if self.gated:
@@ -219,5 +203,85 @@ class NumpyDecoder:
             else:
                 out = gelu(gu) @ down_w
             x += out if down_b is None else out + down_b
+        return x
+
+    def _embed(self, ids, positions) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Token embeddings [N, C] (plus absolute positions), and rope's per-row tables (or None)."""
+        x = self.emb[ids]  # a copy
+        if self.pos_rows is not None:
+            x += self.pos_rows[positions]
+        if self.rope:
+            return x, self.cos2[positions], self.ssin2[positions]
+        return x, None, None
+
+    def _feed_many(self, ids: list[int]) -> np.ndarray:
+        """feed() of several ids: all positions at once, token i seeing the cache and ids[:i + 1]."""
+        T, start = len(ids), self.pos
+        end = start + T
+        C, H, hd = self.cfg.d_model, self.n_head, self.head_dim
+        later = np.arange(end)[None, :] > np.arange(start, end)[:, None]  # [T, end]: positions a token may not see
+
+        def attend(i, q, k, v):
+            keys, values = self.keys[i], self.values[i]
+            keys[:, start:end] = k.reshape(T, H, hd).transpose(1, 0, 2)
+            values[:, start:end] = v.reshape(T, H, hd).transpose(1, 0, 2)
+            scores = np.matmul(q.reshape(T, H, hd).transpose(1, 0, 2), keys[:, :end].transpose(0, 2, 1))  # [H, T, end]
+            scores[:, later] = -np.inf
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            y = np.matmul(scores, values[:, :end])  # [H, T, hd]
+            y /= scores.sum(-1, keepdims=True)
+            return y.transpose(1, 0, 2).reshape(T, C)
+
+        x = self._blocks(*self._embed(ids, np.arange(start, end)), attend)
         self.pos = end
         return self._normed(x[-1:], self.head_w, self.head_b)[0]
+
+    def fresh(self) -> "NumpyDecoder":
+        """A decoder of the same weights (shared, not copied) with an empty cache of its own."""
+        other = copy.copy(self)
+        other.keys, other.values = np.zeros_like(self.keys), np.zeros_like(self.values)
+        other.pos = 0
+        return other
+
+
+class NumpyBatchDecoder:
+    """Several sequences decoded together: `step(tokens)` takes one new token per row, each row at its own
+    position, and returns the logits [rows, vocab]. Built from single-sequence decoders of the same weights
+    (each after its own prompt); `keep` drops rows, `put` replaces one (a window refilled alone)."""
+
+    def __init__(self, decoders: list[NumpyDecoder]):
+        self.w = decoders[0]
+        self.keys = np.stack([d.keys for d in decoders], axis=1)  # [layers, rows, H, context, hd]
+        self.values = np.stack([d.values for d in decoders], axis=1)
+        self.pos = np.array([d.pos for d in decoders])
+
+    def keep(self, rows: list[int]) -> "NumpyBatchDecoder":
+        self.keys, self.values, self.pos = self.keys[:, rows], self.values[:, rows], self.pos[rows]
+        return self
+
+    def put(self, row: int, decoder: NumpyDecoder) -> None:
+        self.keys[:, row], self.values[:, row], self.pos[row] = decoder.keys, decoder.values, decoder.pos
+
+    def step(self, tokens: list[int]) -> np.ndarray:
+        w, pos = self.w, self.pos
+        B, end = len(tokens), int(pos.max()) + 1
+        if end > w.cfg.context_length:
+            raise ValueError(f"{end} positions exceed the context length {w.cfg.context_length}")
+        C, H, hd = w.cfg.d_model, w.n_head, w.head_dim
+        rows = np.arange(B)
+        # row r sees positions up to its own: -inf beyond, [rows, 1, 1, end]
+        mask = np.where(np.arange(end)[None, :] > pos[:, None], -np.inf, 0.0).astype(np.float32)[:, None, None, :]
+
+        def attend(i, q, k, v):
+            keys, values = self.keys[i], self.values[i]  # [rows, H, context, hd]
+            keys[rows, :, pos] = k.reshape(B, H, hd)
+            values[rows, :, pos] = v.reshape(B, H, hd)
+            scores = np.matmul(q.reshape(B, H, 1, hd), keys[:, :, :end].transpose(0, 1, 3, 2)) + mask
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            y = np.matmul(scores, values[:, :, :end])  # [rows, H, 1, hd]
+            y /= scores.sum(-1, keepdims=True)
+            return y.reshape(B, C)
+
+        x = w._blocks(*w._embed(tokens, pos), attend)
+        self.pos = pos + 1
+        return w._normed(x, w.head_w, w.head_b)
