@@ -11,7 +11,7 @@ import torch
 import nslm
 from nslm.errors import NslmError
 from nslm.models import ModelConfig, build_model
-from nslm.models.decode import NumpyDecoder, gelu
+from nslm.models.decode import NumpyDecoder, NumpyRNNDecoder, gelu
 from nslm.sampling import generate_batch_ids, generate_ids, numpy_decoder
 
 LAYOUTS = list(itertools.product(("learned", "sinusoidal", "rope"), ("rmsnorm", "layernorm"), ("gelu", "swiglu"), (False, True)))
@@ -71,82 +71,92 @@ def test_the_shipped_transformer_tells_the_same_stories_with_the_numpy_step():
         assert fast == plain
 
 
+def rnn(arch="gru", hidden=48, layers=2, seed=0, jitter=0.3):
+    cfg = ModelConfig.from_dict(dict(arch=arch, vocab_size=97, context_length=24, d_model=32, n_layer=layers,
+                                     rnn_hidden=hidden))
+    torch.manual_seed(seed)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * jitter)
+    return model
+
+
 def test_which_models_the_numpy_step_runs():
-    assert NumpyDecoder.supports(transformer())
+    assert NumpyDecoder.supports(transformer()) and NumpyRNNDecoder.supports(rnn())
     assert not NumpyDecoder.supports(transformer().train())  # dropout and training are PyTorch's
     assert not NumpyDecoder.supports(transformer().to(torch.bfloat16))
-    gru = build_model(ModelConfig.from_dict(dict(arch="gru", vocab_size=97, context_length=24, d_model=32, n_layer=1)))
-    assert not NumpyDecoder.supports(gru.eval())
-    assert numpy_decoder(gru.eval()) is None and numpy_decoder(transformer(), "torch") is None
+    assert not NumpyRNNDecoder.supports(rnn().train()) and not NumpyRNNDecoder.supports(rnn().to(torch.bfloat16))
+    assert not NumpyDecoder.supports(rnn()) and not NumpyRNNDecoder.supports(transformer())
+    assert isinstance(numpy_decoder(rnn()), NumpyRNNDecoder) and isinstance(numpy_decoder(transformer()), NumpyDecoder)
+    assert numpy_decoder(rnn(), "torch") is None and numpy_decoder(transformer(), "torch") is None
     with pytest.raises(NslmError, match="NumPy decoding step"):
-        numpy_decoder(gru.eval(), "numpy")
+        numpy_decoder(transformer().train(), "numpy")
     with pytest.raises(ValueError, match="engine must be one of auto, torch, numpy"):
         list(generate_ids(transformer(), [1], 3, engine="fastest"))
-    # an RNN and the uncached loop are unchanged by the engine
-    assert list(generate_ids(gru.eval(), [1, 2], 10, temperature=0)) == list(generate_ids(gru.eval(), [1, 2], 10, temperature=0, engine="torch"))
 
 
-def test_a_batch_is_told_as_the_numpy_step_tells_it_one_by_one():
-    model = transformer(jitter=0.5)
+@pytest.mark.parametrize("arch, hidden, layers", [("gru", 48, 2), ("gru", 0, 1), ("lstm", 0, 2), ("lstm", 40, 3)])
+def test_the_numpy_rnn_step_gives_the_models_logits_and_stories(arch, hidden, layers):
+    model = rnn(arch, hidden, layers)
+    idx = torch.randint(0, 97, (1, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(idx)[0][0].numpy()
+    decoder = NumpyRNNDecoder(model)
+    got = [decoder.feed(idx[0, :9].tolist())] + [decoder.feed([t]) for t in idx[0, 9:].tolist()]
+    np.testing.assert_allclose(np.stack(got), expected[8:], atol=1e-4, rtol=1e-4)
+    assert decoder.pos == 40
+    # an RNN carries its state past the context length: 60 new tokens after prompts of up to 30
     prompts, seeds = [[5, 6, 7], [1], [9] * 30], [1, 2, 3]
-    alone = [list(generate_ids(model, p, 40, stop_id=13, temperature=1.0, seed=s)) for p, s in zip(prompts, seeds)]
-    assert generate_batch_ids(model, prompts, 40, stop_id=13, temperature=1.0, seeds=seeds) == alone
+    for temperature in (0, 1.0):
+        alone = [list(generate_ids(model, p, 60, stop_id=4, temperature=temperature, seed=s, engine="torch"))
+                 for p, s in zip(prompts, seeds)]
+        assert [list(generate_ids(model, p, 60, stop_id=4, temperature=temperature, seed=s, engine="numpy"))
+                for p, s in zip(prompts, seeds)] == alone
+        assert generate_batch_ids(model, prompts, 60, stop_id=4, temperature=temperature, seeds=seeds) == alone
 
 
-def test_the_erf_gelu_is_torchs_to_float32_rounding():
-    x = np.linspace(-10, 10, 20001, dtype=np.float32)
-    expected = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
-    assert np.abs(gelu(x) - expected).max() < 2e-6
-    with np.errstate(over="raise", invalid="raise", divide="raise"):  # no overflow at the extremes
-        assert np.isfinite(gelu(np.array([-1e30, -100.0, 100.0, 1e30], dtype=np.float32))).all()
+def test_the_shipped_gru_tells_the_same_stories_with_the_numpy_step():
+    story_model = nslm.load("tinystories-gru-1m")
+    prompt = story_model.encode_prompt("Tom and Sue went to the park")[0]
+    for temperature, seed in ((0, None), (0.8, 7)):
+        fast = list(generate_ids(story_model.model, prompt, 120, None, temperature, seed=seed, engine="numpy"))
+        assert fast == list(generate_ids(story_model.model, prompt, 120, None, temperature, seed=seed, engine="torch"))
 
 
-def test_the_gated_mlp_has_no_overflow_for_huge_gates():
-    model = transformer(jitter=0.0)
-    with torch.no_grad():
-        model.blocks[0].mlp.gate.weight.mul_(1e6)
-    with np.errstate(over="raise", invalid="raise", divide="raise"):
-        logits = NumpyDecoder(model).feed([1, 2, 3])
-    with torch.no_grad():
-        expected = model(torch.tensor([[1, 2, 3]]))[0][0, -1].numpy()
-    np.testing.assert_allclose(logits, expected, atol=1e-3, rtol=1e-3)
+def test_decoding_keeps_numpys_blas_on_one_thread_and_restores_it():
+    from threadpoolctl import ThreadpoolController
+
+    from nslm.models.decode import one_blas_thread
+
+    def blas_threads():
+        return {lib.num_threads for lib in ThreadpoolController().select(user_api="blas").lib_controllers}
+
+    before = blas_threads()
+    with one_blas_thread():
+        assert blas_threads() == {1}
+    assert blas_threads() == before
+    seen = []
+    model = transformer()
+    for _ in generate_ids(model, [1, 2], 5, temperature=0):
+        seen.append(blas_threads())  # between steps the process's own setting is back
+    assert seen == [before] * 5
+    assert len(generate_batch_ids(model, [[1], [2, 3]], 5, temperature=0)[0]) == 5
+    assert blas_threads() == before
 
 
-# a stop id that these models, sampling, emit at different steps in different rows
-@pytest.mark.parametrize("pos, norm, mlp, stop", [("rope", "rmsnorm", "swiglu", 4), ("learned", "layernorm", "gelu", 1)])
-@pytest.mark.parametrize("temperature", [0, 1.0])
-def test_the_numpy_batch_step_tells_each_rows_story(pos, norm, mlp, stop, temperature):
-    model = transformer(pos, norm, mlp, jitter=0.5)
-    # lengths 1 to 30 (past the 24-token window): rows refill their windows and stop at different steps
-    prompts = [[5, 6, 7], [1], [9] * 30, list(range(3, 11)), [11, 12]]
-    seeds = [1, 2, 3, 4, 5]
-    alone = [list(generate_ids(model, p, 60, stop_id=stop, temperature=temperature, seed=s, engine="torch"))
-             for p, s in zip(prompts, seeds)]
-    assert generate_batch_ids(model, prompts, 60, stop_id=stop, temperature=temperature, seeds=seeds, engine="numpy") == alone
-    assert generate_batch_ids(model, prompts, 60, stop_id=stop, temperature=temperature, seeds=seeds, engine="torch") == alone
-    if temperature:
-        assert len({len(ids) for ids in alone}) > 2
+def test_the_app_keeps_numpys_blas_on_one_thread():
+    # `nslm gui` in a process of its own (the setting lasts for the process), stopped where it would build the app
+    import subprocess
+    import sys
 
-
-def test_the_numpy_batch_step_gives_each_rows_logits():
-    from nslm.models.decode import NumpyBatchDecoder
-
-    model = transformer("rope", "layernorm", "swiglu", bias=True)
-    decoder = NumpyDecoder(model)
-    prompts = [[4, 5, 6, 7, 8], [9], [10, 11, 12]]
-    rows = []
-    for prompt in prompts:
-        row = decoder.fresh()
-        row.feed(prompt)
-        rows.append(row)
-    batch = NumpyBatchDecoder(rows)
-    logits = batch.step([20, 21, 22])
-    for prompt, token, got in zip(prompts, [20, 21, 22], logits):
-        with torch.no_grad():
-            expected = model(torch.tensor([prompt + [token]]))[0][0, -1].numpy()
-        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
-    assert batch.pos.tolist() == [6, 2, 4] and decoder.pos == 0  # fresh rows leave the source decoder alone
-    kept = batch.keep([2, 0]).step([30, 31])
-    with torch.no_grad():
-        expected = model(torch.tensor([prompts[0] + [20, 31]]))[0][0, -1].numpy()
-    np.testing.assert_allclose(kept[1], expected, atol=1e-4, rtol=1e-4)
+    code = ("import sys, numpy, nslm.gui.app as app\n"
+            "from threadpoolctl import threadpool_info\n"
+            "def stop(**kwargs):\n"
+            "    print(sorted({l['num_threads'] for l in threadpool_info() if l['user_api'] == 'blas'}))\n"
+            "    sys.exit(0)\n"
+            "app.build_app = stop\n"
+            "from nslm.cli import main\n"
+            "main(['gui', '--port', '7999'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1:] == ["[1]"], out.stderr[-2000:]

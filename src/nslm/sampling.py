@@ -98,15 +98,15 @@ def generate_ids(model, prompt_ids: list[int], max_new_tokens: int, stop_id: int
     """Yield up to `max_new_tokens` new ids after `prompt_ids`, stopping after `stop_id` (not yielded).
 
     With the cache, `engine` "auto" decodes with the NumPy step (`nslm.models.decode`) where the model
-    allows it (a float32 Transformer on the CPU with a gated MLP), else with the model's own cached forward;
-    "torch" always uses the latter, "numpy" refuses a model the NumPy step cannot run.
+    allows it (a float32 model on the CPU in eval mode), else with the model's own cached forward; "torch"
+    always uses the latter, "numpy" refuses a model the NumPy step cannot run.
     """
     if not prompt_ids:
         raise ValueError("generation needs at least one prompt token")
     decoder = numpy_decoder(model, engine) if use_cache else None
     if decoder is not None:
-        yield from _generate_numpy(decoder, model.cfg.context_length, prompt_ids, max_new_tokens, stop_id,
-                                   temperature, top_k, top_p, seed)
+        ctx = model.cfg.context_length if model.windowed else None
+        yield from _generate_numpy(decoder, ctx, prompt_ids, max_new_tokens, stop_id, temperature, top_k, top_p, seed)
         return
     device = next(model.parameters()).device
     generator = _generator(seed)
@@ -143,34 +143,41 @@ ENGINES = ("auto", "torch", "numpy")
 
 
 def numpy_decoder(model, engine: str = "auto"):
-    """A NumpyDecoder of `model` for engine "auto" or "numpy" where the model allows one, else None."""
-    from nslm.models.decode import NumpyDecoder
+    """A NumPy decoder of `model` (a Transformer's or an RNN's) for engine "auto" or "numpy" where the
+    model allows one, else None."""
+    from nslm.models.decode import NumpyDecoder, NumpyRNNDecoder
 
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "torch":
         return None
-    if NumpyDecoder.supports(model):
-        return NumpyDecoder(model)
+    for decoder in (NumpyDecoder, NumpyRNNDecoder):
+        if decoder.supports(model):
+            return decoder(model)
     if engine == "numpy":
-        raise NslmError("the NumPy decoding step runs a float32 Transformer with a gated (swiglu) MLP on the "
-                        "CPU in eval mode; this model is not one")
+        raise NslmError("the NumPy decoding step runs a float32 Transformer, LSTM or GRU on the CPU in eval "
+                        "mode; this model is not one")
     return None
 
 
-def _generate_numpy(decoder, ctx: int, prompt_ids, max_new_tokens, stop_id, temperature, top_k, top_p, seed):
-    """generate_ids' cached loop over a NumpyDecoder: the same windows, the same picking of tokens."""
+def _generate_numpy(decoder, ctx: int | None, prompt_ids, max_new_tokens, stop_id, temperature, top_k, top_p,
+                    seed):
+    """generate_ids' cached loop over a NumPy decoder: the same windows (`ctx`; None for an RNN, which
+    carries its state through the whole story), the same picking of tokens."""
+    from nslm.models.decode import one_blas_thread
+
     generator = _generator(seed)
     ids = list(prompt_ids)
-    keep = max(1, ctx - ctx // 4)
-    start = max(0, len(ids) - ctx)
+    keep = max(1, ctx - ctx // 4) if ctx else 0
+    start = max(0, len(ids) - ctx) if ctx else 0
     fed = start
     for _ in range(max_new_tokens):
-        if len(ids) - start > ctx:
+        if ctx and len(ids) - start > ctx:
             start = len(ids) - keep
             decoder.reset()
             fed = start
-        logits = decoder.feed(ids[fed:])
+        with one_blas_thread():  # taken and given back between yields: the next step may run in another thread
+            logits = decoder.feed(ids[fed:])
         fed = len(ids)
         if temperature <= 0:
             picked = int(logits.argmax())  # the first of equal maxima, as torch.argmax
@@ -201,7 +208,7 @@ def generate_batch_ids(model, prompts: list[list[int]], max_new_tokens: int, sto
     one token per unfinished row together, each row at its own position and with its own generator. A
     row whose window is full re-reads its last three quarters alone, as `generate_ids` does. A model
     whose cache cannot be joined (`join`, `keep`; `put` where windowed) decodes the prompts one by one.
-    `engine` as in `generate_ids`: "auto" decodes a Transformer on the CPU with the NumPy batch step.
+    `engine` as in `generate_ids`: "auto" decodes a float32 model on the CPU with the NumPy step.
     """
     seeds = list(seeds) if seeds is not None else [None] * len(prompts)
     if len(seeds) != len(prompts):
@@ -211,7 +218,7 @@ def generate_batch_ids(model, prompts: list[list[int]], max_new_tokens: int, sto
     cache_type = type(model.new_cache(1))
     windowed = model.windowed
     if not prompts or max_new_tokens < 1 or not all(hasattr(cache_type, m) for m in ("join", "keep", *(("put",) if windowed else ()))):
-        return [list(generate_ids(model, p, max_new_tokens, stop_id, temperature, top_k, top_p, s))
+        return [list(generate_ids(model, p, max_new_tokens, stop_id, temperature, top_k, top_p, s, engine=engine))
                 for p, s in zip(prompts, seeds)]
     device = next(model.parameters()).device
     ctx = model.cfg.context_length
@@ -223,15 +230,13 @@ def generate_batch_ids(model, prompts: list[list[int]], max_new_tokens: int, sto
     decoder = numpy_decoder(model, engine)
 
     if decoder is not None:  # the NumPy step: a decoder per row for its prompt, joined into one for the steps
-        from nslm.models.decode import NumpyBatchDecoder
-
         def read_alone(i: int):
             row = decoder.fresh()
             if len(ids[i]) - 1 > starts[i]:
                 row.feed(ids[i][starts[i] : -1])
             return row
 
-        join = NumpyBatchDecoder
+        join = decoder.join
 
         def step(cache, last: list[int]) -> torch.Tensor:
             return torch.from_numpy(cache.step(last))
@@ -248,7 +253,9 @@ def generate_batch_ids(model, prompts: list[list[int]], max_new_tokens: int, sto
         def step(cache, last: list[int]) -> torch.Tensor:
             return model(torch.tensor(last, device=device)[:, None], cache=cache)[0][:, -1]
 
-    with one_thread_on_cpu(device):
+    from nslm.models.decode import one_blas_thread
+
+    with one_thread_on_cpu(device), one_blas_thread():
         active = list(range(len(prompts)))  # rows of the batch, in order: which prompt each holds
         cache = join([read_alone(i) for i in active])
         while active:

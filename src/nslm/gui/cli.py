@@ -37,6 +37,9 @@ def run(args) -> int:
         raise NslmError(f"--port must be between 1 and 65535, not {args.port}")
     # gradio: imported when the app starts, after the arguments are checked, never for `nslm --help`
     from nslm.gui.app import build_app, launch
+    from nslm.models.decode import blas_on_one_thread
+
+    blas_on_one_thread()  # stories are decoded in worker threads, where OpenBLAS may not take a limit
 
     app = build_app(runs_dir=args.runs_dir, data_dir=args.data, db_path=args.db, reports_dir=args.reports_dir,
                     sweeps_dir=args.sweeps_dir)

@@ -21,11 +21,50 @@ PyTorch.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import threading
 
 import numpy as np
 import torch
+
+
+_blas_controller = None
+_blas_controller_lock = threading.Lock()
+
+
+def _blas():
+    global _blas_controller
+    with _blas_controller_lock:
+        if _blas_controller is None:  # finding the loaded libraries takes milliseconds: once
+            from threadpoolctl import ThreadpoolController
+
+            _blas_controller = ThreadpoolController().select(user_api="blas")
+        return _blas_controller
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """NumPy's BLAS on one thread while decoding. Its matrix-vector products are too small to share, and on
+    a busy machine a second BLAS thread waits for a core: on the 2-core CPU with other work running, the
+    step ran at 77 tokens/s with two BLAS threads and 500 with one (the head's 128 x 4,096 product alone took
+    1.3 ms instead of 30 us). Taken and given back around work that does not yield (about 25 us for both).
+
+    OpenBLAS honours a thread count set from the main thread for the whole process, but may ignore one set
+    from another thread (seen with 0.3.31), so an app that decodes in worker threads calls
+    `blas_on_one_thread()` from its main thread at start instead."""
+    limit = _blas().limit(limits=1)
+    try:
+        yield
+    finally:
+        limit.restore_original_limits()
+
+
+def blas_on_one_thread() -> None:
+    """NumPy's BLAS on one thread for the rest of this process (call it from the main thread): for the web
+    app, whose stories are decoded in worker threads and whose other NumPy work is a few small products."""
+    _blas().limit(limits=1)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -236,6 +275,10 @@ class NumpyDecoder:
         self.pos = end
         return self._normed(x[-1:], self.head_w, self.head_b)[0]
 
+    def join(self, decoders: list["NumpyDecoder"]) -> "NumpyBatchDecoder":
+        """One batch decoder whose row i continues decoders[i] (each of one sequence, of these weights)."""
+        return NumpyBatchDecoder(decoders)
+
     def fresh(self) -> "NumpyDecoder":
         """A decoder of the same weights (shared, not copied) with an empty cache of its own."""
         other = copy.copy(self)
@@ -285,3 +328,120 @@ class NumpyBatchDecoder:
         x = w._blocks(*w._embed(tokens, pos), attend)
         self.pos = pos + 1
         return w._normed(x, w.head_w, w.head_b)
+
+
+class NumpyRNNDecoder:
+    """An LSTM or GRU language model's decoding in NumPy, for one sequence (`feed`) or several rows at once
+    (`join`, then `step`/`keep`): the state is [layers, rows, hidden] (and the LSTM's cells alike).
+
+    The input-side and hidden-side products are one matrix each per layer with the gates side by side, the
+    biases that only add are summed, and every sigmoid gate is 0.5 * (1 + tanh(x / 2)) with the halving
+    folded into its weights, so one tanh serves all gates of a layer.
+    """
+
+    @staticmethod
+    def supports(model) -> bool:
+        from nslm.models.rnn import RNNLM
+
+        if not isinstance(model, RNNLM) or model.training:
+            return False
+        p = model.tok_emb.weight
+        return p.device.type == "cpu" and p.dtype == torch.float32
+
+    @torch.no_grad()
+    def __init__(self, model):
+        cfg = model.cfg
+        self.cfg = cfg
+        self.lstm = cfg.arch == "lstm"
+        rnn = model.rnn
+        H = rnn.hidden_size
+        self.hidden = H
+        self.emb = np.ascontiguousarray(_np(model.tok_emb.weight))
+        # gate order: LSTM i, f, g, o; GRU r, z, n. Sigmoid gates take the halving; the LSTM's g is a tanh.
+        half = np.full(4 * H if self.lstm else 3 * H, 0.5, np.float32)
+        if self.lstm:
+            half[2 * H : 3 * H] = 1.0
+        else:
+            half[2 * H :] = 1.0  # n = tanh(...) of its own, outside the sigmoid pair
+        self.layers = []
+        for k in range(rnn.num_layers):
+            w_ih = _np(getattr(rnn, f"weight_ih_l{k}")).T * half
+            w_hh = _np(getattr(rnn, f"weight_hh_l{k}")).T * half
+            b_ih = _np(getattr(rnn, f"bias_ih_l{k}")) * half if rnn.bias else np.zeros(w_ih.shape[1], np.float32)
+            b_hh = _np(getattr(rnn, f"bias_hh_l{k}")) * half if rnn.bias else np.zeros(w_hh.shape[1], np.float32)
+            if self.lstm:
+                b_in, b_h = b_ih + b_hh, None
+            else:  # the GRU's n gate multiplies (W_hn h + b_hn) by r, so b_hn stays on the hidden side
+                b_in = b_ih.copy()
+                b_in[: 2 * H] += b_hh[: 2 * H]
+                b_h = np.zeros_like(b_hh)
+                b_h[2 * H :] = b_hh[2 * H :]
+            self.layers.append((np.ascontiguousarray(w_ih, dtype=np.float32), b_in.astype(np.float32),
+                                np.ascontiguousarray(w_hh, dtype=np.float32),
+                                None if b_h is None else b_h.astype(np.float32)))
+        self.proj = np.ascontiguousarray(_np(model.proj.weight).T) if model.proj is not None else None
+        self.head = np.ascontiguousarray(_np(model.tok_emb.weight).T)
+        self._zero(1)
+
+    def _zero(self, rows: int) -> None:
+        shape = (len(self.layers), rows, self.hidden)
+        self.h = np.zeros(shape, np.float32)
+        self.c = np.zeros(shape, np.float32) if self.lstm else None
+        self.pos = 0
+
+    def reset(self) -> None:
+        self._zero(self.h.shape[1])
+
+    def fresh(self) -> "NumpyRNNDecoder":
+        """A decoder of the same weights (shared) with a zero state of one row."""
+        other = copy.copy(self)
+        other._zero(1)
+        return other
+
+    def join(self, decoders: list["NumpyRNNDecoder"]) -> "NumpyRNNDecoder":
+        """One decoder whose row i holds decoders[i]'s state (each of one row)."""
+        joined = copy.copy(self)
+        joined.h = np.concatenate([d.h for d in decoders], axis=1)
+        joined.c = np.concatenate([d.c for d in decoders], axis=1) if self.lstm else None
+        joined.pos = max(d.pos for d in decoders)
+        return joined
+
+    def keep(self, rows: list[int]) -> "NumpyRNNDecoder":
+        self.h = self.h[:, rows]
+        if self.lstm:
+            self.c = self.c[:, rows]
+        return self
+
+    def feed(self, ids: list[int]) -> np.ndarray:
+        """Append `ids` (one row); the logits [vocab] after the last of them."""
+        if not ids:
+            raise ValueError("feed needs at least one id")
+        for token in ids:
+            logits = self.step([token])
+        return logits[0]
+
+    def step(self, tokens: list[int]) -> np.ndarray:
+        """One new token per row: the logits [rows, vocab]."""
+        H = self.hidden
+        x = self.emb[tokens]
+        for k, (w_ih, b_in, w_hh, b_h) in enumerate(self.layers):
+            h = self.h[k]
+            gates = x @ w_ih + b_in
+            hidden_side = h @ w_hh
+            if self.lstm:
+                t = np.tanh(gates + hidden_side)
+                i, f, g, o = t[:, :H] + 1.0, t[:, H : 2 * H] + 1.0, t[:, 2 * H : 3 * H], t[:, 3 * H :] + 1.0
+                c = 0.5 * (f * self.c[k] + i * g)  # i and f are 2 * sigmoid: the halves come out here
+                self.c[k] = c
+                x = 0.5 * o * np.tanh(c)
+            else:
+                hidden_side += b_h
+                t = np.tanh(gates[:, : 2 * H] + hidden_side[:, : 2 * H])
+                r, z = 0.5 * (t[:, :H] + 1.0), 0.5 * (t[:, H:] + 1.0)
+                n = np.tanh(gates[:, 2 * H :] + r * hidden_side[:, 2 * H :])
+                x = n + z * (h - n)
+            self.h[k] = x
+        self.pos += 1
+        if self.proj is not None:
+            x = x @ self.proj
+        return x @ self.head
