@@ -127,7 +127,7 @@ def test_the_shipped_gru_tells_the_same_stories_with_the_numpy_step():
 def test_decoding_keeps_numpys_blas_on_one_thread_and_restores_it():
     from threadpoolctl import ThreadpoolController
 
-    from nslm.models.decode import one_blas_thread
+    from nslm.device import one_blas_thread
 
     def blas_threads():
         return {lib.num_threads for lib in ThreadpoolController().select(user_api="blas").lib_controllers}

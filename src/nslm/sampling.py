@@ -14,6 +14,7 @@ from typing import Iterator
 
 import torch
 
+from nslm.device import one_blas_thread
 from nslm.errors import NslmError
 
 
@@ -143,29 +144,22 @@ ENGINES = ("auto", "torch", "numpy")
 
 
 def numpy_decoder(model, engine: str = "auto"):
-    """A NumPy decoder of `model` (a Transformer's or an RNN's) for engine "auto" or "numpy" where the
-    model allows one, else None."""
-    from nslm.models.decode import NumpyDecoder, NumpyRNNDecoder
-
+    """The model's NumPy decoder (`model.numpy_decoder()`) for engine "auto" or "numpy" where it has one,
+    else None."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    if engine == "torch":
-        return None
-    for decoder in (NumpyDecoder, NumpyRNNDecoder):
-        if decoder.supports(model):
-            return decoder(model)
-    if engine == "numpy":
+    make = getattr(model, "numpy_decoder", None)
+    decoder = make() if engine != "torch" and make is not None else None
+    if decoder is None and engine == "numpy":
         raise NslmError("the NumPy decoding step runs a float32 Transformer, LSTM or GRU on the CPU in eval "
                         "mode; this model is not one")
-    return None
+    return decoder
 
 
 def _generate_numpy(decoder, ctx: int | None, prompt_ids, max_new_tokens, stop_id, temperature, top_k, top_p,
                     seed):
     """generate_ids' cached loop over a NumPy decoder: the same windows (`ctx`; None for an RNN, which
     carries its state through the whole story), the same picking of tokens."""
-    from nslm.models.decode import one_blas_thread
-
     generator = _generator(seed)
     ids = list(prompt_ids)
     keep = max(1, ctx - ctx // 4) if ctx else 0
@@ -252,8 +246,6 @@ def generate_batch_ids(model, prompts: list[list[int]], max_new_tokens: int, sto
 
         def step(cache, last: list[int]) -> torch.Tensor:
             return model(torch.tensor(last, device=device)[:, None], cache=cache)[0][:, -1]
-
-    from nslm.models.decode import one_blas_thread
 
     with one_thread_on_cpu(device), one_blas_thread():
         active = list(range(len(prompts)))  # rows of the batch, in order: which prompt each holds

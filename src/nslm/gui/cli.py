@@ -37,7 +37,7 @@ def run(args) -> int:
         raise NslmError(f"--port must be between 1 and 65535, not {args.port}")
     # gradio: imported when the app starts, after the arguments are checked, never for `nslm --help`
     from nslm.gui.app import build_app, launch
-    from nslm.models.decode import blas_on_one_thread
+    from nslm.device import blas_on_one_thread
 
     blas_on_one_thread()  # stories are decoded in worker threads, where OpenBLAS may not take a limit
 

@@ -33,6 +33,11 @@ class TiedLM(nn.Module):
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
+    def numpy_decoder(self):
+        """A NumPy decoder of this model's current weights (`nslm.models.decode`) where it has one, else None:
+        what generation on the CPU uses instead of the cached forward."""
+        return None
+
     def embedding_params(self) -> int:
         """Parameters that are lookup tables (token, and learned position, embeddings)."""
         return self.tok_emb.weight.numel()

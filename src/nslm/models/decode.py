@@ -14,57 +14,22 @@ is the number of calls from Python: PyTorch spends about 8 microseconds dispatch
 - weights are stored [in, out] and contiguous, the layout a row-vector product reads fastest.
 
 It computes what `Transformer.forward` does in eval mode, in float32, up to rounding (tests hold its
-logits to the model's and its greedy stories to the PyTorch path's). `NumpyDecoder.supports(model)` says
-whether a model can use it: any float32 Transformer on the CPU in eval mode; other models decode with
-PyTorch.
+logits to the model's and its greedy stories to the PyTorch path's). A model's `numpy_decoder()` gives one
+where it can: a float32 Transformer, LSTM or GRU on the CPU in eval mode; others decode with PyTorch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-import threading
 
 import numpy as np
 import torch
 
 
-_blas_controller = None
-_blas_controller_lock = threading.Lock()
-
-
-def _blas():
-    global _blas_controller
-    with _blas_controller_lock:
-        if _blas_controller is None:  # finding the loaded libraries takes milliseconds: once
-            from threadpoolctl import ThreadpoolController
-
-            _blas_controller = ThreadpoolController().select(user_api="blas")
-        return _blas_controller
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """NumPy's BLAS on one thread while decoding. Its matrix-vector products are too small to share, and on
-    a busy machine a second BLAS thread waits for a core: on the 2-core CPU with other work running, the
-    step ran at 77 tokens/s with two BLAS threads and 500 with one (the head's 128 x 4,096 product alone took
-    1.3 ms instead of 30 us). Taken and given back around work that does not yield (about 25 us for both).
-
-    OpenBLAS honours a thread count set from the main thread for the whole process, but may ignore one set
-    from another thread (seen with 0.3.31), so an app that decodes in worker threads calls
-    `blas_on_one_thread()` from its main thread at start instead."""
-    limit = _blas().limit(limits=1)
-    try:
-        yield
-    finally:
-        limit.restore_original_limits()
-
-
-def blas_on_one_thread() -> None:
-    """NumPy's BLAS on one thread for the rest of this process (call it from the main thread): for the web
-    app, whose stories are decoded in worker threads and whose other NumPy work is a few small products."""
-    _blas().limit(limits=1)
+def _cpu_float32_eval(model) -> bool:
+    p = model.tok_emb.weight
+    return not model.training and p.device.type == "cpu" and p.dtype == torch.float32
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -94,12 +59,7 @@ class NumpyDecoder:
 
     @staticmethod
     def supports(model) -> bool:
-        from nslm.models.transformer import Transformer
-
-        if not isinstance(model, Transformer) or model.training:
-            return False
-        p = model.tok_emb.weight
-        return p.device.type == "cpu" and p.dtype == torch.float32
+        return model.cfg.arch == "transformer" and _cpu_float32_eval(model)
 
     @torch.no_grad()
     def __init__(self, model):
@@ -341,12 +301,7 @@ class NumpyRNNDecoder:
 
     @staticmethod
     def supports(model) -> bool:
-        from nslm.models.rnn import RNNLM
-
-        if not isinstance(model, RNNLM) or model.training:
-            return False
-        p = model.tok_emb.weight
-        return p.device.type == "cpu" and p.dtype == torch.float32
+        return model.cfg.arch in ("lstm", "gru") and _cpu_float32_eval(model)
 
     @torch.no_grad()
     def __init__(self, model):

@@ -8,6 +8,7 @@ import torch.nn as nn
 from nslm.errors import NslmError
 from nslm.models.base import TiedLM
 from nslm.models.config import ModelConfig
+from nslm.models.decode import NumpyRNNDecoder
 from nslm.models.registry import register_arch
 
 
@@ -75,6 +76,9 @@ class RNNLM(TiedLM):
         nn.init.normal_(self.tok_emb.weight, std=cfg.init_std)
         if self.proj is not None:
             nn.init.normal_(self.proj.weight, std=hidden**-0.5)
+
+    def numpy_decoder(self) -> NumpyRNNDecoder | None:
+        return NumpyRNNDecoder(self) if NumpyRNNDecoder.supports(self) else None
 
     def new_cache(self, batch_size: int = 1) -> RNNState:
         """An empty state for `forward(..., cache=)`."""

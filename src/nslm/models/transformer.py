@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from nslm.errors import NslmError
 from nslm.models.base import TiedLM
 from nslm.models.config import ModelConfig
+from nslm.models.decode import NumpyDecoder
 from nslm.models.registry import register_arch
 
 POS_ENCODINGS = ("learned", "sinusoidal", "rope")
@@ -272,6 +273,9 @@ class Transformer(TiedLM):
             nn.init.normal_(module.weight, std=self.cfg.init_std)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
+
+    def numpy_decoder(self) -> NumpyDecoder | None:
+        return NumpyDecoder(self) if NumpyDecoder.supports(self) else None
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
         """An empty KV cache for `forward(..., cache=)`; it holds at most context_length tokens."""
