@@ -165,22 +165,25 @@ def _generate_numpy(decoder, ctx: int | None, prompt_ids, max_new_tokens, stop_i
     keep = max(1, ctx - ctx // 4) if ctx else 0
     start = max(0, len(ids) - ctx) if ctx else 0
     fed = start
-    for _ in range(max_new_tokens):
-        if ctx and len(ids) - start > ctx:
-            start = len(ids) - keep
-            decoder.reset()
-            fed = start
-        with one_blas_thread():  # taken and given back between yields: the next step may run in another thread
+    # one BLAS thread for the whole story (its limit costs 25 us to take and give back: not per token); a
+    # consumer that resumes this generator in another thread may leave the limit in place, which only
+    # keeps NumPy's BLAS on one thread (the app sets that for its process anyway)
+    with one_blas_thread():
+        for _ in range(max_new_tokens):
+            if ctx and len(ids) - start > ctx:
+                start = len(ids) - keep
+                decoder.reset()
+                fed = start
             logits = decoder.feed(ids[fed:])
-        fed = len(ids)
-        if temperature <= 0:
-            picked = int(logits.argmax())  # the first of equal maxima, as torch.argmax
-        else:
-            picked = int(next_token(torch.from_numpy(logits), temperature, top_k, top_p, generator))
-        if picked == stop_id:
-            return
-        ids.append(picked)
-        yield picked
+            fed = len(ids)
+            if temperature <= 0:
+                picked = int(logits.argmax())  # the first of equal maxima, as torch.argmax
+            else:
+                picked = int(next_token(torch.from_numpy(logits), temperature, top_k, top_p, generator))
+            if picked == stop_id:
+                return
+            ids.append(picked)
+            yield picked
 
 
 def _generator(seed: int | None) -> torch.Generator:
