@@ -17,28 +17,43 @@ from nslm.sampling import generate_batch_ids, generate_ids, numpy_decoder
 LAYOUTS = list(itertools.product(("learned", "sinusoidal", "rope"), ("rmsnorm", "layernorm"), ("gelu", "swiglu"), (False, True)))
 
 
-def transformer(pos="rope", norm="rmsnorm", mlp="swiglu", bias=False, seed=0, jitter=0.3):
-    cfg = ModelConfig.from_dict(dict(arch="transformer", vocab_size=97, context_length=24, d_model=32, n_layer=2,
-                                     n_head=4, d_ff=64, pos_encoding=pos, norm=norm, mlp=mlp, bias=bias))
+def jittered(seed=0, jitter=0.3, **shape):
+    """A small model in eval mode whose weights are far from their init, so every norm weight, bias and gate
+    matters."""
     torch.manual_seed(seed)
-    model = build_model(cfg).eval()
-    with torch.no_grad():  # weights far from their init, so every norm weight, bias and gate matters
+    model = build_model(ModelConfig.from_dict(dict(vocab_size=97, context_length=24, d_model=32, **shape))).eval()
+    with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * jitter)
     return model
 
 
+def transformer(pos="rope", norm="rmsnorm", mlp="swiglu", bias=False, seed=0, jitter=0.3):
+    return jittered(seed, jitter, arch="transformer", n_layer=2, n_head=4, d_ff=64, pos_encoding=pos, norm=norm,
+                    mlp=mlp, bias=bias)
+
+
+def rnn(arch="gru", hidden=48, layers=2, seed=0, jitter=0.3):
+    return jittered(seed, jitter, arch=arch, n_layer=layers, rnn_hidden=hidden)
+
+
+def assert_decodes_the_models_logits(model, decoder, length: int):
+    """A prompt of 9 ids at once, then one id at a time to `length`: the logits of one full pass. Returns
+    the ids and the full pass's logits."""
+    idx = torch.randint(0, 97, (1, length), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(idx)[0][0].numpy()
+    got = [decoder.feed(idx[0, :9].tolist())] + [decoder.feed([t]) for t in idx[0, 9:].tolist()]
+    np.testing.assert_allclose(np.stack(got), expected[8:], atol=1e-4, rtol=1e-4)
+    assert decoder.pos == length
+    return idx, expected
+
+
 @pytest.mark.parametrize("pos, norm, mlp, bias", LAYOUTS, ids=lambda v: str(v))
 def test_the_numpy_step_gives_the_models_logits(pos, norm, mlp, bias):
     model = transformer(pos, norm, mlp, bias)
-    idx = torch.randint(0, 97, (1, 24), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected = model(idx)[0][0].numpy()
     decoder = NumpyDecoder(model)
-    # a prompt of several tokens at once, then one token at a time to the end of the window
-    got = [decoder.feed(idx[0, :9].tolist())] + [decoder.feed([t]) for t in idx[0, 9:].tolist()]
-    np.testing.assert_allclose(np.stack(got), expected[8:], atol=1e-4, rtol=1e-4)
-    assert decoder.pos == 24
+    idx, expected = assert_decodes_the_models_logits(model, decoder, 24)  # to the end of the window
     with pytest.raises(ValueError, match="exceed the context length"):
         decoder.feed([1])
     decoder.reset()
@@ -71,17 +86,6 @@ def test_the_shipped_transformer_tells_the_same_stories_with_the_numpy_step():
         assert fast == plain
 
 
-def rnn(arch="gru", hidden=48, layers=2, seed=0, jitter=0.3):
-    cfg = ModelConfig.from_dict(dict(arch=arch, vocab_size=97, context_length=24, d_model=32, n_layer=layers,
-                                     rnn_hidden=hidden))
-    torch.manual_seed(seed)
-    model = build_model(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * jitter)
-    return model
-
-
 def test_which_models_the_numpy_step_runs():
     assert NumpyDecoder.supports(transformer()) and NumpyRNNDecoder.supports(rnn())
     assert not NumpyDecoder.supports(transformer().train())  # dropout and training are PyTorch's
@@ -99,13 +103,7 @@ def test_which_models_the_numpy_step_runs():
 @pytest.mark.parametrize("arch, hidden, layers", [("gru", 48, 2), ("gru", 0, 1), ("lstm", 0, 2), ("lstm", 40, 3)])
 def test_the_numpy_rnn_step_gives_the_models_logits_and_stories(arch, hidden, layers):
     model = rnn(arch, hidden, layers)
-    idx = torch.randint(0, 97, (1, 40), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected = model(idx)[0][0].numpy()
-    decoder = NumpyRNNDecoder(model)
-    got = [decoder.feed(idx[0, :9].tolist())] + [decoder.feed([t]) for t in idx[0, 9:].tolist()]
-    np.testing.assert_allclose(np.stack(got), expected[8:], atol=1e-4, rtol=1e-4)
-    assert decoder.pos == 40
+    assert_decodes_the_models_logits(model, NumpyRNNDecoder(model), 40)  # past the context length
     # an RNN carries its state past the context length: 60 new tokens after prompts of up to 30
     prompts, seeds = [[5, 6, 7], [1], [9] * 30], [1, 2, 3]
     for temperature in (0, 1.0):
@@ -130,7 +128,10 @@ def test_decoding_keeps_numpys_blas_on_one_thread_and_restores_it():
     from nslm.device import one_blas_thread
 
     def blas_threads():
-        return {lib.num_threads for lib in ThreadpoolController().select(user_api="blas").lib_controllers}
+        # NumPy's own BLAS: another library's (scipy's, loaded by an earlier test) is not NumPy's to limit
+        libs = ThreadpoolController().select(user_api="blas").lib_controllers
+        own = [lib for lib in libs if "numpy" in lib.filepath] or libs
+        return {lib.num_threads for lib in own}
 
     before = blas_threads()
     with one_blas_thread():
