@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -410,6 +411,8 @@ def test_the_gui_builds_a_missing_novelty_index_in_the_background_at_a_low_prior
             time.sleep(0.1)
         assert jobs.index_progress(data) == pytest.approx(0.34)
         assert jobs.index_progress(tmp_path) is None  # another folder is not being indexed
+        monkeypatch.chdir(tmp_path)
+        assert jobs.index_progress(Path("data")) == pytest.approx(0.34)  # the app may hold a relative path
         # meanwhile the closest-story panel says the index is on its way, not how to build it
         finder = NeighbourFinder(data)
         finder.build_progress = jobs.index_progress

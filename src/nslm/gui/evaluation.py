@@ -122,13 +122,15 @@ class EvaluationJobs:
             self._refuse_if_busy()
             self.jobs.spawn(INDEX_JOB, ["eval", "novelty", "--data", str(data_dir)], kind="index",
                             done_file=str(NoveltyIndex.default_folder(data_dir) / "meta.json"),
-                            nice=10 if background else 0, data=str(data_dir))
+                            nice=10 if background else 0, data=str(Path(data_dir).resolve()))
             return INDEX_JOB
 
     def index_progress(self, data_dir: Path | None) -> float | None:
         """The share of stories embedded so far while an index of `data_dir` is being built, else None."""
         record = self.jobs.record(INDEX_JOB) or {}
-        if data_dir is None or record.get("data") != str(data_dir) or not self.jobs.alive(record.get("pid")):
+        if data_dir is None or not record.get("data") or not self.jobs.alive(record.get("pid")):
+            return None
+        if Path(record["data"]).resolve() != Path(data_dir).resolve():  # the app may hold it as a relative path
             return None
         return self.view(INDEX_JOB).percent or 0.0
 
