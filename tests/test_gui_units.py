@@ -405,12 +405,16 @@ def test_the_gui_builds_a_missing_novelty_index_in_the_background_at_a_low_prior
         assert record["command"][-4:] == ["eval", "novelty", "--data", str(data)]
         # the build runs below the app's priority, so telling stories stays quick meanwhile
         assert os.getpriority(os.PRIO_PROCESS, record["pid"]) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
-        assert "not started now" in jobs.build_index_at_start(data)  # one build at a time
         deadline = time.time() + 10
         while jobs.index_progress(data) in (None, 0.0) and time.time() < deadline:
             time.sleep(0.1)
         assert jobs.index_progress(data) == pytest.approx(0.34)
         assert jobs.index_progress(tmp_path) is None  # another folder is not being indexed
+        assert "already being built for" in jobs.build_index_at_start(data)  # one build at a time
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "train.txt").write_text("A story.\n")
+        assert "not started now" in jobs.build_index_at_start(other)  # nor a second build beside it
         monkeypatch.chdir(tmp_path)
         assert jobs.index_progress(Path("data")) == pytest.approx(0.34)  # the app may hold a relative path
         # meanwhile the closest-story panel says the index is on its way, not how to build it

@@ -142,6 +142,9 @@ class EvaluationJobs:
         coverage = index_coverage(data_dir)
         if coverage is not None and coverage[0] >= coverage[1]:
             return f"novelty index: {data_dir} has one of all {coverage[1]:,} training stories"
+        progress = self.index_progress(data_dir)
+        if progress is not None:
+            return f"novelty index: already being built for {data_dir} in the background ({progress:.0%} done)"
         try:
             self.build_index(data_dir, background=True)
         except NslmError as exc:
