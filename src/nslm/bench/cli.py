@@ -225,19 +225,18 @@ def bench_generate(args: argparse.Namespace) -> int:
     rates = {}
     # nslm's default (the NumPy step where the model allows it), the model's own cached forward, full passes
     engine = "numpy" if numpy_decoder(model) is not None else "torch"
-    modes = [("default", True, "auto"), ("torch", True, "torch"), ("uncached", False, "torch")]
-    if engine == "torch":
-        modes = [m for m in modes if m[0] != "torch"]
-    labels = {"default": f"with cache ({'NumPy step' if engine == 'numpy' else 'PyTorch'})",
-              "torch": "with cache (PyTorch)", "uncached": "without cache"}
-    for mode, use_cache, how in modes:
+    modes = [("default", f"with cache ({'NumPy step' if engine == 'numpy' else 'PyTorch'})", True, "auto")]
+    if engine == "numpy":  # PyTorch's own cached step beside it
+        modes.append(("torch", "with cache (PyTorch)", True, "torch"))
+    modes.append(("uncached", "without cache", False, "torch"))
+    for mode, label, use_cache, how in modes:
         list(generate_ids(model, prompt, 4, temperature=0, use_cache=use_cache, engine=how))  # warm-up
         t0 = time.perf_counter()
         n = len(list(generate_ids(model, prompt, args.tokens, stop_id=None, temperature=0, use_cache=use_cache,
                                   engine=how)))
         seconds = time.perf_counter() - t0
         rates[mode] = n / seconds
-        rows.append([labels[mode], str(n), f"{seconds:.2f}", f"{n / seconds:,.1f}"])
+        rows.append([label, str(n), f"{seconds:.2f}", f"{n / seconds:,.1f}"])
     first = []
     for _ in range(5):
         t0 = time.perf_counter()

@@ -168,12 +168,7 @@ class NumpyDecoder:
             y = np.matmul(scores.reshape(H, 1, end), values[:, :end]).reshape(H, hd)  # unnormalised
             out = np.dot((y / scores.sum(1, keepdims=True)).reshape(C), proj_w)
             x += out if proj_b is None else out + proj_b
-            gu = self._normed1(x, gu_w, gu_b)
-            if self.gated:
-                half_gate = gu[:d_ff]
-                out = np.dot((np.tanh(half_gate) + 1.0) * half_gate * gu[d_ff:], down_w)
-            else:
-                out = np.dot(gelu(gu), down_w)
+            out = self._hidden(self._normed1(x, gu_w, gu_b), d_ff) @ down_w
             x += out if down_b is None else out + down_b
         self.pos = end
         return self._normed1(x, self.head_w, self.head_b)
@@ -186,6 +181,14 @@ class NumpyDecoder:
         y = (x @ w) * r.astype(np.float32)
         return y if b is None else y + b
 
+    def _hidden(self, gu: np.ndarray, d_ff: int) -> np.ndarray:
+        """The MLP's hidden activations from the normed up product of one row [out] or of rows [N, out]: the gated
+        silu(gate) * up, the halved gate's silu as h * (1 + tanh(h)), or the GELU."""
+        if not self.gated:
+            return gelu(gu)
+        half_gate = gu[..., :d_ff]
+        return (np.tanh(half_gate) + 1.0) * half_gate * gu[..., d_ff:]
+
     def _blocks(self, x: np.ndarray, cos: np.ndarray | None, ssin: np.ndarray | None, attend) -> np.ndarray:
         """The blocks over rows x [N, C] (rope's cos and signed sin [N, 2C] per row); attend(layer, q, k, v),
         each [N, C], stores k and v in that layer's cache and returns the attention output [N, C]."""
@@ -195,12 +198,7 @@ class NumpyDecoder:
             qk = qkv[:, : 2 * C] * cos + qkv[:, self.swap_cols] * ssin if self.rope else qkv[:, : 2 * C]
             out = attend(i, qk[:, :C], qk[:, C:], qkv[:, 2 * C : 3 * C]) @ proj_w
             x += out if proj_b is None else out + proj_b
-            gu = self._normed(x, gu_w, gu_b)
-            if self.gated:
-                half_gate = gu[:, :d_ff]
-                out = ((np.tanh(half_gate) + 1.0) * half_gate * gu[:, d_ff:]) @ down_w
-            else:
-                out = gelu(gu) @ down_w
+            out = self._hidden(self._normed(x, gu_w, gu_b), d_ff) @ down_w
             x += out if down_b is None else out + down_b
         return x
 
