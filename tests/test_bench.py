@@ -78,3 +78,20 @@ def test_bench_train_refuses_an_unknown_compile_mode_and_emulated_bf16(capsys, a
         message = "bf16 is not native"
     assert main(["bench", "train", "--steps", "1", "--batch-size", "1", "--device", "cpu", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_bench_generate_times_the_evaluation_prompts_by_each_path(capsys, tiny_run):
+    assert main(["bench", "generate", "--model", str(tiny_run()), "--tokens", "4", "--prompt-set", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    figures = json.loads(out[-1])["prompt_set"]
+    assert set(figures["tokens_per_s"]) == {"batch auto", "one by one auto", "batch torch", "one by one torch"}
+    assert figures["same_stories"] and figures["tokens"] > 0 and figures["prompts"] >= 16
+    assert figures["batch_speedup"] == pytest.approx(
+        figures["tokens_per_s"]["batch auto"] / figures["tokens_per_s"]["one by one torch"], abs=0.02)
+    assert any("batch, NumPy step" in line for line in out[:-1])
+    assert any("the same" in line and "yes" in line for line in out[:-1])
+
+
+def test_bench_generate_prompt_set_needs_a_trained_model(capsys):
+    assert main(["bench", "generate", "--preset", "transformer-1m", "--prompt-set"]) == 2
+    assert "--prompt-set needs --model" in capsys.readouterr().err

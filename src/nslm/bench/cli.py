@@ -17,6 +17,7 @@ EXAMPLE = """examples:
   nslm bench generate --preset transformer-1m --tokens 200
   nslm bench generate --model runs/tf1m
   nslm bench generate --model tinystories-transformer-1m --tokens 256 --json
+  nslm bench generate --model tinystories-transformer-1m --prompt-set --json
 """
 
 
@@ -43,6 +44,9 @@ def register(subparsers) -> None:
     g.add_argument("--model", default=None, help="a trained run folder or shipped model instead")
     g.add_argument("--tokens", type=int, default=256, help="new tokens per measurement")
     g.add_argument("--device", default="cpu")
+    g.add_argument("--prompt-set", action="store_true",
+                   help="with --model: also time the evaluation prompts as `nslm eval generate` tells them (300\n"
+                        "tokens, temperature 0.8, seeds 1234 + i), as one batch and one by one, with each step")
     _json_arg(g)
     g.set_defaults(func=bench_generate)
 
@@ -212,8 +216,11 @@ def bench_generate(args: argparse.Namespace) -> int:
 
     if args.tokens < 1:
         raise NslmError("--tokens must be positive")
+    if args.prompt_set and not args.model:
+        raise NslmError("--prompt-set needs --model (a trained model with its tokenizer)")
     if args.model:
-        model = load(args.model, device=args.device).model
+        story_model = load(args.model, device=args.device)
+        model = story_model.model
         name = args.model
     else:
         torch.manual_seed(0)
@@ -246,12 +253,47 @@ def bench_generate(args: argparse.Namespace) -> int:
     _table(f"generation speed: {name}, greedy, batch 1, prompt {len(prompt)} tokens",
            ["mode", "tokens", "seconds", "tokens/s"], rows)
     print(f"first token (prompt read and one token picked, with the cache): {first_ms:.1f} ms")
-    if args.json:
-        cached, uncached = round(rates["default"], 1), round(rates["uncached"], 1)
-        _emit_json(args.json, {"model": name, "device": str(next(model.parameters()).device), "tokens": args.tokens,
-                          "prompt_tokens": len(prompt), "engine": engine, "cached_tokens_per_s": cached,
-                          "torch_cached_tokens_per_s": round(rates.get("torch", rates["default"]), 1),
-                          "uncached_tokens_per_s": uncached,
-                          "cache_speedup": round(cached / uncached, 2), "first_token_ms": round(first_ms, 2)})
+    figures = {"model": name, "device": str(next(model.parameters()).device), "tokens": args.tokens,
+               "prompt_tokens": len(prompt), "engine": engine, "cached_tokens_per_s": round(rates["default"], 1),
+               "torch_cached_tokens_per_s": round(rates.get("torch", rates["default"]), 1),
+               "uncached_tokens_per_s": round(rates["uncached"], 1),
+               "cache_speedup": round(rates["default"] / rates["uncached"], 2), "first_token_ms": round(first_ms, 2)}
+    if args.prompt_set:
+        figures["prompt_set"] = _bench_prompt_set(story_model, engine)
+    _emit_json(args.json, figures)
     return 0
+
+
+def _bench_prompt_set(story_model, engine: str) -> dict:
+    """The evaluation prompts told as `nslm eval generate` tells them, as one batch and one by one, with nslm's
+    default step and (where that is the NumPy one) PyTorch's: tokens/s of each, and whether all agree."""
+    from nslm.eval.genset import load_prompts, prompt_set
+    from nslm.sampling import generate_batch_ids, generate_ids
+
+    prompts = [story_model.encode_prompt(p)[0] for p in load_prompts()]
+    seeds = [1234 + i for i in range(len(prompts))]
+    eot, model = story_model.tokenizer.eot_id, story_model.model
+    paths = {}
+    for how in ("auto", "torch") if engine == "numpy" else ("auto",):
+        paths[f"batch {how}"] = lambda how=how: generate_batch_ids(model, prompts, 300, eot, 0.8, seeds=seeds, engine=how)
+        paths[f"one by one {how}"] = lambda how=how: [list(generate_ids(model, p, 300, eot, 0.8, seed=s, engine=how))
+                                                    for p, s in zip(prompts, seeds)]
+    rows, rates, stories = [], {}, []
+    for label, run in paths.items():
+        t0 = time.perf_counter()
+        ids = run()
+        seconds = time.perf_counter() - t0
+        n = sum(map(len, ids))
+        rates[label] = n / seconds
+        stories.append(ids)
+        step = "PyTorch step" if label.endswith("torch") or engine == "torch" else "NumPy step"
+        rows.append([f"{label.rsplit(' ', 1)[0]}, {step}", str(n), f"{seconds:.2f}", f"{n / seconds:,.1f}"])
+    same = all(s == stories[0] for s in stories)
+    _table(f"{len(prompts)} prompts ({prompt_set()}), 300 tokens at temperature 0.8, seeds 1234 + i",
+           ["path", "tokens", "seconds", "tokens/s"], rows)
+    print(f"the same {len(prompts)} stories by every path: {'yes' if same else 'NO'}")
+    slowest = rates.get("one by one torch", rates["one by one auto"])
+    return {"prompts": len(prompts), "tokens": sum(map(len, stories[0])), "same_stories": same,
+            "tokens_per_s": {label: round(v, 1) for label, v in rates.items()},
+            "batch_speedup": round(rates["batch auto"] / slowest, 2)}
 
