@@ -17,7 +17,8 @@ PORT ?= 7860
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# setup.py and the C file too: an editable install compiles the C decoding step once, at install
+$(VENV)/.installed: pyproject.toml setup.py src/nslm/models/_cstep.c | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(BIN)/python -m pip install -q -e ".[test,hf]"

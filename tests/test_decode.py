@@ -1,8 +1,11 @@
-"""The NumPy decoding step: the model's logits for every Transformer layout, the same stories as PyTorch."""
+"""The NumPy and C decoding steps: the model's logits for every Transformer layout, the same stories as PyTorch."""
 
 from __future__ import annotations
 
 import itertools
+import shutil
+import sysconfig
+import threading
 
 import numpy as np
 import pytest
@@ -11,10 +14,20 @@ import torch
 import nslm
 from nslm.errors import NslmError
 from nslm.models import ModelConfig, build_model
-from nslm.models.decode import NumpyDecoder, NumpyRNNDecoder, gelu
+from nslm.models.decode import NumpyDecoder, NumpyRNNDecoder, c_library, gelu
 from nslm.sampling import generate_batch_ids, generate_ids, numpy_decoder
 
 LAYOUTS = list(itertools.product(("learned", "sinusoidal", "rope"), ("rmsnorm", "layernorm"), ("gelu", "swiglu"), (False, True)))
+# the Transformer's one-token step: in NumPy, or compiled (skipped only where no C compiler built it; a test
+# below fails where one was there and the step is missing)
+needs_c = pytest.mark.skipif(c_library() is None, reason="the C step was not built (no C compiler at install)")
+STEPS = ["numpy", pytest.param("c", marks=needs_c)]
+
+
+def decoder_for(model, step: str) -> NumpyDecoder:
+    decoder = NumpyDecoder(model)
+    assert decoder.use_c(step == "c") == (step == "c")
+    return decoder
 
 
 def jittered(seed=0, jitter=0.3, **shape):
@@ -49,10 +62,11 @@ def assert_decodes_the_models_logits(model, decoder, length: int):
     return idx, expected
 
 
+@pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("pos, norm, mlp, bias", LAYOUTS, ids=lambda v: str(v))
-def test_the_numpy_step_gives_the_models_logits(pos, norm, mlp, bias):
+def test_the_step_gives_the_models_logits(pos, norm, mlp, bias, step):
     model = transformer(pos, norm, mlp, bias)
-    decoder = NumpyDecoder(model)
+    decoder = decoder_for(model, step)
     idx, expected = assert_decodes_the_models_logits(model, decoder, 24)  # to the end of the window
     with pytest.raises(ValueError, match="exceed the context length"):
         decoder.feed([1])
@@ -60,13 +74,14 @@ def test_the_numpy_step_gives_the_models_logits(pos, norm, mlp, bias):
     np.testing.assert_allclose(decoder.feed(idx[0, :3].tolist()), expected[2], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("pos, mlp", [("rope", "swiglu"), ("learned", "gelu"), ("sinusoidal", "swiglu")])
 @pytest.mark.parametrize("temperature", [0, 1.0])
-def test_the_numpy_step_tells_the_stories_pytorch_tells(pos, mlp, temperature):
+def test_the_step_tells_the_stories_pytorch_tells(pos, mlp, temperature, step):
     model = transformer(pos, mlp=mlp, jitter=0.5)
     # 60 new tokens slide the 24-token window several times; a stop id ends some runs early
     for prompt, seed in (([5, 6, 7], 1), ([1], 2), ([9] * 30, 3)):
-        fast = list(generate_ids(model, prompt, 60, stop_id=13, temperature=temperature, seed=seed, engine="numpy"))
+        fast = list(generate_ids(model, prompt, 60, stop_id=13, temperature=temperature, seed=seed, engine=step))
         plain = list(generate_ids(model, prompt, 60, stop_id=13, temperature=temperature, seed=seed, engine="torch"))
         assert fast == plain
         assert fast == list(generate_ids(model, prompt, 60, stop_id=13, temperature=temperature, seed=seed))  # "auto"
@@ -74,16 +89,83 @@ def test_the_numpy_step_tells_the_stories_pytorch_tells(pos, mlp, temperature):
             assert fast == list(generate_ids(model, prompt, 60, stop_id=13, temperature=0, use_cache=False))
 
 
-def test_the_shipped_transformer_tells_the_same_stories_with_the_numpy_step():
+@pytest.mark.parametrize("step", STEPS)
+def test_the_shipped_transformer_tells_the_same_stories_with_the_step(step):
     story_model = nslm.load("tinystories-transformer-1m")
     model = story_model.model
-    assert numpy_decoder(model) is not None
+    assert numpy_decoder(model, step) is not None
     for text, temperature, seed in (("Once upon a time, there was a little dog", 0, None),
                                     ("Tom and Sue went to the park", 0.8, 7)):
         prompt = story_model.encode_prompt(text)[0]
-        fast = list(generate_ids(model, prompt, 120, stop_id=None, temperature=temperature, seed=seed, engine="numpy"))
+        fast = list(generate_ids(model, prompt, 120, stop_id=None, temperature=temperature, seed=seed, engine=step))
         plain = list(generate_ids(model, prompt, 120, stop_id=None, temperature=temperature, seed=seed, engine="torch"))
         assert fast == plain
+
+
+def test_the_c_step_is_built_where_a_c_compiler_is():
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C compiler ({compiler}) here: nslm decodes with NumPy")
+    assert c_library() is not None, "a C compiler is here but nslm.models._cstep is missing: pip install -e . again"
+
+
+@needs_c
+@pytest.mark.parametrize("pos, norm, mlp, bias", [("rope", "rmsnorm", "swiglu", False), ("learned", "layernorm", "gelu", True)])
+def test_the_c_step_decodes_rows_at_their_own_positions(pos, norm, mlp, bias):
+    model = transformer(pos, norm, mlp, bias)
+    numpy_rows, c_rows = [], []
+    for i, prompt in enumerate(([3, 4, 5, 6, 7], [1], [8, 9, 10])):  # rows at positions 5, 1 and 3
+        for rows, step in ((numpy_rows, "numpy"), (c_rows, "c")):
+            row = decoder_for(model, step)
+            row.feed(prompt)
+            rows.append(row)
+    alone = [row.fresh() for row in numpy_rows]  # the NumPy step of each row, one at a time, for reference
+    for a, row in zip(alone, numpy_rows):
+        a.keys[:], a.values[:], a.pos = row.keys, row.values, row.pos
+    batch_np, batch_c = numpy_rows[0].join(numpy_rows), c_rows[0].join(c_rows)
+    for tokens in ([11, 12, 13], [14, 15, 16], [17, 18, 19]):
+        got = batch_c.step(tokens)
+        np.testing.assert_allclose(got, batch_np.step(tokens), atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(got, np.stack([a.feed([t]) for a, t in zip(alone, tokens)]), atol=1e-4, rtol=1e-4)
+        assert got.shape == (3, 97)
+    batch_c.keep([0, 2])
+    np.testing.assert_allclose(batch_c.step([20, 21]), np.stack([alone[0].feed([20]), alone[2].feed([21])]),
+                               atol=1e-4, rtol=1e-4)
+
+
+@needs_c
+def test_the_c_step_refuses_tokens_outside_the_vocabulary_and_serves_threads_at_once():
+    model = transformer()
+    decoder = decoder_for(model, "c")
+    with pytest.raises(ValueError, match="outside the model's vocabulary or context"):
+        decoder.feed([97])
+    assert decoder.pos == 0
+    prompts = [[1, 2, 3], [4], [5, 6], [7, 8, 9, 10]]
+    alone = [list(generate_ids(model, p, 40, temperature=1.0, seed=i, engine="c")) for i, p in enumerate(prompts)]
+    together = [None] * len(prompts)
+
+    def tell(i):  # each story its own decoder (`fresh`), sharing the weights' table
+        together[i] = list(generate_ids(model, prompts[i], 40, temperature=1.0, seed=i, engine="c"))
+
+    threads = [threading.Thread(target=tell, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together == alone
+
+
+def test_without_the_c_step_auto_decodes_with_numpy_and_c_says_why(monkeypatch):
+    import nslm.models.decode as decode
+
+    model = transformer()
+    expected = list(generate_ids(model, [1, 2], 20, temperature=0, engine="torch"))
+    monkeypatch.setattr(decode, "c_library", lambda: None)
+    decoder = numpy_decoder(model)
+    assert isinstance(decoder, NumpyDecoder) and decoder.c is None
+    assert list(generate_ids(model, [1, 2], 20, temperature=0)) == expected
+    with pytest.raises(NslmError, match="C decoding step .* C compiler"):
+        numpy_decoder(model, "c")
 
 
 def test_which_models_the_numpy_step_runs():
@@ -94,9 +176,12 @@ def test_which_models_the_numpy_step_runs():
     assert not NumpyDecoder.supports(rnn()) and not NumpyRNNDecoder.supports(transformer())
     assert isinstance(numpy_decoder(rnn()), NumpyRNNDecoder) and isinstance(numpy_decoder(transformer()), NumpyDecoder)
     assert numpy_decoder(rnn(), "torch") is None and numpy_decoder(transformer(), "torch") is None
-    with pytest.raises(NslmError, match="NumPy decoding step"):
+    with pytest.raises(NslmError, match="NumPy and C decoding steps"):
         numpy_decoder(transformer().train(), "numpy")
-    with pytest.raises(ValueError, match="engine must be one of auto, torch, numpy"):
+    with pytest.raises(NslmError, match="C decoding step runs a Transformer"):
+        numpy_decoder(rnn(), "c")
+    assert numpy_decoder(transformer(), "numpy").c is None  # "numpy" is NumPy's arithmetic throughout
+    with pytest.raises(ValueError, match="engine must be one of auto, c, numpy, torch"):
         list(generate_ids(transformer(), [1], 3, engine="fastest"))
 
 
@@ -161,3 +246,19 @@ def test_the_app_keeps_numpys_blas_on_one_thread():
             "main(['gui', '--port', '7999'])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1:] == ["[1]"], out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("make", [transformer, rnn])
+def test_the_folded_weights_are_kept_until_the_parameters_change(make):
+    model = make()
+    a, b = model.numpy_decoder(), model.numpy_decoder()
+    assert a is not b and a.emb is b.emb  # the same folded weights, a state of its own each
+    before = a.feed([1, 2])
+    np.testing.assert_allclose(b.feed([1, 2]), before)
+    with torch.no_grad():
+        model.tok_emb.weight.mul_(1.5)  # in place, as an optimizer step: the version counter moves
+        expected = model(torch.tensor([[1, 2]]))[0][0, -1].numpy()
+    changed = model.numpy_decoder()
+    assert changed.emb is not a.emb
+    np.testing.assert_allclose(changed.feed([1, 2]), expected, atol=1e-4, rtol=1e-4)
+    assert not np.allclose(expected, before, atol=1e-3)

@@ -98,9 +98,10 @@ def generate_ids(model, prompt_ids: list[int], max_new_tokens: int, stop_id: int
                  seed: int | None = None, use_cache: bool = True, engine: str = "auto") -> Iterator[int]:
     """Yield up to `max_new_tokens` new ids after `prompt_ids`, stopping after `stop_id` (not yielded).
 
-    With the cache, `engine` "auto" decodes with the NumPy step (`nslm.models.decode`) where the model
-    allows it (a float32 model on the CPU in eval mode), else with the model's own cached forward; "torch"
-    always uses the latter, "numpy" refuses a model the NumPy step cannot run.
+    With the cache, `engine` "auto" decodes with the model's decoder (`nslm.models.decode`) where the model
+    allows it (a float32 model on the CPU in eval mode): a Transformer's compiled C step where it was built,
+    else the NumPy step; else with the model's own cached forward. "torch" always uses the latter, "numpy"
+    the NumPy step and "c" the C step, each refusing a model it cannot run.
     """
     if not prompt_ids:
         raise ValueError("generation needs at least one prompt token")
@@ -140,19 +141,24 @@ def generate_ids(model, prompt_ids: list[int], max_new_tokens: int, stop_id: int
         yield picked
 
 
-ENGINES = ("auto", "torch", "numpy")
+ENGINES = ("auto", "c", "numpy", "torch")
 
 
 def numpy_decoder(model, engine: str = "auto"):
-    """The model's NumPy decoder (`model.numpy_decoder()`) for engine "auto" or "numpy" where it has one,
-    else None."""
+    """The model's decoder (`model.numpy_decoder()`) for engine "auto", "c" or "numpy" where it has one, else
+    None; with "auto" and "c" its one-token steps run in C where the decoder has a C step (`use_c`)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     make = getattr(model, "numpy_decoder", None)
     decoder = make() if engine != "torch" and make is not None else None
-    if decoder is None and engine == "numpy":
-        raise NslmError("the NumPy decoding step runs a float32 Transformer, LSTM or GRU on the CPU in eval "
+    if decoder is None and engine in ("numpy", "c"):
+        raise NslmError("the NumPy and C decoding steps run a float32 Transformer, LSTM or GRU on the CPU in eval "
                         "mode; this model is not one")
+    use_c = getattr(decoder, "use_c", None)
+    on = use_c is not None and use_c(engine != "numpy")
+    if engine == "c" and not on:
+        raise NslmError("the C decoding step runs a Transformer, and needs nslm installed where a C compiler was "
+                        "found (pip install -e . compiles it); use engine 'numpy' or 'auto'")
     return decoder
 
 

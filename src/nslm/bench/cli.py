@@ -212,7 +212,7 @@ def bench_generate(args: argparse.Namespace) -> int:
     from nslm.device import pick_device
     from nslm.generate.api import load
     from nslm.models import build_model, load_preset
-    from nslm.sampling import generate_ids, numpy_decoder
+    from nslm.sampling import generate_ids
 
     if args.tokens < 1:
         raise NslmError("--tokens must be positive")
@@ -230,11 +230,13 @@ def bench_generate(args: argparse.Namespace) -> int:
     prompt = list(range(1, 33))
     rows = []
     rates = {}
-    # nslm's default (the NumPy step where the model allows it), the model's own cached forward, full passes
-    engine = "numpy" if numpy_decoder(model) is not None else "torch"
-    modes = [("default", f"with cache ({'NumPy step' if engine == 'numpy' else 'PyTorch'})", True, "auto")]
-    if engine == "numpy":  # PyTorch's own cached step beside it
-        modes.append(("torch", "with cache (PyTorch)", True, "torch"))
+    # nslm's default (the C step, else the NumPy step, where the model allows it), the other cached steps
+    # beside it, and full passes
+    engine = _default_step(model)
+    modes = [("default", f"with cache ({STEP_LABELS[engine]}, the default)", True, "auto")]
+    for other in ("numpy", "torch"):
+        if other != engine and (other == "torch" or engine == "c"):
+            modes.append((other, f"with cache ({STEP_LABELS[other]})", True, other))
     modes.append(("uncached", "without cache", False, "torch"))
     for mode, label, use_cache, how in modes:
         list(generate_ids(model, prompt, 4, temperature=0, use_cache=use_cache, engine=how))  # warm-up
@@ -255,6 +257,7 @@ def bench_generate(args: argparse.Namespace) -> int:
     print(f"first token (prompt read and one token picked, with the cache): {first_ms:.1f} ms")
     figures = {"model": name, "device": str(next(model.parameters()).device), "tokens": args.tokens,
                "prompt_tokens": len(prompt), "engine": engine, "cached_tokens_per_s": round(rates["default"], 1),
+               "numpy_cached_tokens_per_s": round(rates.get("numpy", rates["default"]), 1) if engine != "torch" else None,
                "torch_cached_tokens_per_s": round(rates.get("torch", rates["default"]), 1),
                "uncached_tokens_per_s": round(rates["uncached"], 1),
                "cache_speedup": round(rates["default"] / rates["uncached"], 2), "first_token_ms": round(first_ms, 2)}
@@ -264,20 +267,33 @@ def bench_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+STEP_LABELS = {"c": "C step", "numpy": "NumPy step", "torch": "PyTorch step"}
+
+
+def _default_step(model) -> str:
+    """Which cached step generation takes for this model by default: "c", "numpy" or "torch"."""
+    from nslm.sampling import numpy_decoder
+
+    decoder = numpy_decoder(model)
+    return "torch" if decoder is None else "c" if getattr(decoder, "c", None) is not None else "numpy"
+
+
 def _bench_prompt_set(story_model, engine: str) -> dict:
-    """The evaluation prompts told as `nslm eval generate` tells them, as one batch and one by one, with nslm's
-    default step and (where that is the NumPy one) PyTorch's: tokens/s of each, and whether all agree."""
+    """The evaluation prompts told as `nslm eval generate` tells them, as one batch and one by one, with each
+    cached step the model has (nslm's default first): tokens/s of each, and whether all agree."""
     from nslm.eval.genset import load_prompts, prompt_set
     from nslm.sampling import generate_batch_ids, generate_ids
 
     prompts = [story_model.encode_prompt(p)[0] for p in load_prompts()]
     seeds = [1234 + i for i in range(len(prompts))]
     eot, model = story_model.tokenizer.eot_id, story_model.model
+    steps = {"c": ("c", "numpy", "torch"), "numpy": ("numpy", "torch"), "torch": ("torch",)}[engine]
     paths = {}
-    for how in ("auto", "torch") if engine == "numpy" else ("auto",):
-        paths[f"batch {how}"] = lambda how=how: generate_batch_ids(model, prompts, 300, eot, 0.8, seeds=seeds, engine=how)
-        paths[f"one by one {how}"] = lambda how=how: [list(generate_ids(model, p, 300, eot, 0.8, seed=s, engine=how))
-                                                    for p, s in zip(prompts, seeds)]
+    for how in steps:
+        paths[f"batch, {STEP_LABELS[how]}"] = lambda how=how: generate_batch_ids(model, prompts, 300, eot, 0.8,
+                                                                                 seeds=seeds, engine=how)
+        paths[f"one by one, {STEP_LABELS[how]}"] = lambda how=how: [
+            list(generate_ids(model, p, 300, eot, 0.8, seed=s, engine=how)) for p, s in zip(prompts, seeds)]
     rows, rates, stories = [], {}, []
     for label, run in paths.items():
         t0 = time.perf_counter()
@@ -286,14 +302,14 @@ def _bench_prompt_set(story_model, engine: str) -> dict:
         n = sum(map(len, ids))
         rates[label] = n / seconds
         stories.append(ids)
-        step = "PyTorch step" if label.endswith("torch") or engine == "torch" else "NumPy step"
-        rows.append([f"{label.rsplit(' ', 1)[0]}, {step}", str(n), f"{seconds:.2f}", f"{n / seconds:,.1f}"])
+        rows.append([label, str(n), f"{seconds:.2f}", f"{n / seconds:,.1f}"])
     same = all(s == stories[0] for s in stories)
     _table(f"{len(prompts)} prompts ({prompt_set()}), 300 tokens at temperature 0.8, seeds 1234 + i",
            ["path", "tokens", "seconds", "tokens/s"], rows)
     print(f"the same {len(prompts)} stories by every path: {'yes' if same else 'NO'}")
-    slowest = rates.get("one by one torch", rates["one by one auto"])
-    return {"prompts": len(prompts), "tokens": sum(map(len, stories[0])), "same_stories": same,
+    default = STEP_LABELS[engine]
+    return {"prompts": len(prompts), "tokens": sum(map(len, stories[0])), "same_stories": same, "engine": engine,
             "tokens_per_s": {label: round(v, 1) for label, v in rates.items()},
-            "batch_speedup": round(rates["batch auto"] / slowest, 2)}
-
+            # the default step's batch against its own one by one, and against PyTorch's one by one
+            "batch_speedup": round(rates[f"batch, {default}"] / rates[f"one by one, {default}"], 2),
+            "batch_speedup_over_torch": round(rates[f"batch, {default}"] / rates["one by one, PyTorch step"], 2)}

@@ -33,10 +33,28 @@ class TiedLM(nn.Module):
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
+    # the decoder class of `nslm.models.decode` that runs this kind of model on the CPU, or None
+    numpy_decoder_class = None
+
     def numpy_decoder(self):
-        """A NumPy decoder of this model's current weights (`nslm.models.decode`) where it has one, else None:
-        what generation on the CPU uses instead of the cached forward."""
-        return None
+        """A decoder of this model's current weights (`nslm.models.decode`) with an empty cache of its own where
+        it has one, else None: what generation on the CPU uses instead of the cached forward.
+
+        Building one folds and packs every weight (milliseconds); the result is kept and shared by the decoders
+        given out while the parameters stay the same tensors at the same version (an optimizer step, a loaded
+        state dict or a move to another device or dtype changes that), so a story does not pay it again."""
+        cls = self.numpy_decoder_class
+        if cls is None or not cls.supports(self):
+            return None
+        try:
+            key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        except RuntimeError:  # inference tensors keep no version: build one each time
+            return cls(self)
+        cached = self.__dict__.get("_decoder_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, cls(self))
+            self.__dict__["_decoder_cache"] = cached  # not a submodule or parameter: past nn.Module's __setattr__
+        return cached[1].fresh()
 
     def embedding_params(self) -> int:
         """Parameters that are lookup tables (token, and learned position, embeddings)."""

@@ -21,6 +21,9 @@ where it can: a float32 Transformer, LSTM or GRU on the CPU in eval mode; others
 from __future__ import annotations
 
 import copy
+import ctypes
+import functools
+import importlib.util
 import math
 
 import numpy as np
@@ -51,6 +54,124 @@ def gelu(x: np.ndarray) -> np.ndarray:
         poly = poly * t + a
     erf_abs = 1.0 - poly * t * np.exp(-z * z)
     return 0.5 * x * (1.0 + np.copysign(erf_abs, x))
+
+
+class _CModel(ctypes.Structure):
+    """The C step's weight table (`nslm_model` in _cstep.c, field for field): sizes, then pointers."""
+
+    _fields_ = ([(name, ctypes.c_int32) for name in
+                 ("n_layer", "d_model", "n_head", "head_dim", "context", "vocab", "d_ff", "rope", "layernorm", "gated")]
+                + [("eps", ctypes.c_float)]
+                + [(name, ctypes.c_void_p) for name in ("emb", "pos_rows", "cos2", "ssin2", "swap_cols", "head_w", "head_b")]
+                + [(name, ctypes.POINTER(ctypes.c_void_p)) for name in
+                   ("qkv_w", "qkv_b", "proj_w", "proj_b", "gu_w", "gu_b", "down_w", "down_b")])
+
+
+@functools.cache
+def c_library() -> ctypes.CDLL | None:
+    """The compiled C step (the `nslm.models._cstep` extension, built at install where a C compiler is
+    found), or None where it was not built: decoding then stays in NumPy."""
+    try:
+        spec = importlib.util.find_spec("nslm.models._cstep")
+    except ImportError:
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith((".so", ".pyd", ".dylib")):
+        return None
+    try:
+        lib = ctypes.CDLL(spec.origin)
+    except OSError:
+        return None
+    lib.nslm_step.argtypes = [ctypes.POINTER(_CModel), ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                              ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                              ctypes.c_int64, ctypes.c_void_p]
+    lib.nslm_step.restype = ctypes.c_int
+    lib.nslm_scratch_floats.argtypes = [ctypes.POINTER(_CModel), ctypes.c_int64]
+    lib.nslm_scratch_floats.restype = ctypes.c_int64
+    lib.nslm_block_columns.restype = ctypes.c_int64
+    return lib
+
+
+def _pack_columns(w: np.ndarray, block: int) -> np.ndarray:
+    """A matrix [in, out] as the C step reads it: blocks of `block` columns one after another, each [in, block]
+    (the last padded with zero columns)."""
+    n, m = w.shape
+    width = -(-m // block) * block
+    padded = np.zeros((n, width), np.float32)
+    padded[:, :m] = w
+    return np.ascontiguousarray(padded.reshape(n, width // block, block).transpose(1, 0, 2))
+
+
+class _CStep:
+    """A NumpyDecoder's weights as the C step's table. `step(keys, values, tokens, positions)` is one call into
+    C for rows of a batch (a cache [layers, rows, heads, context, head_dim]; logits [rows, vocab]) or for
+    tokens of one sequence (a cache [layers, heads, context, head_dim]; the logits [1, vocab] after the last
+    token). It fills the cache at each position. It keeps every array it points to; a table serves one thread
+    at a time (its buffers), so `fresh()` decoders take a copy of their own."""
+
+    def __init__(self, lib: ctypes.CDLL, d: "NumpyDecoder"):
+        cfg = d.cfg
+        self._keep: list = []
+        ptr = self._ptr
+        layers = list(zip(*[layer[:6] + layer[7:] for layer in d.layers]))  # without d_ff
+        tables = {}
+        block = int(lib.nslm_block_columns())
+        pack = functools.partial(_pack_columns, block=block)
+        for name, arrays in zip(("qkv_w", "qkv_b", "proj_w", "proj_b", "gu_w", "gu_b", "down_w", "down_b"), layers):
+            table = (ctypes.c_void_p * len(arrays))(*[ptr(pack(a) if name.endswith("_w") else a) for a in arrays])
+            self._keep.append(table)
+            tables[name] = table
+        self.model = _CModel(
+            n_layer=cfg.n_layer, d_model=cfg.d_model, n_head=d.n_head, head_dim=d.head_dim,
+            context=cfg.context_length, vocab=d.emb.shape[0], d_ff=d.layers[0][6], rope=d.rope,
+            layernorm=d.layernorm, gated=d.gated, eps=d.eps, emb=ptr(d.emb), pos_rows=ptr(d.pos_rows),
+            cos2=ptr(d.cos2) if d.rope else None, ssin2=ptr(d.ssin2) if d.rope else None,
+            swap_cols=ptr(d.swap_cols, np.int64) if d.rope else None, head_w=ptr(pack(d.head_w)), head_b=ptr(d.head_b),
+            **tables)
+        self.vocab = d.emb.shape[0]
+        self.cache_floats = d.n_head * cfg.context_length * d.head_dim  # one layer of one sequence
+        self.cache_shape = (cfg.context_length, d.head_dim)
+        self._lib = lib
+        self._ref = ctypes.byref(self.model)
+        self._rows = 0  # the rows the buffers below hold
+        self._cache = None  # the last caches stepped, with their addresses (numpy's .ctypes costs 3 us)
+
+    def _ptr(self, a: np.ndarray | None, dtype=np.float32) -> int | None:
+        if a is None:
+            return None
+        a = np.ascontiguousarray(a, dtype=dtype)
+        self._keep.append(a)
+        return a.ctypes.data
+
+    def copy(self) -> "_CStep":
+        """The same table with buffers of its own (for a decoder in another thread)."""
+        other = copy.copy(self)
+        other._rows, other._cache = 0, None
+        return other
+
+    def step(self, keys: np.ndarray, values: np.ndarray, tokens, positions) -> np.ndarray:
+        rows = len(tokens)
+        if self._cache is None or self._cache[0] is not keys or self._cache[1] is not values:
+            for a in (keys, values):
+                if not a.flags.c_contiguous or a.dtype != np.float32 or a.shape[-2:] != self.cache_shape:
+                    raise ValueError("the C step needs contiguous float32 caches of this model")
+            self._cache = (keys, values, keys.ctypes.data, values.ctypes.data)
+        if rows > self._rows:
+            self._rows = rows
+            self._scratch = np.empty(int(self._lib.nslm_scratch_floats(self._ref, rows)), np.float32)
+            self._ids = np.empty((2, rows), np.int64)  # tokens, positions
+            self._logits = np.empty((rows, self.vocab), np.float32)
+            self._buffers = (self._scratch.ctypes.data, self._ids.ctypes.data, self._ids.ctypes.data + 8 * rows,
+                             self._logits.ctypes.data)
+        self._ids[0, :rows] = tokens
+        self._ids[1, :rows] = positions
+        batch = keys.ndim == 5  # [layers, rows, ...]
+        scratch, ids, pos, logits = self._buffers
+        head_rows = rows if batch else 1
+        if self._lib.nslm_step(self._ref, rows, self._cache[2], self._cache[3],
+                               self.cache_floats * (rows if batch else 1), self.cache_floats if batch else 0,
+                               scratch, ids, pos, head_rows, logits):
+            raise ValueError(f"a token or position is outside the model's vocabulary or context: {tokens}, {positions}")
+        return self._logits[:head_rows].copy()
 
 
 class NumpyDecoder:
@@ -92,6 +213,22 @@ class NumpyDecoder:
         self.head_w, self.head_b = self._fold_norm(model.norm_f, _np(model.tok_emb.weight).T, None)
         self.keys = np.zeros((cfg.n_layer, H, cfg.context_length, hd), np.float32)
         self.values = np.zeros((cfg.n_layer, H, cfg.context_length, hd), np.float32)
+        lib = c_library()
+        self._c_table = _CStep(lib, self) if lib is not None else None  # shared by fresh() decoders
+        self.c = None  # this decoder's use of it, once `use_c` turns it on
+
+    def use_c(self, on: bool = True) -> bool:
+        """Decode (this sequence, and batches joined from it) with the compiled C step, the same arithmetic in
+        one call per step, where it was built; or (on=False) with NumPy. Whether the C step is on now."""
+        lib = c_library() if on else None
+        if lib is None:
+            self.c = None
+            return False
+        if self._c_table is None:
+            self._c_table = _CStep(lib, self)
+        if self.c is None:
+            self.c = self._c_table.copy()
+        return True
 
     def _fold_norm(self, norm, w_in_out: np.ndarray, bias: np.ndarray | None):
         """(matrix, bias) such that norm(x) @ w_in_out + bias == r(x) * (centred(x) @ matrix) + bias'."""
@@ -137,6 +274,10 @@ class NumpyDecoder:
             raise ValueError("feed needs at least one id")
         if self.pos + T > self.cfg.context_length:
             raise ValueError(f"{self.pos + T} positions exceed the context length {self.cfg.context_length}")
+        if self.c is not None:  # one call into C for all of them
+            logits = self.c.step(self.keys, self.values, ids, range(self.pos, self.pos + T))[0]
+            self.pos += T
+            return logits
         return self._step(ids[0]) if T == 1 else self._feed_many(ids)
 
     def _normed1(self, x: np.ndarray, w: np.ndarray, b) -> np.ndarray:
@@ -241,6 +382,7 @@ class NumpyDecoder:
         """A decoder of the same weights (shared, not copied) with an empty cache of its own."""
         other = copy.copy(self)
         other.keys, other.values = np.zeros_like(self.keys), np.zeros_like(self.values)
+        other.c = None if self.c is None else self._c_table.copy()
         other.pos = 0
         return other
 
@@ -283,9 +425,13 @@ class NumpyBatchDecoder:
             y /= scores.sum(-1, keepdims=True)
             return y.reshape(B, C)
 
-        x = w._blocks(*w._embed(tokens, pos), attend)
+        if w.c is not None:
+            self.keys, self.values = np.ascontiguousarray(self.keys), np.ascontiguousarray(self.values)
+            logits = w.c.step(self.keys, self.values, tokens, pos)
+        else:
+            logits = w._normed(w._blocks(*w._embed(tokens, pos), attend), w.head_w, w.head_b)
         self.pos = pos + 1
-        return w._normed(x, w.head_w, w.head_b)
+        return logits
 
 
 class NumpyRNNDecoder:

@@ -77,8 +77,7 @@ class RNNLM(TiedLM):
         if self.proj is not None:
             nn.init.normal_(self.proj.weight, std=hidden**-0.5)
 
-    def numpy_decoder(self) -> NumpyRNNDecoder | None:
-        return NumpyRNNDecoder(self) if NumpyRNNDecoder.supports(self) else None
+    numpy_decoder_class = NumpyRNNDecoder
 
     def new_cache(self, batch_size: int = 1) -> RNNState:
         """An empty state for `forward(..., cache=)`."""

@@ -274,8 +274,7 @@ class Transformer(TiedLM):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def numpy_decoder(self) -> NumpyDecoder | None:
-        return NumpyDecoder(self) if NumpyDecoder.supports(self) else None
+    numpy_decoder_class = NumpyDecoder
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
         """An empty KV cache for `forward(..., cache=)`; it holds at most context_length tokens."""
