@@ -134,6 +134,28 @@ def test_the_c_step_decodes_rows_at_their_own_positions(pos, norm, mlp, bias):
 
 
 @needs_c
+def test_a_batch_steps_in_numpy_while_it_is_large_and_in_c_once_it_is_small(monkeypatch):
+    import nslm.models.decode as decode
+
+    model = transformer(jitter=0.5)
+    prompts, seeds = [[i + 1, i + 2, i + 3] for i in range(12)], list(range(12))
+    alone = [list(generate_ids(model, p, 40, stop_id=4, temperature=1.0, seed=s, engine="torch"))
+             for p, s in zip(prompts, seeds)]
+    assert len({len(story) for story in alone}) > 1  # rows end at different steps: the batch shrinks
+    rows_in_c = []
+    step = decode._CStep.step
+
+    def counted(self, keys, values, tokens, positions):
+        if keys.ndim == 5:  # a batch's step (not one sequence's prompt or refilled window)
+            rows_in_c.append(len(tokens))
+        return step(self, keys, values, tokens, positions)
+
+    monkeypatch.setattr(decode._CStep, "step", counted)
+    assert generate_batch_ids(model, prompts, 40, stop_id=4, temperature=1.0, seeds=seeds, engine="c") == alone
+    assert rows_in_c and max(rows_in_c) <= decode.C_BATCH_ROWS < len(prompts)
+
+
+@needs_c
 def test_the_c_step_refuses_tokens_outside_the_vocabulary_and_serves_threads_at_once():
     model = transformer()
     decoder = decoder_for(model, "c")
