@@ -59,7 +59,8 @@ def test_bench_generate_json_is_the_last_line_with_both_rates(capsys):
     # built it); the other cached steps are timed beside it
     engine = "c" if c_library() is not None else "numpy"
     assert figures["engine"] == engine and figures["torch_cached_tokens_per_s"] > 0
-    assert figures["numpy_cached_tokens_per_s"] > 0
+    assert figures["numpy_cached_tokens_per_s"] > 0 and figures["two_threads_tokens_per_s"] > 0
+    assert any("two stories in two threads" in line for line in out[:-1])
     labels = {"c": "C step", "numpy": "NumPy step"}
     assert any(f"with cache ({labels[engine]}, the default)" in line for line in out[:-1])
     assert any("with cache (PyTorch step)" in line for line in out[:-1])

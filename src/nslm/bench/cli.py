@@ -246,6 +246,11 @@ def bench_generate(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - t0
         rates[mode] = n / seconds
         rows.append([label, str(n), f"{seconds:.2f}", f"{n / seconds:,.1f}"])
+    # two stories at once, each in its own thread, as the GUI's Compare and several visitors tell them
+    # (the same count of tokens one after the other is the default row above)
+    rates["two threads"] = _two_threads_rate(model, prompt, args.tokens)
+    rows.append(["with cache, two stories in two threads", str(2 * args.tokens), "",
+                 f"{rates['two threads']:,.1f}"])
     first = []
     for _ in range(5):
         t0 = time.perf_counter()
@@ -260,6 +265,7 @@ def bench_generate(args: argparse.Namespace) -> int:
                "numpy_cached_tokens_per_s": round(rates.get("numpy", rates["default"]), 1) if engine != "torch" else None,
                "torch_cached_tokens_per_s": round(rates.get("torch", rates["default"]), 1),
                "uncached_tokens_per_s": round(rates["uncached"], 1),
+               "two_threads_tokens_per_s": round(rates["two threads"], 1),
                "cache_speedup": round(rates["default"] / rates["uncached"], 2), "first_token_ms": round(first_ms, 2)}
     if args.prompt_set:
         figures["prompt_set"] = _bench_prompt_set(story_model, engine)
@@ -268,6 +274,27 @@ def bench_generate(args: argparse.Namespace) -> int:
 
 
 STEP_LABELS = {"c": "C step", "numpy": "NumPy step", "torch": "PyTorch step"}
+
+
+def _two_threads_rate(model, prompt: list[int], tokens: int) -> float:
+    """Tokens/s of two greedy stories told at once in two threads with nslm's default step (a step that lets
+    go of Python's lock while it computes, as the C step does, runs them on two cores)."""
+    import threading
+
+    from nslm.sampling import generate_ids
+
+    counts = [0, 0]
+
+    def tell(i):
+        counts[i] = len(list(generate_ids(model, prompt, tokens, stop_id=None, temperature=0)))
+
+    threads = [threading.Thread(target=tell, args=(i,)) for i in range(2)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - t0)
 
 
 def _default_step(model) -> str:
