@@ -1,14 +1,18 @@
-/* One cached decoding step of an nslm Transformer, one sequence, float32, in C.
+/* The cached decoding step of an nslm Transformer in C, float32: one call feeds one token of one sequence,
+ * a short prompt of one sequence, or one token to each row of a batch (each row at its own position).
  *
- * It computes what NumpyDecoder._step (nslm/models/decode.py) computes, on the same folded weights (norm
- * weights inside the next matrix, the attention scale inside q's columns, the gate halved) and the same
- * key/value cache arrays [layers, heads, context, head_dim]; Python builds the weight table once and then
- * makes one call per token, which is what the NumPy step cannot: it pays 1-3 microseconds for each of its
- * ~110 calls, about as long as the arithmetic itself.
+ * It computes what NumpyDecoder (nslm/models/decode.py) computes, on the same folded weights (norm weights
+ * inside the next matrix, the attention scale inside q's columns, the gate halved) and the same key/value
+ * cache arrays, so the two mix freely. Python builds the weight table once and then makes one call per
+ * step, which is what the NumPy step cannot: it pays 1-3 microseconds for each of its ~110 calls per token,
+ * about as long as the arithmetic itself.
  *
- * Every matrix is [in, out] and row-major, so y = x W runs as y += x[i] * W[i, :] over the rows: the inner
- * loop walks contiguous memory and vectorises without reassociating any sum. On x86-64 with GCC the step is
- * compiled twice, for AVX2 with FMA and for the baseline, and the loader picks one for the CPU at hand.
+ * The weight matrices come packed in blocks of NB columns (matmul_rows): a block's column sums stay in
+ * registers while its rows stream past, read front to back with a prefetch ahead, and every sum runs over
+ * the rows in order, whatever the number of rows, so a batch row gets the same logits as the sequence alone.
+ * The step is bound by memory (4 MB of weights per token at the shipped size), not by the arithmetic.
+ * On x86-64 Linux with GCC it is compiled twice, for AVX2 with FMA and for the baseline, and the loader
+ * picks one for the CPU at hand.
  *
  * The module is built as a Python extension (so that pip places it beside the package) but its function
  * is called through ctypes, which releases the GIL for the call: stories in other threads run meanwhile.
