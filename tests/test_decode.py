@@ -87,6 +87,10 @@ def test_the_step_tells_the_stories_pytorch_tells(pos, mlp, temperature, step):
         assert fast == list(generate_ids(model, prompt, 60, stop_id=13, temperature=temperature, seed=seed))  # "auto"
         if temperature == 0:
             assert fast == list(generate_ids(model, prompt, 60, stop_id=13, temperature=0, use_cache=False))
+        else:  # with top-k and top-p, where the draw is not made ahead
+            for top_k, top_p in ((5, None), (None, 0.9), (40, 0.95)):
+                assert (list(generate_ids(model, prompt, 40, 13, temperature, top_k, top_p, seed, engine=step))
+                        == list(generate_ids(model, prompt, 40, 13, temperature, top_k, top_p, seed, engine="torch")))
 
 
 @pytest.mark.parametrize("step", STEPS)
