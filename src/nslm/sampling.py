@@ -61,9 +61,11 @@ def next_token(logits: torch.Tensor, temperature: float, top_k=None, top_p=None,
     return torch.multinomial(probs, 1, generator=generator).to(logits.device)
 
 
-def next_tokens(logits: torch.Tensor, temperature: float, top_k, top_p, generators: list) -> list[int]:
+def next_tokens(logits: torch.Tensor, temperature: float, top_k, top_p, generators: list,
+                q: torch.Tensor | None = None) -> list[int]:
     """`next_token` of each row of [B, V] logits with that row's generator, with the row-wise work done
-    once for the batch where it gives the same result (argmax; softmax without top-k/top-p)."""
+    once for the batch where it gives the same result (argmax; softmax without top-k/top-p). `q`, where
+    given, is what `exponentials(generators, V)` drew for this step beforehand."""
     if temperature <= 0:
         return logits.argmax(dim=-1).tolist()
     if _filters(top_k, top_p, logits.size(-1)):
@@ -72,10 +74,26 @@ def next_tokens(logits: torch.Tensor, temperature: float, top_k, top_p, generato
     # torch.multinomial draws one sample as argmax(p / q) with q ~ Exp(1) from the generator: here each row's
     # q comes from its own generator, and the division and argmax run once for the batch (the same ids as
     # multinomial row by row, a test holds them to it, in about three quarters of the time)
-    q = torch.empty_like(probs)
+    if q is None:
+        q = exponentials(generators, probs.size(-1))
+    return (probs / q).argmax(dim=-1).tolist()
+
+
+def exponentials(generators: list, n: int) -> torch.Tensor:
+    """torch.multinomial's q for one draw over n entries per generator: [len(generators), n] draws of Exp(1),
+    row i from generators[i]. It does not depend on the logits, so it can be drawn while they are computed."""
+    q = torch.empty(len(generators), n)
     for row, g in zip(q, generators):
         row.exponential_(1, generator=g)
-    return (probs / q).argmax(dim=-1).tolist()
+    return q
+
+
+@contextlib.contextmanager
+def _drawing_ahead():
+    """A helper thread for `exponentials` of the next token while a step computes (the C step, NumPy's BLAS
+    and PyTorch's kernels let go of Python's lock, so the two overlap)."""
+    with concurrent.futures.ThreadPoolExecutor(1, "nslm-sampling") as pool:
+        yield pool
 
 
 @contextlib.contextmanager
@@ -189,19 +207,19 @@ def _generate_numpy(decoder, ctx: int | None, prompt_ids, max_new_tokens, stop_i
                 start = len(ids) - keep
                 decoder.reset()
                 fed = start
-            q = pool.submit(_exponentials, generator, vocab) if pool is not None else None
+            q = pool.submit(exponentials, [generator], vocab) if pool is not None else None
             logits = decoder.feed(ids[fed:])
             fed = len(ids)
             if temperature <= 0:
                 picked = int(logits.argmax())  # the first of equal maxima, as torch.argmax
             elif q is not None:
                 probs = torch.softmax(torch.from_numpy(logits) / temperature, dim=-1)  # as next_token's
-                picked = int((probs / q.result()).argmax())
+                picked = int((probs / q.result()[0]).argmax())
             else:
                 picked = int(next_token(torch.from_numpy(logits), temperature, top_k, top_p, generator))
                 if not _filters(top_k, top_p, logits.shape[-1]) and max_new_tokens > 1:
                     vocab = logits.shape[-1]
-                    pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(1, "nslm-sampling"))
+                    pool = stack.enter_context(_drawing_ahead())
             if picked == stop_id:
                 return
             ids.append(picked)
@@ -211,11 +229,6 @@ def _generate_numpy(decoder, ctx: int | None, prompt_ids, max_new_tokens, stop_i
 def _filters(top_k, top_p, vocab: int) -> bool:
     """Whether top-k or top-p leaves out any token of a vocabulary this size."""
     return (top_k is not None and 0 < top_k < vocab) or (top_p is not None and 0 < top_p < 1)
-
-
-def _exponentials(generator: torch.Generator, n: int) -> torch.Tensor:
-    """torch.multinomial's q for one draw over n entries: n draws of Exp(1) from the generator."""
-    return torch.empty(n).exponential_(1, generator=generator)
 
 
 def _generator(seed: int | None) -> torch.Generator:
@@ -282,13 +295,19 @@ def generate_batch_ids(model, prompts: list[list[int]], max_new_tokens: int, sto
         def step(cache, last: list[int]) -> torch.Tensor:
             return model(torch.tensor(last, device=device)[:, None], cache=cache)[0][:, -1]
 
-    with one_thread_on_cpu(device), one_blas_thread():
+    with one_thread_on_cpu(device), one_blas_thread(), contextlib.ExitStack() as stack:
         active = list(range(len(prompts)))  # rows of the batch, in order: which prompt each holds
         cache = join([read_alone(i) for i in active])
+        pool, vocab = None, None  # from the second step on, the rows' q is drawn while the step computes
         while active:
+            rows_generators = [generators[i] for i in active]
+            q = pool.submit(exponentials, rows_generators, vocab) if pool is not None else None
             logits = step(cache, [ids[i][-1] for i in active])
             finished = []
-            picked = next_tokens(logits, temperature, top_k, top_p, [generators[i] for i in active])
+            picked = next_tokens(logits, temperature, top_k, top_p, rows_generators, q.result() if q else None)
+            if pool is None and temperature > 0 and not _filters(top_k, top_p, logits.size(-1)):
+                vocab = logits.size(-1)
+                pool = stack.enter_context(_drawing_ahead())
             for row, (i, token) in enumerate(zip(active, picked)):
                 if token == stop_id:
                     finished.append(row)
