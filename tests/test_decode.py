@@ -166,6 +166,14 @@ def test_the_c_step_refuses_tokens_outside_the_vocabulary_and_serves_threads_at_
     with pytest.raises(ValueError, match="outside the model's vocabulary or context"):
         decoder.feed([97])
     assert decoder.pos == 0
+    # C indexes only caches of this model's shape, with one row per token
+    with pytest.raises(ValueError, match="contiguous float32 caches of this model"):
+        decoder.c.step(decoder.keys[:, :2], decoder.values[:, :2], [1], [0])
+    with pytest.raises(ValueError, match="contiguous float32 caches of this model"):
+        decoder.c.step(decoder.keys.astype(np.float64), decoder.values, [1], [0])
+    batch = decoder.join([decoder.fresh(), decoder.fresh()])
+    with pytest.raises(ValueError, match="3 tokens for 3 positions and a cache of 2 rows"):
+        decoder.c.step(batch.keys, batch.values, [1, 2, 3], [0, 0, 0])
     prompts = [[1, 2, 3], [4], [5, 6], [7, 8, 9, 10]]
     alone = [list(generate_ids(model, p, 40, temperature=1.0, seed=i, engine="c")) for i, p in enumerate(prompts)]
     together = [None] * len(prompts)

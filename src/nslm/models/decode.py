@@ -129,7 +129,8 @@ class _CStep:
             **tables)
         self.vocab = d.emb.shape[0]
         self.cache_floats = d.n_head * cfg.context_length * d.head_dim  # one layer of one sequence
-        self.cache_shape = (cfg.context_length, d.head_dim)
+        self.cache_shape = (cfg.n_head, cfg.context_length, d.head_dim)  # [heads, context, head_dim]
+        self.n_layer = cfg.n_layer
         self._lib = lib
         self._ref = ctypes.byref(self.model)
         self._rows = 0  # the rows the buffers below hold
@@ -150,11 +151,16 @@ class _CStep:
 
     def step(self, keys: np.ndarray, values: np.ndarray, tokens, positions) -> np.ndarray:
         rows = len(tokens)
+        batch = keys.ndim == 5  # [layers, rows, ...]
         if self._cache is None or self._cache[0] is not keys or self._cache[1] is not values:
+            # C reads and writes where these say: a cache of another shape is refused, never indexed
             for a in (keys, values):
-                if not a.flags.c_contiguous or a.dtype != np.float32 or a.shape[-2:] != self.cache_shape:
+                if (not a.flags.c_contiguous or a.dtype != np.float32 or a.ndim not in (4, 5)
+                        or a.shape[0] != self.n_layer or a.shape[-3:] != self.cache_shape or a.shape != keys.shape):
                     raise ValueError("the C step needs contiguous float32 caches of this model")
             self._cache = (keys, values, keys.ctypes.data, values.ctypes.data)
+        if len(positions) != rows or (batch and keys.shape[1] != rows):
+            raise ValueError(f"{rows} tokens for {len(positions)} positions and a cache of {keys.shape[1] if batch else 1} rows")
         if rows > self._rows:
             self._rows = rows
             self._scratch = np.empty(int(self._lib.nslm_scratch_floats(self._ref, rows)), np.float32)
@@ -164,7 +170,6 @@ class _CStep:
                              self._logits.ctypes.data)
         self._ids[0, :rows] = tokens
         self._ids[1, :rows] = positions
-        batch = keys.ndim == 5  # [layers, rows, ...]
         scratch, ids, pos, logits = self._buffers
         head_rows = rows if batch else 1
         if self._lib.nslm_step(self._ref, rows, self._cache[2], self._cache[3],
