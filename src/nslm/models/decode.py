@@ -25,6 +25,7 @@ import ctypes
 import functools
 import importlib.util
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -56,6 +57,25 @@ def gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.copysign(erf_abs, x))
 
 
+class FoldedBlock(NamedTuple):
+    """One Transformer block's weights as the decoders read them: [in, out] matrices with the norms folded in
+    (`NumpyDecoder._fold_block`), biases or None, and the MLP's hidden width."""
+
+    qkv_w: np.ndarray
+    qkv_b: np.ndarray | None
+    proj_w: np.ndarray
+    proj_b: np.ndarray | None
+    gu_w: np.ndarray
+    gu_b: np.ndarray | None
+    d_ff: int
+    down_w: np.ndarray
+    down_b: np.ndarray | None
+
+
+# the per-layer arrays the C step reads, in the order of its struct (`nslm_model` in _cstep.c)
+_C_LAYER_ARRAYS = ("qkv_w", "qkv_b", "proj_w", "proj_b", "gu_w", "gu_b", "down_w", "down_b")
+
+
 class _CModel(ctypes.Structure):
     """The C step's weight table (`nslm_model` in _cstep.c, field for field): sizes, then pointers."""
 
@@ -63,8 +83,7 @@ class _CModel(ctypes.Structure):
                  ("n_layer", "d_model", "n_head", "head_dim", "context", "vocab", "d_ff", "rope", "layernorm", "gated")]
                 + [("eps", ctypes.c_float)]
                 + [(name, ctypes.c_void_p) for name in ("emb", "pos_rows", "cos2", "ssin2", "swap_cols", "head_w", "head_b")]
-                + [(name, ctypes.POINTER(ctypes.c_void_p)) for name in
-                   ("qkv_w", "qkv_b", "proj_w", "proj_b", "gu_w", "gu_b", "down_w", "down_b")])
+                + [(name, ctypes.POINTER(ctypes.c_void_p)) for name in _C_LAYER_ARRAYS])
 
 
 @functools.cache
@@ -112,17 +131,17 @@ class _CStep:
         cfg = d.cfg
         self._keep: list = []
         ptr = self._ptr
-        layers = list(zip(*[layer[:6] + layer[7:] for layer in d.layers]))  # without d_ff
         tables = {}
         block = int(lib.nslm_block_columns())
         pack = functools.partial(_pack_columns, block=block)
-        for name, arrays in zip(("qkv_w", "qkv_b", "proj_w", "proj_b", "gu_w", "gu_b", "down_w", "down_b"), layers):
+        for name in _C_LAYER_ARRAYS:  # one table of pointers per kind of array, a pointer per layer
+            arrays = [getattr(layer, name) for layer in d.layers]
             table = (ctypes.c_void_p * len(arrays))(*[ptr(pack(a) if name.endswith("_w") else a) for a in arrays])
             self._keep.append(table)
             tables[name] = table
         self.model = _CModel(
             n_layer=cfg.n_layer, d_model=cfg.d_model, n_head=d.n_head, head_dim=d.head_dim,
-            context=cfg.context_length, vocab=d.emb.shape[0], d_ff=d.layers[0][6], rope=d.rope,
+            context=cfg.context_length, vocab=d.emb.shape[0], d_ff=d.layers[0].d_ff, rope=d.rope,
             layernorm=d.layernorm, gated=d.gated, eps=d.eps, emb=ptr(d.emb), pos_rows=ptr(d.pos_rows),
             cos2=ptr(d.cos2) if d.rope else None, ssin2=ptr(d.ssin2) if d.rope else None,
             swap_cols=ptr(d.swap_cols, np.int64) if d.rope else None, head_w=ptr(pack(d.head_w)), head_b=ptr(d.head_b),
@@ -251,7 +270,7 @@ class NumpyDecoder:
             out_bias = extra if out_bias is None else out_bias + extra
         return np.ascontiguousarray(w * w_in_out, dtype=np.float32), out_bias
 
-    def _fold_block(self, block) -> tuple:
+    def _fold_block(self, block) -> FoldedBlock:
         C = self.cfg.d_model
         attn, mlp = block.attn, block.mlp
         qkv_w = _np(attn.qkv.weight).T.copy()  # [C, 3C]
@@ -273,8 +292,9 @@ class NumpyDecoder:
         gu_w, gu_b = self._fold_norm(block.norm2, gu_w, gu_b)
         proj_b = _np(attn.proj.bias) if attn.proj.bias is not None else None
         down_b = _np(mlp.down.bias) if mlp.down.bias is not None else None
-        return (qkv_w, qkv_b, np.ascontiguousarray(_np(attn.proj.weight).T), proj_b, gu_w, gu_b, d_ff,
-                np.ascontiguousarray(_np(mlp.down.weight).T), down_b)
+        return FoldedBlock(qkv_w=qkv_w, qkv_b=qkv_b, proj_w=np.ascontiguousarray(_np(attn.proj.weight).T),
+                           proj_b=proj_b, gu_w=gu_w, gu_b=gu_b, d_ff=d_ff,
+                           down_w=np.ascontiguousarray(_np(mlp.down.weight).T), down_b=down_b)
 
     def reset(self) -> None:
         self.pos = 0
