@@ -33,6 +33,17 @@ def test_bench_generate_prints_with_and_without_cache(capsys):
     assert "with cache (NumPy step, the default)" in out and "with cache (PyTorch step)" in out and "C step" not in out
 
 
+def test_bench_generate_names_the_step_each_model_decodes_with():
+    from nslm.bench.cli import _default_step
+    from nslm.models import build_model, load_preset
+
+    # an LSTM's decoder holds its cell state as `c`: it has a NumPy step and no C step all the same
+    assert _default_step(build_model(load_preset("lstm-1m")).eval()) == "numpy"
+    assert _default_step(build_model(load_preset("gru-1m")).eval()) == "numpy"
+    assert _default_step(build_model(load_preset("transformer-1m")).eval()) == ("c" if c_library() is not None else "numpy")
+    assert _default_step(build_model(load_preset("transformer-1m")).train()) == "torch"
+
+
 def test_bench_train_json_is_the_last_line_with_the_speedup(capsys, tmp_path):
     tiny = ["bench", "train", "--preset", "transformer-1m", "--steps", "1", "--warmup", "0", "--batch-size", "2",
             "--context", "8", "--device", "cpu"]

@@ -168,12 +168,12 @@ def test_the_c_step_refuses_tokens_outside_the_vocabulary_and_serves_threads_at_
     assert decoder.pos == 0
     # C indexes only caches of this model's shape, with one row per token
     with pytest.raises(ValueError, match="contiguous float32 caches of this model"):
-        decoder.c.step(decoder.keys[:, :2], decoder.values[:, :2], [1], [0])
+        decoder.c_step.step(decoder.keys[:, :2], decoder.values[:, :2], [1], [0])
     with pytest.raises(ValueError, match="contiguous float32 caches of this model"):
-        decoder.c.step(decoder.keys.astype(np.float64), decoder.values, [1], [0])
+        decoder.c_step.step(decoder.keys.astype(np.float64), decoder.values, [1], [0])
     batch = decoder.join([decoder.fresh(), decoder.fresh()])
     with pytest.raises(ValueError, match="3 tokens for 3 positions and a cache of 2 rows"):
-        decoder.c.step(batch.keys, batch.values, [1, 2, 3], [0, 0, 0])
+        decoder.c_step.step(batch.keys, batch.values, [1, 2, 3], [0, 0, 0])
     prompts = [[1, 2, 3], [4], [5, 6], [7, 8, 9, 10]]
     alone = [list(generate_ids(model, p, 40, temperature=1.0, seed=i, engine="c")) for i, p in enumerate(prompts)]
     together = [None] * len(prompts)
@@ -196,7 +196,7 @@ def test_without_the_c_step_auto_decodes_with_numpy_and_c_says_why(monkeypatch):
     expected = list(generate_ids(model, [1, 2], 20, temperature=0, engine="torch"))
     monkeypatch.setattr(decode, "c_library", lambda: None)
     decoder = numpy_decoder(model)
-    assert isinstance(decoder, NumpyDecoder) and decoder.c is None
+    assert isinstance(decoder, NumpyDecoder) and decoder.c_step is None
     assert list(generate_ids(model, [1, 2], 20, temperature=0)) == expected
     with pytest.raises(NslmError, match="C decoding step .* C compiler"):
         numpy_decoder(model, "c")
@@ -214,7 +214,7 @@ def test_which_models_the_numpy_step_runs():
         numpy_decoder(transformer().train(), "numpy")
     with pytest.raises(NslmError, match="C decoding step runs a Transformer"):
         numpy_decoder(rnn(), "c")
-    assert numpy_decoder(transformer(), "numpy").c is None  # "numpy" is NumPy's arithmetic throughout
+    assert numpy_decoder(transformer(), "numpy").c_step is None  # "numpy" is NumPy's arithmetic throughout
     with pytest.raises(ValueError, match="engine must be one of auto, c, numpy, torch"):
         list(generate_ids(transformer(), [1], 3, engine="fastest"))
 

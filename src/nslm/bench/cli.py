@@ -302,7 +302,7 @@ def _default_step(model) -> str:
     from nslm.sampling import numpy_decoder
 
     decoder = numpy_decoder(model)
-    return "torch" if decoder is None else "c" if getattr(decoder, "c", None) is not None else "numpy"
+    return "torch" if decoder is None else "c" if getattr(decoder, "c_step", None) is not None else "numpy"
 
 
 def _bench_prompt_set(story_model, engine: str) -> dict:

@@ -246,19 +246,16 @@ class NumpyDecoder:
         self.values = np.zeros((cfg.n_layer, H, cfg.context_length, hd), np.float32)
         lib = c_library()
         self._c_table = _CStep(lib, self) if lib is not None else None  # shared by fresh() decoders
-        self.c = None  # this decoder's use of it, once `use_c` turns it on
+        self.c_step = None  # this decoder's use of it, once `use_c` turns it on
 
     def use_c(self, on: bool = True) -> bool:
         """Decode (this sequence, and batches joined from it) with the compiled C step, the same arithmetic in
         one call per step, where it was built; or (on=False) with NumPy. Whether the C step is on now."""
-        lib = c_library() if on else None
-        if lib is None:
-            self.c = None
+        if not on or self._c_table is None:
+            self.c_step = None
             return False
-        if self._c_table is None:
-            self._c_table = _CStep(lib, self)
-        if self.c is None:
-            self.c = self._c_table.copy()
+        if self.c_step is None:
+            self.c_step = self._c_table.copy()
         return True
 
     def _fold_norm(self, norm, w_in_out: np.ndarray, bias: np.ndarray | None):
@@ -306,8 +303,8 @@ class NumpyDecoder:
             raise ValueError("feed needs at least one id")
         if self.pos + T > self.cfg.context_length:
             raise ValueError(f"{self.pos + T} positions exceed the context length {self.cfg.context_length}")
-        if self.c is not None and T <= C_BATCH_ROWS:  # one call into C for all of them (more: NumPy's BLAS)
-            logits = self.c.step(self.keys, self.values, ids, range(self.pos, self.pos + T))[0]
+        if self.c_step is not None and T <= C_BATCH_ROWS:  # one call into C for all of them (more: NumPy's BLAS)
+            logits = self.c_step.step(self.keys, self.values, ids, range(self.pos, self.pos + T))[0]
             self.pos += T
             return logits
         return self._step(ids[0]) if T == 1 else self._feed_many(ids)
@@ -414,7 +411,7 @@ class NumpyDecoder:
         """A decoder of the same weights (shared, not copied) with an empty cache of its own."""
         other = copy.copy(self)
         other.keys, other.values = np.zeros_like(self.keys), np.zeros_like(self.values)
-        other.c = None if self.c is None else self._c_table.copy()
+        other.c_step = None if self.c_step is None else self._c_table.copy()
         other.pos = 0
         return other
 
@@ -431,7 +428,7 @@ class NumpyBatchDecoder:
         self.pos = np.array([d.pos for d in decoders])
 
     def keep(self, rows: list[int]) -> "NumpyBatchDecoder":
-        # np.take gives C-contiguous caches (indexing the middle axis would not, and the C step would copy them)
+        # np.take gives C-contiguous caches (indexing the middle axis would not, and the C step refuses those)
         self.keys, self.values = np.take(self.keys, rows, axis=1), np.take(self.values, rows, axis=1)
         self.pos = self.pos[rows]
         return self
@@ -444,7 +441,16 @@ class NumpyBatchDecoder:
         B, end = len(tokens), int(pos.max()) + 1
         if end > w.cfg.context_length:
             raise ValueError(f"{end} positions exceed the context length {w.cfg.context_length}")
-        C, H, hd = w.cfg.d_model, w.n_head, w.head_dim
+        if w.c_step is not None and B <= C_BATCH_ROWS:
+            logits = w.c_step.step(self.keys, self.values, tokens, pos)
+        else:
+            logits = self._numpy_step(tokens, end)
+        self.pos = pos + 1
+        return logits
+
+    def _numpy_step(self, tokens: list[int], end: int) -> np.ndarray:
+        w, pos = self.w, self.pos
+        B, C, H, hd = len(tokens), w.cfg.d_model, w.n_head, w.head_dim
         rows = np.arange(B)
         # row r sees positions up to its own: -inf beyond, [rows, 1, 1, end]
         mask = np.where(np.arange(end)[None, :] > pos[:, None], -np.inf, 0.0).astype(np.float32)[:, None, None, :]
@@ -459,13 +465,7 @@ class NumpyBatchDecoder:
             y /= scores.sum(-1, keepdims=True)
             return y.reshape(B, C)
 
-        if w.c is not None and B <= C_BATCH_ROWS:
-            self.keys, self.values = np.ascontiguousarray(self.keys), np.ascontiguousarray(self.values)
-            logits = w.c.step(self.keys, self.values, tokens, pos)
-        else:
-            logits = w._normed(w._blocks(*w._embed(tokens, pos), attend), w.head_w, w.head_b)
-        self.pos = pos + 1
-        return logits
+        return w._normed(w._blocks(*w._embed(tokens, pos), attend), w.head_w, w.head_b)
 
 
 class NumpyRNNDecoder:
