@@ -89,11 +89,15 @@ def exponentials(generators: list, n: int) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _drawing_ahead():
-    """A helper thread for `exponentials` of the next token while a step computes (the C step, NumPy's BLAS
-    and PyTorch's kernels let go of Python's lock, so the two overlap)."""
+def _drawing_ahead(temperature: float, top_k, top_p, vocab: int):
+    """`draw(generators)`: starts `exponentials(generators, vocab)` for the next step in a helper thread, to
+    run while the step computes (the C step, NumPy's BLAS and PyTorch's kernels let go of Python's lock), and
+    returns a future; None where picking does not use q (greedy, or top-k/top-p, which draw their own)."""
+    if temperature <= 0 or _filters(top_k, top_p, vocab):
+        yield lambda generators: None
+        return
     with concurrent.futures.ThreadPoolExecutor(1, "nslm-sampling") as pool:
-        yield pool
+        yield lambda generators: pool.submit(exponentials, generators, vocab)
 
 
 @contextlib.contextmanager
@@ -127,7 +131,8 @@ def generate_ids(model, prompt_ids: list[int], max_new_tokens: int, stop_id: int
     decoder = numpy_decoder(model, engine) if use_cache else None
     if decoder is not None:
         ctx = model.cfg.context_length if model.windowed else None
-        yield from _generate_numpy(decoder, ctx, prompt_ids, max_new_tokens, stop_id, temperature, top_k, top_p, seed)
+        yield from _generate_numpy(decoder, ctx, model.cfg.vocab_size, prompt_ids, max_new_tokens, stop_id,
+                                   temperature, top_k, top_p, seed)
         return
     device = next(model.parameters()).device
     generator = _generator(seed)
@@ -181,45 +186,33 @@ def numpy_decoder(model, engine: str = "auto"):
     return decoder
 
 
-def _generate_numpy(decoder, ctx: int | None, prompt_ids, max_new_tokens, stop_id, temperature, top_k, top_p,
-                    seed):
+def _generate_numpy(decoder, ctx: int | None, vocab: int, prompt_ids, max_new_tokens, stop_id, temperature, top_k,
+                    top_p, seed):
     """generate_ids' cached loop over a NumPy decoder: the same windows (`ctx`; None for an RNN, which
-    carries its state through the whole story), the same picking of tokens.
-
-    Sampling without top-k or top-p is torch.multinomial's own draw, argmax(p / q) with q ~ Exp(1) over the
-    vocabulary from the story's generator (`next_tokens` holds to it). q does not depend on the logits, so
-    from the second token on it is drawn in a helper thread while the decoder computes them: the same ids,
-    with the draw (about 140 us for 4,096 entries) off the path where a step that lets go of Python's lock
-    (the C step) runs."""
+    carries its state through the whole story), the same picking of tokens (`next_tokens`, whose q for
+    sampling without top-k or top-p is drawn while the decoder computes the logits: `_drawing_ahead`)."""
     generator = _generator(seed)
     ids = list(prompt_ids)
     keep = max(1, ctx - ctx // 4) if ctx else 0
     start = max(0, len(ids) - ctx) if ctx else 0
     fed = start
-    vocab = None  # known after the first token, where q is drawn ahead
     # one BLAS thread for the whole story (its limit costs 25 us to take and give back: not per token); a
     # consumer that resumes this generator in another thread may leave the limit in place, which only
     # keeps NumPy's BLAS on one thread (the app sets that for its process anyway)
-    with one_blas_thread(), contextlib.ExitStack() as stack:
-        pool = None
+    with one_blas_thread(), _drawing_ahead(temperature, top_k, top_p, vocab) as draw:
         for _ in range(max_new_tokens):
             if ctx and len(ids) - start > ctx:
                 start = len(ids) - keep
                 decoder.reset()
                 fed = start
-            q = pool.submit(exponentials, [generator], vocab) if pool is not None else None
+            q = draw([generator])
             logits = decoder.feed(ids[fed:])
             fed = len(ids)
-            if temperature <= 0:
-                picked = int(logits.argmax())  # the first of equal maxima, as torch.argmax
-            elif q is not None:
-                probs = torch.softmax(torch.from_numpy(logits) / temperature, dim=-1)  # as next_token's
-                picked = int((probs / q.result()[0]).argmax())
+            if temperature <= 0:  # NumPy's argmax, the first of equal maxima as torch's, without torch's calls
+                picked = int(logits.argmax())
             else:
-                picked = int(next_token(torch.from_numpy(logits), temperature, top_k, top_p, generator))
-                if not _filters(top_k, top_p, logits.shape[-1]) and max_new_tokens > 1:
-                    vocab = logits.shape[-1]
-                    pool = stack.enter_context(_drawing_ahead())
+                picked = next_tokens(torch.from_numpy(logits)[None], temperature, top_k, top_p, [generator],
+                                     q.result() if q else None)[0]
             if picked == stop_id:
                 return
             ids.append(picked)
@@ -250,7 +243,7 @@ def generate_batch_ids(model, prompts: list[list[int]], max_new_tokens: int, sto
     one token per unfinished row together, each row at its own position and with its own generator. A
     row whose window is full re-reads its last three quarters alone, as `generate_ids` does. A model
     whose cache cannot be joined (`join`, `keep`; `put` where windowed) decodes the prompts one by one.
-    `engine` as in `generate_ids`: "auto" decodes a float32 model on the CPU with the NumPy step.
+    `engine` as in `generate_ids`: "auto" decodes a float32 model on the CPU with its C or NumPy step.
     """
     seeds = list(seeds) if seeds is not None else [None] * len(prompts)
     if len(seeds) != len(prompts):
@@ -295,19 +288,16 @@ def generate_batch_ids(model, prompts: list[list[int]], max_new_tokens: int, sto
         def step(cache, last: list[int]) -> torch.Tensor:
             return model(torch.tensor(last, device=device)[:, None], cache=cache)[0][:, -1]
 
-    with one_thread_on_cpu(device), one_blas_thread(), contextlib.ExitStack() as stack:
+    with (one_thread_on_cpu(device), one_blas_thread(),
+          _drawing_ahead(temperature, top_k, top_p, model.cfg.vocab_size) as draw):
         active = list(range(len(prompts)))  # rows of the batch, in order: which prompt each holds
         cache = join([read_alone(i) for i in active])
-        pool, vocab = None, None  # from the second step on, the rows' q is drawn while the step computes
         while active:
             rows_generators = [generators[i] for i in active]
-            q = pool.submit(exponentials, rows_generators, vocab) if pool is not None else None
+            q = draw(rows_generators)  # the rows' q, drawn while the step computes
             logits = step(cache, [ids[i][-1] for i in active])
             finished = []
             picked = next_tokens(logits, temperature, top_k, top_p, rows_generators, q.result() if q else None)
-            if pool is None and temperature > 0 and not _filters(top_k, top_p, logits.size(-1)):
-                vocab = logits.size(-1)
-                pool = stack.enter_context(_drawing_ahead())
             for row, (i, token) in enumerate(zip(active, picked)):
                 if token == stop_id:
                     finished.append(row)
