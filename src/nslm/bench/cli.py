@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import threading
 import time
 
 from nslm.atomic import atomic_write_json
@@ -279,8 +280,6 @@ STEP_LABELS = {"c": "C step", "numpy": "NumPy step", "torch": "PyTorch step"}
 def _two_threads_rate(model, prompt: list[int], tokens: int) -> float:
     """Tokens/s of two greedy stories told at once in two threads with nslm's default step (a step that lets
     go of Python's lock while it computes, as the C step does, runs them on two cores)."""
-    import threading
-
     from nslm.sampling import generate_ids
 
     counts = [0, 0]
