@@ -247,14 +247,17 @@ def test_the_app_starts_with_a_shipped_model_ready_or_a_friendly_empty_state(mon
     assert ctx.default_model() is None and "No model yet" in empty_state(ctx)
 
 
-def test_choosing_a_preset_fills_in_its_shape_and_learning_rate():
+def test_choosing_a_preset_fills_in_its_shape_learning_rate_and_batch():
     from nslm.gui.train_tab import preset_defaults
     from nslm.models import load_preset, preset_train_defaults
+    from nslm.train.config import DEFAULT_BATCH_SIZE
 
-    cfg, lr = preset_defaults("lstm-1m")
+    cfg, lr, batch = preset_defaults("lstm-1m")
     assert (cfg.d_model, cfg.n_layer, cfg.context_length) == (128, 2, 256) == (
         load_preset("lstm-1m").d_model, load_preset("lstm-1m").n_layer, load_preset("lstm-1m").context_length)
     assert lr == preset_train_defaults("lstm-1m").get("lr", 2e-3)
+    expected = preset_train_defaults("lstm-1m").get("batch_size", DEFAULT_BATCH_SIZE["cpu"])  # no GPU in tests
+    assert batch == expected
 
 
 def test_a_symlink_to_a_run_elsewhere_is_not_a_member_of_the_runs_folder(tmp_path):

@@ -97,9 +97,10 @@ def test_checkpoints_are_safetensors_and_json_only(finished_run):
         assert path.suffix not in (".pt", ".pth", ".pkl", ".bin"), path
 
 
-def test_resume_continues_exactly(tmp_path, data_dir, tiny):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_continues_exactly(tmp_path, data_dir, tiny, optimizer):
     common = ["--preset", "transformer-1m", "--data", str(data_dir), "--max-steps", "8",
-              *tiny("train.eval_interval=3", "model.dropout=0.1")]
+              *tiny("train.eval_interval=3", "model.dropout=0.1", f"train.optimizer={optimizer}")]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     assert train(*common, "--out", str(whole)) == 0
     assert train(*common, "--out", str(parts), "--set", "train.stop_after_steps=4") == 0
@@ -164,6 +165,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir, tiny):
     (["--set", "train.max_steps=[3]"], "train.max_steps must be a whole number (or null), not [3]"),
     (["--set", f"train.seed={2**70}"], "train.seed must be a whole number from 0 to 9223372036854775807"),
     (["--set", "train.batch_size=100000000"], "needs about"),
+    (["--set", "train.optimizer=sgd"], "train.optimizer must be one of adamw, muon, not 'sgd'"),
+    (["--set", "train.muon_momentum=1"], "train.muon_momentum must be in [0, 1)"),
 ])
 def test_bad_settings_are_one_sentence_and_write_nothing(tmp_path, data_dir, capsys, args, words):
     run = tmp_path / "bad"
@@ -252,3 +255,31 @@ def test_threads_setting_applies_to_the_run_only(tmp_path, data_dir, tiny):
     assert train("--preset", "transformer-1m", "--data", str(data_dir), "--out", str(tmp_path / "t"), "--max-steps", "1",
                  *tiny("train.threads=1")) == 0
     assert torch.get_num_threads() == before
+
+
+def test_batch_size_follows_the_device_unless_a_setting_or_the_preset_gives_it(data_dir):
+    from nslm.train.config import DEFAULT_BATCH_SIZE
+    from nslm.train.run import resolve_run_config
+
+    def batch(preset, *overrides):
+        config = resolve_run_config(data_dir, preset, overrides=list(overrides), train_options={"device": "cpu"})
+        return config["train"]["batch_size"]
+
+    assert batch("transformer-1m") == DEFAULT_BATCH_SIZE["cpu"] == 8  # written into config.json as a number
+    assert batch("transformer-1m", "train.batch_size=3") == 3
+    assert batch("transformer-1m-long") == 32  # the shipped model's recipe keeps its batch on any device
+    assert TrainConfig().for_device(torch.device("cuda")).batch_size == DEFAULT_BATCH_SIZE["cuda"] == 32
+    assert TrainConfig(batch_size=5).for_device(torch.device("cuda")).batch_size == 5
+    with pytest.raises(NslmError, match="train.batch_size must be a positive whole number"):
+        TrainConfig(batch_size=0).validate()
+
+
+def test_the_transformer_preset_trains_with_muon_and_the_long_one_with_adamw(data_dir):
+    from nslm.train.run import resolve_run_config
+
+    def train_settings(preset):
+        return resolve_run_config(data_dir, preset, train_options={"device": "cpu"})["train"]
+
+    assert (train_settings("transformer-1m")["optimizer"], train_settings("transformer-1m")["lr"]) == ("muon", 0.01)
+    assert (train_settings("transformer-1m-long")["optimizer"], train_settings("transformer-1m-long")["lr"]) == ("adamw", 0.003)
+    assert train_settings("lstm-1m")["optimizer"] == "adamw"

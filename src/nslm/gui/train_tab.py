@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
+from nslm.device import pick_device
 from nslm.errors import NslmError
 from nslm.gui import runs as runlib
 from nslm.gui.context import Context, by_component, duration, log, warn
@@ -69,8 +70,9 @@ class TrainTab:
 
 
 def preset_defaults(preset: str):
-    """(ModelConfig, recommended learning rate) of a preset."""
-    return load_preset(preset), preset_train_defaults(preset).get("lr", TrainConfig().lr)
+    """(ModelConfig, recommended learning rate, batch size on this machine's training device) of a preset."""
+    train = TrainConfig.from_dict({k: v for k, v in preset_train_defaults(preset).items() if k in ("lr", "batch_size")})
+    return load_preset(preset), train.lr, train.for_device(pick_device("auto")).batch_size
 
 
 def form_of(tab: TrainTab, values: dict) -> TrainForm:
@@ -205,7 +207,7 @@ def _number(value, label: str, name: str, errors: dict):
 def _form(ctx: Context) -> tuple[dict, dict, gr.Markdown]:
     presets = list_presets()
     preset = "transformer-1m" if "transformer-1m" in presets else (presets[0] if presets else None)
-    cfg, lr = preset_defaults(preset) if preset else (None, 2e-3)
+    cfg, lr, batch = preset_defaults(preset) if preset else (None, 2e-3, 32)
     errors: dict = {}
     data = str(ctx.data_dir or "data/tinystories")
     fields = {"preset": _field(gr.Dropdown(presets, value=preset, label="Preset", elem_id="train-preset"),
@@ -219,7 +221,7 @@ def _form(ctx: Context) -> tuple[dict, dict, gr.Markdown]:
         fields["context"] = _number(cfg.context_length if cfg else 256, "Context (tokens)", "context", errors)
     with gr.Row():
         fields["lr"] = _number(lr, "Learning rate", "lr", errors)
-        fields["batch"] = _number(32, "Batch (windows)", "batch", errors)
+        fields["batch"] = _number(batch, "Batch (windows)", "batch", errors)
     with gr.Row():
         fields["budget_kind"] = gr.Radio(["minutes", "tokens"], value="minutes", label="Budget in",
                                          elem_id="train-budget-kind")
@@ -287,14 +289,14 @@ def _wire_form(ctx: Context, app: gr.Blocks, tab: TrainTab) -> None:
           show_progress="hidden")
     app.load(handler, tab.form_inputs, checked, api_visibility="private")
 
-    shape = [tab.fields[name] for name in ("width", "layers", "context", "lr", "name")]
+    shape = [tab.fields[name] for name in ("width", "layers", "context", "lr", "batch", "name")]
 
     def preset_values(preset) -> dict:
         try:
-            cfg, lr = preset_defaults(preset)
+            cfg, lr, batch = preset_defaults(preset)
         except NslmError:
             return {shape[0]: gr.skip()}  # an unknown preset leaves the fields as they are
-        return dict(zip(shape, (cfg.d_model, cfg.n_layer, cfg.context_length, lr, default_run_name(preset))))
+        return dict(zip(shape, (cfg.d_model, cfg.n_layer, cfg.context_length, lr, batch, default_run_name(preset))))
 
     tab.fields["preset"].input(preset_values, tab.fields["preset"], shape, api_visibility="private")
 

@@ -33,6 +33,7 @@ from nslm.train.plot import plot_loss
 from nslm.train.windows import batch_generator, random_batch, validation_windows
 from nslm.weights import save_weights, weights_sha256
 from nslm.train.metrics import read_metrics
+from nslm.train.optim import make_optimizer
 from nslm.train.runlock import hold_run
 
 
@@ -42,15 +43,6 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     cosine = 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
     return cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices (embeddings, linear and recurrent weights), not on norms and biases."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 
 def compile_wanted(tcfg: TrainConfig, mcfg: ModelConfig, device: torch.device) -> bool:
@@ -125,6 +117,7 @@ class Trainer:
         self.meta = run_config["data"]
         self.dist = Dist()
         self.device = pick_device(self.tcfg.device, self.dist.local_rank)
+        self.tcfg = self.tcfg.for_device(self.device)
         self.dist.start(self.device)
         self.amp_dtype = pick_autocast_dtype(self.tcfg.dtype, self.device)
         self.stop_signal: str | None = None

@@ -77,6 +77,7 @@ def resolve_run_config(data: str | Path, preset: str | None = None, config_file:
     model["vocab_size"] = folder.vocab_size  # the data decides the vocabulary
     mcfg = ModelConfig.from_dict(model)
     tcfg = TrainConfig.from_dict(train)
+    tcfg = tcfg.for_device(pick_device(tcfg.device))
     train_tokens = len(folder.split("train"))
     if mcfg.context_length + 1 > train_tokens:
         raise NslmError(f"the training split of {data} has {train_tokens} tokens, fewer than one window "
@@ -160,6 +161,7 @@ def _prepare_resume(run_dir: Path, data, overrides, train_options, preset, confi
         raise NslmError("--resume cannot change model settings; start a new run for another model")
     # config.json is rewritten by the trainer once the checkpoint has loaded, so a failed resume changes nothing
     tcfg = TrainConfig.from_dict(train)
+    tcfg = tcfg.for_device(pick_device(tcfg.device))
     check_training_fits(ModelConfig.from_dict(model), tcfg)
     return dict(run_config, train=tcfg.to_dict(), data=_data_record(folder)), run_dir
 
