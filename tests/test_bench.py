@@ -55,6 +55,9 @@ def test_bench_train_json_is_the_last_line_with_the_speedup(capsys, tmp_path):
     assert figures["speedup"] == pytest.approx(figures["tokens_per_s"] / figures["reference_tokens_per_s"], abs=6e-4)
     assert figures["tokens_per_s"] == figures["tokens_per_s_by_row"][f"nslm {figures['dtype']}"]
     assert (figures["batch_size"], figures["context"]) == (2, 8)
+    assert figures["optimizer"] == "muon"  # the preset's, as nslm train uses it
+    assert main([*tiny, "--json", "--optimizer", "adamw"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["optimizer"] == "adamw"
 
 
 def test_bench_generate_json_is_the_last_line_with_both_rates(capsys):

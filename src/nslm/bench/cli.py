@@ -36,6 +36,8 @@ def register(subparsers) -> None:
     t.add_argument("--context", type=int, default=None, help="window length (default: the preset's)")
     t.add_argument("--device", default="auto")
     t.add_argument("--dtype", choices=("all", "fp32", "bf16"), default="all", help="which precision rows to time")
+    t.add_argument("--optimizer", default=None,
+                   help="nslm's optimizer, adamw or muon (default: the preset's, as nslm train uses it)")
     t.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile both models first (MODE: default, reduce-overhead, max-autotune)")
     _json_arg(t)
@@ -135,7 +137,8 @@ def bench_train(args: argparse.Namespace) -> int:
     cfg = load_preset(args.preset)
     # nslm's rows update the weights as `nslm train` would with this preset: its optimizer (Muon costs more
     # per step than AdamW) and gradient clipping; the plain loop uses torch's AdamW
-    tcfg = TrainConfig.from_dict(preset_train_defaults(args.preset))
+    tcfg = TrainConfig.from_dict({**preset_train_defaults(args.preset),
+                                  **({"optimizer": args.optimizer} if args.optimizer else {})})
     if args.context:
         cfg.context_length = args.context
         cfg.validate()
