@@ -55,16 +55,15 @@ def orthogonalise(g: torch.Tensor, dtype: torch.dtype, eps: float = 1e-7) -> tor
     """About U V^T of each matrix g = U S V^T in g [..., rows, columns] (singular values pushed into roughly
     [0.7, 1.2]) by NS_STEPS iterations in `dtype`."""
     a, b, c = NS_COEFFICIENTS
-    x = g.to(dtype)
+    x = g.to(dtype).reshape(-1, *g.shape[-2:])  # one batch of matrices, however many were given
     tall = g.size(-2) > g.size(-1)
     if tall:
         x = x.mT
     x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # spectral norm at most 1
     for _ in range(NS_STEPS):
         gram = x @ x.mT
-        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a) if x.dim() == 3 else \
-            torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return (x.mT if tall else x).to(g.dtype)
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return (x.mT if tall else x).reshape(g.shape).to(g.dtype)
 
 
 class Muon(torch.optim.Optimizer):
