@@ -88,7 +88,7 @@ def screenshot(page, name: str) -> None:
 def pick(page, element_id: str, label: str) -> None:
     """Choose `label` in a Gradio dropdown."""
     page.locator(f"#{element_id} input").click()
-    page.get_by_role("option", name=label, exact=True).click()
+    page.locator(f"#{element_id}").get_by_role("option", name=label, exact=True).click()
 
 
 def set_number(page, element_id: str, value) -> None:
@@ -211,7 +211,7 @@ def test_start_watch_and_stop_a_training_run(page, gui, browser, wait_until, tin
     screenshot(page, "train-stopped")
 
 
-def test_stop_a_story_mid_stream_and_compare_streams_both_sides_at_once(page, wait_until):
+def test_stop_a_story_mid_stream_and_compare_streams_both_sides_at_once(page, gui, wait_until):
     page.get_by_role("tab", name="Tell a story").click()
     pick(page, "story-model", "tiny (run)")
     set_number(page, "story-max-tokens", 2000)
@@ -230,24 +230,37 @@ def test_stop_a_story_mid_stream_and_compare_streams_both_sides_at_once(page, wa
     page.wait_for_timeout(1500)
     assert story.input_value() == cut  # nothing more arrives after Stop
 
-    page.get_by_role("tab", name="Compare").click()
-    pick(page, "compare-a", "tiny (run)")
-    set_number(page, "compare-max-tokens", 2000)
-    set_number(page, "compare-temperature", 0)
-    page.locator("#compare-generate").click()
-    a, b = page.locator("#compare-story-a textarea"), page.locator("#compare-story-b textarea")
-    ended = "#compare-note-{}:has-text('ended by itself'), #compare-note-{}:has-text('Stopped')"
+    # Side B is a second copy of the tiny run, so both sides tell 2,000 tokens and neither can end before the
+    # other has started (a shipped model tells its story in a fraction of a second). A copy, not the same
+    # run: one model tells one story at a time.
+    twin = gui.runs / "tiny-twin"
+    shutil.copytree(gui.runs / "tiny", twin)
+    try:
+        page.get_by_role("tab", name="Models").click()
+        page.locator("#refresh-models").click()
+        page.wait_for_selector("#model-table:has-text('tiny-twin')")
+        page.get_by_role("tab", name="Compare").click()
+        pick(page, "compare-a", "tiny (run)")
+        pick(page, "compare-b", "tiny-twin (run)")
+        set_number(page, "compare-max-tokens", 2000)
+        set_number(page, "compare-temperature", 0)
+        page.locator("#compare-generate").click()
+        a, b = page.locator("#compare-story-a textarea"), page.locator("#compare-story-b textarea")
+        ended = "#compare-note-{}:has-text('ended by itself'), #compare-note-{}:has-text('Stopped')"
 
-    def both_streaming():
-        return (a.input_value() and b.input_value() and not page.locator(ended.format("a", "a")).count()
-                and not page.locator(ended.format("b", "b")).count())
+        def both_streaming():
+            return (a.input_value() and b.input_value() and not page.locator(ended.format("a", "a")).count()
+                    and not page.locator(ended.format("b", "b")).count())
 
-    wait_until(both_streaming, 120, every=0.1)  # both sides have text before either has ended
-    for side in "ab":
-        page.wait_for_selector(ended.format(side, side), timeout=300_000)
-    # the tiny model, greedy, never ends by itself: its side ran to the limit while the other told its story
-    assert "Stopped at the limit of 2000 tokens" in page.locator("#compare-note-a").inner_text()
-    wait_until(lambda: page.locator("#compare-generate").is_enabled())
+        wait_until(both_streaming, 120, every=0.1)  # both sides have text before either has ended
+        for side in "ab":
+            page.wait_for_selector(ended.format(side, side), timeout=300_000)
+            # the tiny model, greedy, never ends by itself: each side ran to the limit
+            assert "Stopped at the limit of 2000 tokens" in page.locator(f"#compare-note-{side}").inner_text()
+        assert a.input_value() == b.input_value()  # the same weights, prompt and seed tell the same story
+        wait_until(lambda: page.locator("#compare-generate").is_enabled())
+    finally:
+        shutil.rmtree(twin)
 
 
 def test_evaluate_from_the_page(page, gui):
