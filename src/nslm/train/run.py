@@ -76,13 +76,11 @@ def resolve_run_config(data: str | Path, preset: str | None = None, config_file:
     folder = _checked_data(data)
     model["vocab_size"] = folder.vocab_size  # the data decides the vocabulary
     mcfg = ModelConfig.from_dict(model)
-    tcfg = TrainConfig.from_dict(train)
-    tcfg = tcfg.for_device(pick_device(tcfg.device))
     train_tokens = len(folder.split("train"))
     if mcfg.context_length + 1 > train_tokens:
         raise NslmError(f"the training split of {data} has {train_tokens} tokens, fewer than one window "
                         f"of {mcfg.context_length + 1}; lower model.context_length or use more data")
-    check_training_fits(mcfg, tcfg)  # an absent GPU or too little memory is refused before any folder is made
+    tcfg = checked_train_config(train, mcfg)  # an absent GPU or too little memory: refused before any folder is made
     return {
         "preset": preset,
         "model": mcfg.to_dict(),
@@ -101,14 +99,18 @@ def device_memory(device: torch.device) -> int | None:
     return physical_memory() if device.type == "cpu" else None
 
 
-def check_training_fits(mcfg: ModelConfig, tcfg: TrainConfig) -> None:
-    """Refuse a run whose weights, optimizer state and activations cannot fit in the device's memory."""
+def checked_train_config(train: dict, mcfg: ModelConfig) -> TrainConfig:
+    """The TrainConfig of `train`, its batch size resolved for the device it will run on; a run whose weights,
+    optimizer state and activations cannot fit in that device's memory is refused (as is an absent GPU)."""
+    tcfg = TrainConfig.from_dict(train)
     device = pick_device(tcfg.device)
+    tcfg = tcfg.for_device(device)
     need, have = mcfg.training_memory(tcfg.batch_size), device_memory(device)
     if have and need > have:
         raise NslmError(f"training this model at train.batch_size {tcfg.batch_size} needs about {gigabytes(need)} "
                         f"(weights, optimizer state and activations), more than the {gigabytes(have)} of {device.type}; "
                         "lower train.batch_size or model.context_length, or choose a smaller model")
+    return tcfg
 
 
 def _create_run_folder(run_dir: Path, run_config: dict) -> None:
@@ -160,9 +162,7 @@ def _prepare_resume(run_dir: Path, data, overrides, train_options, preset, confi
     if model != run_config["model"]:
         raise NslmError("--resume cannot change model settings; start a new run for another model")
     # config.json is rewritten by the trainer once the checkpoint has loaded, so a failed resume changes nothing
-    tcfg = TrainConfig.from_dict(train)
-    tcfg = tcfg.for_device(pick_device(tcfg.device))
-    check_training_fits(ModelConfig.from_dict(model), tcfg)
+    tcfg = checked_train_config(train, ModelConfig.from_dict(model))
     return dict(run_config, train=tcfg.to_dict(), data=_data_record(folder)), run_dir
 
 
