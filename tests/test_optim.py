@@ -9,7 +9,7 @@ import torch
 
 from nslm.models import build_model, load_preset
 from nslm.train.config import TrainConfig
-from nslm.train.optim import Combined, Muon, hidden_matrices, make_optimizer, orthogonalise
+from nslm.train.optim import Combined, Muon, hidden_matrices, make_optimizer, orthogonalise, set_lr
 
 CPU = torch.device("cpu")
 
@@ -70,8 +70,7 @@ def test_muon_takes_hidden_matrices_and_adamw_the_rest(preset):
 def test_muon_lowers_the_loss_and_a_schedule_reaches_every_group():
     model = small()
     opt = make_optimizer(model, TrainConfig(optimizer="muon", lr=3e-3), CPU)
-    for group in opt.param_groups:
-        group["lr"] = 3e-3
+    set_lr(opt, 3e-3)
     first = loss_of(model, 0).item()
     for _ in range(20):
         loss_of(model, 0).backward()
@@ -107,3 +106,27 @@ def test_combined_refuses_an_adamw_state():
     with pytest.raises(ValueError, match="not of this combination"):
         make_optimizer(model, TrainConfig(optimizer="muon"), CPU).load_state_dict(adamw_state)
     assert isinstance(make_optimizer(model, TrainConfig(optimizer="muon"), CPU), Combined)
+
+
+def test_adamw_beside_muon_takes_its_own_learning_rate_through_the_schedule_and_a_reload():
+    """train.adamw_lr: the embedding, norms and biases at their own peak; the schedule scales both parts."""
+    model = small()
+    cfg = TrainConfig(optimizer="muon", lr=1e-2, adamw_lr=3e-2)
+    opt = make_optimizer(model, cfg, CPU)
+    set_lr(opt, 5e-3)  # the schedule halfway down
+    muon, adamw = opt.parts
+    assert {g["lr"] for g in muon.param_groups} == {5e-3}
+    assert {round(g["lr"], 12) for g in adamw.param_groups} == {1.5e-2}
+    loss_of(model, 0).backward()
+    opt.step()
+    # a state saved with another scale (or none) does not carry it into a run that sets its own
+    other = make_optimizer(model, TrainConfig(optimizer="muon", lr=1e-2), CPU)
+    other.load_state_dict(copy.deepcopy(opt.state_dict()))
+    set_lr(other, 1e-2)
+    assert {g["lr"] for g in other.param_groups} == {1e-2}
+    opt.load_state_dict(copy.deepcopy(other.state_dict()))
+    set_lr(opt, 1e-2)
+    assert {round(g["lr"], 12) for g in opt.parts[1].param_groups} == {3e-2}
+    plain = make_optimizer(model, TrainConfig(lr=1e-3), CPU)  # AdamW alone: one rate for every group
+    set_lr(plain, 4e-4)
+    assert {g["lr"] for g in plain.param_groups} == {4e-4}

@@ -33,7 +33,7 @@ from nslm.train.plot import plot_loss
 from nslm.train.windows import batch_generator, random_batch, validation_windows
 from nslm.weights import save_weights, weights_sha256
 from nslm.train.metrics import read_metrics
-from nslm.train.optim import make_optimizer
+from nslm.train.optim import make_optimizer, set_lr
 from nslm.train.runlock import hold_run
 
 
@@ -234,8 +234,7 @@ class Trainer:
         """One optimizer update over grad_accum micro-batches; returns the mean loss as a 0-d tensor on the
         device (reading it waits for the GPU, so the loop reads it only when it logs)."""
         lr = learning_rate(self.tcfg, self.step, self.progress())
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, lr)
         self.net.train()
         total = torch.zeros((), device=self.device)
         pin = self.device.type == "cuda"

@@ -43,7 +43,18 @@ def make_optimizer(model: nn.Module, cfg, device: torch.device):
         return adamw
     muon = Muon(muon_params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum,
                 ns_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
-    return Combined([muon, adamw])
+    adamw_lr = cfg.lr if cfg.adamw_lr is None else cfg.adamw_lr
+    return Combined([muon, adamw], lr_scales=[1.0, adamw_lr / cfg.lr])
+
+
+def set_lr(optimizer, lr: float) -> None:
+    """Set the learning rate of every group for this step of the schedule: `lr`, times its part's scale where
+    the optimizer is a Combined (AdamW beside Muon at train.adamw_lr / train.lr)."""
+    parts = optimizer.parts if isinstance(optimizer, Combined) else [optimizer]
+    scales = optimizer.lr_scales if isinstance(optimizer, Combined) else [1.0]
+    for part, scale in zip(parts, scales):
+        for group in part.param_groups:
+            group["lr"] = lr * scale
 
 
 # the quintic Newton-Schulz iteration of Jordan's Muon (and torch.optim.Muon's defaults)
@@ -101,10 +112,15 @@ class Muon(torch.optim.Optimizer):
 class Combined:
     """Several optimizers over disjoint parameters, seen as one: their param_groups side by side (so a
     schedule sets every group's lr), one step, and one state dict in torch's layout, parameter numbers running
-    on from one optimizer to the next and each group tagged with the optimizer it belongs to."""
+    on from one optimizer to the next and each group tagged with the optimizer it belongs to. `lr_scales`: each
+    part's learning rate as a multiple of the schedule's (`set_lr`); they come from the settings, so a loaded
+    state dict does not change them."""
 
-    def __init__(self, parts: list[torch.optim.Optimizer]):
+    def __init__(self, parts: list[torch.optim.Optimizer], lr_scales: list[float] | None = None):
         self.parts = parts
+        self.lr_scales = list(lr_scales) if lr_scales is not None else [1.0] * len(parts)
+        if len(self.lr_scales) != len(parts):
+            raise ValueError("one learning-rate scale per optimizer")
 
     @property
     def param_groups(self) -> list[dict]:
