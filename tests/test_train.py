@@ -125,6 +125,14 @@ def test_learning_rate_warms_up_then_decays_by_cosine():
     assert learning_rate(cfg, 100, 1.0) == pytest.approx(1e-4)
 
 
+def test_learning_rate_with_a_cooldown_stays_flat_then_falls_linearly():
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1, cooldown=0.25)
+    assert learning_rate(cfg, 4, 0.0) == pytest.approx(0.5e-3)  # the same warmup
+    assert learning_rate(cfg, 50, 0.5) == learning_rate(cfg, 90, 0.75) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 95, 0.875) == pytest.approx(0.55e-3)
+    assert learning_rate(cfg, 100, 1.0) == pytest.approx(1e-4)
+
+
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir, tiny):
     run = tmp_path / "sig"
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -167,6 +175,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir, tiny):
     (["--set", "train.batch_size=100000000"], "needs about"),
     (["--set", "train.optimizer=sgd"], "train.optimizer must be one of adamw, muon, not 'sgd'"),
     (["--set", "train.muon_momentum=1"], "train.muon_momentum must be in [0, 1)"),
+    (["--set", "train.cooldown=0"], "train.cooldown must be a share of the run in (0, 1]"),
     (["--set", "train.adamw_lr=0"], "train.adamw_lr must be a positive learning rate below 1, not 0"),
     (["--preset", "gru-1m", "--set", "train.adamw_lr=0.01"], "train.adamw_lr sets the learning rate of AdamW beside Muon"),
 ])

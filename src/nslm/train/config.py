@@ -31,6 +31,7 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
+    cooldown: float | None = None  # share of the run the lr decays over, linearly, after a flat top; None: cosine
     warmup_steps: int = 50
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -95,6 +96,9 @@ class TrainConfig:
         check_seed(self.seed, "train.seed")
         if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
             raise NslmError(f"train.lr must be a positive learning rate below 1, not {self.lr!r}")
+        if self.cooldown is not None and not 0 < self.cooldown <= 1:
+            raise NslmError(f"train.cooldown must be a share of the run in (0, 1] (or null for a cosine), "
+                            f"not {self.cooldown!r}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise NslmError(f"train.min_lr_ratio must be in [0, 1], not {self.min_lr_ratio!r}")
         if not 0 <= self.weight_decay < 10:

@@ -39,10 +39,16 @@ from nslm.train.runlock import hold_run
 
 # ---------------------------------------------------------------- schedule
 def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
-    """Linear warmup over `warmup_steps`, then cosine decay to lr * min_lr_ratio as progress goes 0 -> 1."""
+    """Linear warmup over `warmup_steps`, then down to lr * min_lr_ratio as progress goes 0 -> 1: by a cosine
+    over the whole run, or with train.cooldown flat and then linearly over that last share of the run
+    (warmup-stable-decay)."""
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-    cosine = 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
-    return cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+    progress = min(max(progress, 0.0), 1.0)
+    if cfg.cooldown is None:
+        shape = 0.5 * (1 + math.cos(math.pi * progress))
+    else:
+        shape = min(1.0, (1 - progress) / cfg.cooldown)
+    return cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape)
 
 
 def compile_wanted(tcfg: TrainConfig, mcfg: ModelConfig, device: torch.device) -> bool:
