@@ -108,10 +108,10 @@ def test_combined_refuses_an_adamw_state():
     assert isinstance(make_optimizer(model, TrainConfig(optimizer="muon"), CPU), Combined)
 
 
-def test_adamw_beside_muon_takes_its_own_learning_rate_through_the_schedule_and_a_reload():
-    """train.adamw_lr: the embedding, norms and biases at their own peak; the schedule scales both parts."""
+def test_adamw_beside_muon_keeps_its_multiple_of_the_learning_rate_through_the_schedule_and_a_reload():
+    """train.adamw_lr_ratio: the embedding, norms and biases at a multiple of the rate; the schedule scales both."""
     model = small()
-    cfg = TrainConfig(optimizer="muon", lr=1e-2, adamw_lr=3e-2)
+    cfg = TrainConfig(optimizer="muon", lr=1e-2, adamw_lr_ratio=3)
     opt = make_optimizer(model, cfg, CPU)
     set_lr(opt, 5e-3)  # the schedule halfway down
     muon, adamw = opt.parts
@@ -127,6 +127,6 @@ def test_adamw_beside_muon_takes_its_own_learning_rate_through_the_schedule_and_
     opt.load_state_dict(copy.deepcopy(other.state_dict()))
     set_lr(opt, 1e-2)
     assert {round(g["lr"], 12) for g in opt.parts[1].param_groups} == {3e-2}
-    plain = make_optimizer(model, TrainConfig(lr=1e-3), CPU)  # AdamW alone: one rate for every group
+    plain = make_optimizer(model, TrainConfig(lr=1e-3, adamw_lr_ratio=3), CPU)  # AdamW alone: one rate for all
     set_lr(plain, 4e-4)
     assert {g["lr"] for g in plain.param_groups} == {4e-4}

@@ -176,8 +176,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir, tiny):
     (["--set", "train.optimizer=sgd"], "train.optimizer must be one of adamw, muon, not 'sgd'"),
     (["--set", "train.muon_momentum=1"], "train.muon_momentum must be in [0, 1)"),
     (["--set", "train.cooldown=0"], "train.cooldown must be a share of the run in (0, 1]"),
-    (["--set", "train.adamw_lr=0"], "train.adamw_lr must be a positive learning rate below 1, not 0"),
-    (["--preset", "gru-1m", "--set", "train.adamw_lr=0.01"], "train.adamw_lr sets the learning rate of AdamW beside Muon"),
+    (["--set", "train.adamw_lr_ratio=0"], "train.adamw_lr_ratio must be a positive multiple of train.lr up to 100, not 0"),
 ])
 def test_bad_settings_are_one_sentence_and_write_nothing(tmp_path, data_dir, capsys, args, words):
     run = tmp_path / "bad"

@@ -38,7 +38,9 @@ class TrainConfig:
     beta2: float = 0.95
     optimizer: str = "adamw"  # "adamw", or "muon": Muon on hidden matrices, AdamW on embeddings, norms, biases
     muon_momentum: float = 0.95
-    adamw_lr: float | None = None  # with optimizer "muon": the peak lr of what AdamW updates; None: train.lr
+    # with optimizer "muon": the lr of what AdamW updates beside it (embedding, norms, biases) as a multiple of
+    # train.lr; optimizer "adamw" updates everything at train.lr and ignores it
+    adamw_lr_ratio: float = 1.0
     grad_clip: float = 1.0
     max_steps: int | None = None
     max_tokens: int | None = None
@@ -107,12 +109,9 @@ class TrainConfig:
             raise NslmError("train.beta1 and train.beta2 must be in [0, 1)")
         if self.optimizer not in OPTIMIZERS:
             raise NslmError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
-        if self.adamw_lr is not None:
-            if self.optimizer != "muon":
-                raise NslmError("train.adamw_lr sets the learning rate of AdamW beside Muon; with train.optimizer "
-                                f"{self.optimizer!r} set train.lr instead")
-            if not 0 < self.adamw_lr < 1:
-                raise NslmError(f"train.adamw_lr must be a positive learning rate below 1, not {self.adamw_lr!r}")
+        if not 0 < self.adamw_lr_ratio <= 100:
+            raise NslmError(f"train.adamw_lr_ratio must be a positive multiple of train.lr up to 100, "
+                            f"not {self.adamw_lr_ratio!r}")
         if not 0 <= self.muon_momentum < 1:
             raise NslmError(f"train.muon_momentum must be in [0, 1), not {self.muon_momentum!r}")
         if not self.grad_clip >= 0:

@@ -43,13 +43,12 @@ def make_optimizer(model: nn.Module, cfg, device: torch.device):
         return adamw
     muon = Muon(muon_params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum,
                 ns_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
-    adamw_lr = cfg.lr if cfg.adamw_lr is None else cfg.adamw_lr
-    return Combined([muon, adamw], lr_scales=[1.0, adamw_lr / cfg.lr])
+    return Combined([muon, adamw], lr_scales=[1.0, cfg.adamw_lr_ratio])
 
 
 def set_lr(optimizer, lr: float) -> None:
     """Set the learning rate of every group for this step of the schedule: `lr`, times its part's scale where
-    the optimizer is a Combined (AdamW beside Muon at train.adamw_lr / train.lr)."""
+    the optimizer is a Combined (AdamW beside Muon at train.adamw_lr_ratio times the rate)."""
     parts = optimizer.parts if isinstance(optimizer, Combined) else [optimizer]
     scales = optimizer.lr_scales if isinstance(optimizer, Combined) else [1.0]
     for part, scale in zip(parts, scales):
