@@ -22,7 +22,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def label(config: dict) -> str:
     t = config["train"]
-    return f"{t.get('optimizer', 'adamw')}, batch {t['batch_size']}, lr {t['lr']:g}"
+    text = f"{t.get('optimizer', 'adamw')}, batch {t['batch_size']}, lr {t['lr']:g}"
+    if t.get("adamw_lr_ratio", 1) != 1:
+        text += f" (AdamW part x{t['adamw_lr_ratio']:g})"
+    return text + (f", cooldown {t['cooldown']:g}" if t.get("cooldown") is not None else ", cosine")
 
 
 def smooth(values: list[float], k: int = 5) -> list[float]:
@@ -43,7 +46,7 @@ def main() -> None:
     fig, (by_tokens, by_time) = plt.subplots(1, 2, figsize=(11, 4), dpi=100, sharey=True)
     print("| run | recipe | steps | tokens | tokens/s | wall time | validation bits per byte (last evaluation) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    for folder in folders:
+    for index, folder in enumerate(folders):
         config = json.loads((folder / "config.json").read_text())
         records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
         train = [r for r in records if r["event"] == "train" and r.get("train_loss") is not None]
@@ -56,7 +59,7 @@ def main() -> None:
         last = evals[-1]
         bpb_axis_note = f"{last['val_bpb']:.3f} bpb"
         by_time.annotate(bpb_axis_note, (last["elapsed_s"] / 60, last["val_loss"]), fontsize=8, color=line.get_color(),
-                         xytext=(4, 0), textcoords="offset points")
+                         xytext=(4, 8 - 9 * index), textcoords="offset points")  # apart when they end close
         rate = last["tokens"] / last["elapsed_s"]
         print(f"| {folder.name} | {label(config)} | {last['step']:,} | {last['tokens'] / 1e6:.2f}M | {rate:,.0f} | "
               f"{last['elapsed_s'] / 60:.1f} min | **{last['val_bpb']:.3f}** |")
