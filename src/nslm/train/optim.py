@@ -49,9 +49,8 @@ def make_optimizer(model: nn.Module, cfg, device: torch.device):
 def set_lr(optimizer, lr: float) -> None:
     """Set the learning rate of every group for this step of the schedule: `lr`, times its part's scale where
     the optimizer is a Combined (AdamW beside Muon at train.adamw_lr_ratio times the rate)."""
-    parts = optimizer.parts if isinstance(optimizer, Combined) else [optimizer]
-    scales = optimizer.lr_scales if isinstance(optimizer, Combined) else [1.0]
-    for part, scale in zip(parts, scales):
+    pairs = zip(optimizer.parts, optimizer.lr_scales) if isinstance(optimizer, Combined) else [(optimizer, 1.0)]
+    for part, scale in pairs:
         for group in part.param_groups:
             group["lr"] = lr * scale
 
@@ -109,11 +108,10 @@ class Muon(torch.optim.Optimizer):
 
 
 class Combined:
-    """Several optimizers over disjoint parameters, seen as one: their param_groups side by side (so a
-    schedule sets every group's lr), one step, and one state dict in torch's layout, parameter numbers running
-    on from one optimizer to the next and each group tagged with the optimizer it belongs to. `lr_scales`: each
-    part's learning rate as a multiple of the schedule's (`set_lr`); they come from the settings, so a loaded
-    state dict does not change them."""
+    """Several optimizers over disjoint parameters, seen as one: their param_groups side by side, one step, and
+    one state dict in torch's layout, parameter numbers running on from one optimizer to the next and each group
+    tagged with the optimizer it belongs to. `lr_scales`: each part's learning rate as a multiple of the
+    schedule's (`set_lr`); they come from the settings, so a loaded state dict does not change them."""
 
     def __init__(self, parts: list[torch.optim.Optimizer], lr_scales: list[float] | None = None):
         self.parts = parts
