@@ -129,3 +129,49 @@ def test_bench_generate_times_the_evaluation_prompts_by_each_path(capsys, tiny_r
 def test_bench_generate_prompt_set_needs_a_trained_model(capsys):
     assert main(["bench", "generate", "--preset", "transformer-1m", "--prompt-set"]) == 2
     assert "--prompt-set needs --model" in capsys.readouterr().err
+
+
+def _story_folder(root, n: int):
+    from nslm.sample_data import synthetic_stories
+
+    root.mkdir()
+    stories = [f"{s} It was day {i}." for i, s in enumerate(synthetic_stories(n, seed=5))]
+    (root / "train.txt").write_text("".join(f"{s}\n<|endoftext|>\n" for s in stories), encoding="utf-8")
+    return root
+
+
+def test_bench_novelty_times_the_index_path_beside_the_plain_way_and_compares_neighbours(capsys, tmp_path):
+    data = _story_folder(tmp_path / "data", 12)
+    assert main(["bench", "novelty", "--data", str(data), "--stories", "6", "--neighbours", "--index-stories", "12",
+                 "--queries", "3", "--max-tokens", "12", "--json"]) == 0
+    out = capsys.readouterr().out
+    for column in ("the plain way", "sorted by length", "stories/s", "GFLOP/s", "same top-1", "float16", "TF-IDF"):
+        assert column in out
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["stories"] == 6 and figures["gflop_per_story"] > 0
+    assert figures["max_abs_difference"] < 1e-5  # both paths embed the same vectors
+    assert {"stories_per_s", "reference_stories_per_s", "speedup"} <= figures.keys()
+    nb = figures["neighbours"]
+    assert nb["index_stories"] == 12 and nb["queries"] == 3 and len(nb["paths"]) == 6
+    reference = next(v for k, v in nb["paths"].items() if "reference" in k)
+    assert reference["top1_same"] == 1.0 and reference["within_10"] == 1.0
+    assert all(0 <= row["top1_same"] <= row["within_10"] <= row["within_100"] <= 1 for row in nb["paths"].values())
+
+
+def test_bench_novelty_ranks_ties_against_the_reference_and_counts_the_encoders_arithmetic():
+    import numpy as np
+
+    from nslm.bench.novelty import embed_gflop, ranks_of
+
+    sims = np.array([[0.1, 0.5, 0.3], [0.5, 0.5, 0.2], [0.9, 0.1, 0.2]])
+    assert ranks_of(np.array([2, 1, 0]), sims).tolist() == [1, 1, 0]
+
+    class Config:
+        hidden_size, intermediate_size, num_hidden_layers = 384, 1536, 6
+
+    class Module:
+        auto_model = type("Model", (), {"config": Config})
+
+    # all-MiniLM-L6-v2 over 189 word pieces: 6 layers of 2 x 189 x (4 x 384^2 + 2 x 384 x 1536) + 4 x 189^2 x 384
+    assert embed_gflop([Module], [189]) == pytest.approx(4.343, abs=1e-3)
+    assert embed_gflop([Module], [189, 189]) == pytest.approx(2 * embed_gflop([Module], [189]))

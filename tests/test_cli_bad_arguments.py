@@ -201,6 +201,9 @@ CASES = [
     (["bench", "train", "--batch-size", "-2"], "batch"),
     (["bench", "generate", "--model", "MISSING"], "MISSING"),
     (["bench", "generate", "--tokens", "0"], "--tokens"),
+    (["bench", "novelty", "--data", "MISSING"], "no train.txt"),
+    (["bench", "novelty", "--data", "CLEANED", "--stories", "0"], "--stories"),
+    (["bench", "novelty", "--data", "CLEANED", "--queries", "-1"], "--queries"),
 ]
 
 
@@ -329,4 +332,4 @@ def test_every_subcommand_has_cases():
     # a case covers a subcommand when its words start with the subcommand's (positionals may follow)
     missing = [" ".join(p) for p in LEAVES if not any(c[:len(p)] == p for c in covered)]
     assert not missing, f"add bad-argument cases for: {missing}"
-    assert len(LEAVES) >= 17  # data x3, tokenizer x2, train, generate, eval x9, gui, bench x2
+    assert len(LEAVES) >= 18  # data x3, tokenizer x2, train, generate, eval x9, gui, bench x3

@@ -1,4 +1,5 @@
-"""`nslm bench train|generate`: figures, not tests. Random tokens, so no data folder is needed."""
+"""`nslm bench train|generate|novelty`: figures, not tests. Training and generation use random tokens, so they
+need no data folder; `novelty` embeds a data folder's training stories (nslm.bench.novelty)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ EXAMPLE = """examples:
   nslm bench generate --model runs/tf1m
   nslm bench generate --model tinystories-transformer-1m --tokens 256 --json
   nslm bench generate --model tinystories-transformer-1m --prompt-set --json
+  nslm bench novelty --data data/tinystories --neighbours
 """
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="measure training and generation speed",
+    p = subparsers.add_parser("bench", help="measure training, generation and novelty-index speed",
                               description="Print training tokens/s and model FLOP/s (fp32 and bf16, nslm beside "
-                              "a plain-PyTorch loop), or generation tokens/s with and without the cache.",
+                              "a plain-PyTorch loop), generation tokens/s with and without the cache, or how fast the novelty "
+                              "index embeds training stories.",
                               epilog=EXAMPLE, formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
     t = sub.add_parser("train", help="training throughput", formatter_class=HelpFormatter)
@@ -52,6 +55,28 @@ def register(subparsers) -> None:
                         "tokens, temperature 0.8, seeds 1234 + i), as one batch and one by one, with each step")
     _json_arg(g)
     g.set_defaults(func=bench_generate)
+    n = sub.add_parser("novelty", help="novelty-index embedding speed, and the neighbours of cheaper paths",
+                       formatter_class=HelpFormatter,
+                       description="Embed training stories as the novelty index does, beside the plain way "
+                       "(64 per call in file order), and print stories/s and GFLOP/s; with --neighbours, also "
+                       "how often cheaper embeddings find the same nearest training story.")
+    n.add_argument("--data", default="data/tinystories", help="a prepared data folder (its train.txt)")
+    n.add_argument("--stories", type=int, default=512, help="training stories embedded for the speed rows")
+    n.add_argument("--neighbours", action="store_true",
+                   help="also compare nearest training stories: full length against shorter inputs, float16\n"
+                        "and word TF-IDF, over an index of --index-stories and --queries generated stories")
+    n.add_argument("--index-stories", type=int, default=2000, help="training stories in the compared indexes")
+    n.add_argument("--queries", type=int, default=200, help="stories told by --model (seeds 0, 1, ...)")
+    n.add_argument("--model", default="tinystories-transformer-1m", help="the model that tells the queries")
+    n.add_argument("--max-tokens", type=int, default=300, help="new tokens per query story (temperature 0.8)")
+    _json_arg(n)
+    n.set_defaults(func=bench_novelty)
+
+
+def bench_novelty(args: argparse.Namespace) -> int:
+    from nslm.bench.novelty import run  # numpy and the embedder: imported when the benchmark runs
+
+    return run(args)
 
 
 def _json_arg(p) -> None:

@@ -31,6 +31,9 @@ from nslm.tokenizer import EOT
 INDEX_VERSION = 2
 EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 NGRAM_SIZES = (4, 5)
+# the build embeds EMBED_CHUNK stories per call, which the embedder sorts by length into batches of EMBED_BATCH
+EMBED_CHUNK = 512
+EMBED_BATCH = 16
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _PRIME = np.uint64(0x100000001B3)  # FNV-1 64-bit prime: odd, so the rolling combination is invertible
 _word_hashes: dict[str, int] = {}
@@ -205,8 +208,8 @@ class NoveltyIndex:
 
     @classmethod
     def build(cls, data_dir: str | Path, limit: int | None = None, folder: str | Path | None = None,
-              batch_size: int = 16, embedder=None, ngram_chunk: int = 20_000_000,
-              embed_chunk: int = 512) -> "NoveltyIndex":
+              batch_size: int = EMBED_BATCH, embedder=None, ngram_chunk: int = 20_000_000,
+              embed_chunk: int = EMBED_CHUNK) -> "NoveltyIndex":
         """Embed the first `limit` (default: all) training stories of `data_dir` and save the index.
 
         Stories are embedded `embed_chunk` at a time, which the embedder sorts by length into batches of
