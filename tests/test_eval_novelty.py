@@ -124,3 +124,83 @@ def test_overlap_is_the_mean_of_per_story_shares_and_repeats_count(index):
     # 12 words, 9 four-grams: the seen one and 8 unseen (the repeated new words count every time).
     assert first == pytest.approx(1 / 9) and report["items"][1]["ngram4_overlap"] == 1.0
     assert report["ngram4_overlap"] == pytest.approx((1 / 9 + 1.0) / 2)
+
+
+class _Stopping:
+    """The real embedder, counting the stories it embeds and failing on call `fail_on` (as a killed build)."""
+
+    def __init__(self, embedder, fail_on: int | None = None):
+        self.embedder, self.fail_on, self.calls, self.stories = embedder, fail_on, 0, 0
+
+    def get_embedding_dimension(self):
+        return novelty.NoveltyIndex.embedding_dimension(self.embedder)
+
+    def encode(self, texts, **kwargs):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise KeyboardInterrupt
+        self.stories += len(texts)
+        return self.embedder.encode(texts, **kwargs)
+
+
+def test_a_stopped_build_is_read_as_a_partial_index_and_resumes_where_it_stopped(tmp_path, index):
+    full, stories = index  # the same 40 stories, built in one go
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.txt").write_bytes(full.train_path.read_bytes())
+    embedder = full.embedder or novelty.load_embedder()
+    stopped = _Stopping(embedder, fail_on=3)
+    with pytest.raises(KeyboardInterrupt):
+        novelty.NoveltyIndex.build(data, embedder=stopped, embed_chunk=16)
+    assert not (data / "novelty-index").exists()
+    partial = novelty.NoveltyIndex.load(data)  # the 32 stories of the two chunks saved before the stop
+    assert partial.meta["partial"] and len(partial) == 32 and partial.meta["planned"] == 40
+    assert partial.meta["ngram_stories"] == 40 and partial.ngram_overlap(stories[39], 4) == 1.0
+    found, cos = partial.nearest(partial.story(20))
+    assert cos == pytest.approx(1.0, abs=2e-3) and found == partial.story(20)
+    from types import SimpleNamespace
+
+    from nslm.gui.storytelling import NeighbourFinder
+
+    panel = NeighbourFinder(data).html(SimpleNamespace(config={}), partial.story(5))  # the GUI reads it meanwhile
+    assert "the first 32 of 40 training stories (a partial index)" in panel
+    more = _Stopping(embedder)  # fewer stories asked than the stopped build planned: it goes on only that far
+    assert len(novelty.NoveltyIndex.load_or_build(data, limit=36, embedder=more, embed_chunk=16)) == 36
+    assert more.stories == 4 and novelty.NoveltyIndex.load(data).meta["partial"]
+    resumed = _Stopping(embedder)
+    done = novelty.NoveltyIndex.load_or_build(data, embedder=resumed, embed_chunk=16)
+    assert resumed.stories == 4  # only the stories no build had embedded
+    assert len(done) == 40 and "partial" not in done.meta and done.folder == data / "novelty-index"
+    assert not novelty.NoveltyIndex.partial_folder(done.folder).exists()
+    assert np.abs(np.asarray(done.embeddings, np.float32) - np.asarray(full.embeddings, np.float32)).max() < 2e-3
+    assert np.array_equal(np.asarray(done.offsets), np.asarray(full.offsets))
+
+
+def test_a_partial_build_of_another_train_file_is_started_again(tmp_path, index):
+    full, stories = index
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.txt").write_bytes(full.train_path.read_bytes())
+    embedder = full.embedder or novelty.load_embedder()
+    with pytest.raises(KeyboardInterrupt):
+        novelty.NoveltyIndex.build(data, embedder=_Stopping(embedder, fail_on=2), embed_chunk=8)
+    (data / "train.txt").write_text("".join(f"{s}\n<|endoftext|>\n" for s in stories[:12]), encoding="utf-8")
+    with pytest.raises(NslmError, match="no novelty index"):
+        novelty.NoveltyIndex.load(data)  # the saved part is of the old file: not read
+    fresh = _Stopping(embedder)
+    assert len(novelty.NoveltyIndex.build(data, embedder=fresh, embed_chunk=8)) == 12 and fresh.stories == 12
+
+
+def test_a_stopped_build_of_fewer_stories_lends_its_rows_to_a_build_of_all(tmp_path, index):
+    full, _ = index
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.txt").write_bytes(full.train_path.read_bytes())
+    embedder = full.embedder or novelty.load_embedder()
+    with pytest.raises(KeyboardInterrupt):
+        novelty.NoveltyIndex.build(data, limit=24, embedder=_Stopping(embedder, fail_on=3), embed_chunk=8)
+    assert len(novelty.NoveltyIndex.load(data)) == 16
+    rest = _Stopping(embedder)
+    done = novelty.NoveltyIndex.load_or_build(data, embedder=rest, embed_chunk=8)
+    assert rest.stories == 24 and len(done) == 40 and done.meta["limit"] is None
+    assert np.abs(np.asarray(done.embeddings, np.float32) - np.asarray(full.embeddings, np.float32)).max() < 2e-3

@@ -135,6 +135,21 @@ def remove_stray_temporaries(folder: str | os.PathLike) -> None:
                 _remove(stray)
 
 
+def install_dir(finished: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Put the complete folder `finished` (beside `path`) in place of `path`, replacing any folder there, in
+    steps that `complete_dir` reads and `recover_dir` finishes after a crash: `finished` becomes `.NAME.new`,
+    `path` moves to `.NAME.old`, `.NAME.new` moves to `path`."""
+    path = Path(path)
+    new, old = _new_name(path), _old_name(path)
+    _remove(new)
+    os.replace(finished, new)
+    if path.exists():
+        _remove(old)
+        os.replace(path, old)
+    os.replace(new, path)
+    _remove(old)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
     """Build a folder under a temporary name and rename it to `path` only if the block succeeds.
@@ -152,14 +167,7 @@ def atomic_dir(path: str | os.PathLike, *, replace: bool = False) -> Iterator[Pa
             yield tmp
             if path.exists() and not replace:
                 raise FileExistsError(f"{path} appeared while it was being written")
-            new, old = _new_name(path), _old_name(path)
-            _remove(new)
-            os.replace(tmp, new)
-            if path.exists():
-                _remove(old)
-                os.replace(path, old)
-            os.replace(new, path)
-            _remove(old)
+            install_dir(tmp, path)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     parser.add_argument("--sweeps-dir", default="sweeps", help="folder of sweeps (nslm sweep run --out) for the Sweeps tab")
     parser.add_argument("--build-index", action="store_true",
                         help="build the novelty index of --data in the background (at a low priority) when it has\n"
-                             "none of all its training stories, so the closest-story panel works once it is done")
+                             "none of all its training stories; the closest-story panel works from its first stories on")
     parser.set_defaults(func=run)
 
 

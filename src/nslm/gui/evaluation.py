@@ -152,7 +152,7 @@ class EvaluationJobs:
         stories = train_stories(data_dir)
         about = f", about {build_seconds(stories) / 60:.0f} minutes on a 2-core CPU" if stories else ""
         return (f"novelty index: building it for {data_dir} in the background{about}; the closest training "
-                "story shows once it is done")
+                "story shows from its first stories on, among those embedded so far")
 
     def view(self, name: str) -> JobView:
         record = self.jobs.record(name)

@@ -9,7 +9,6 @@ still going) is reloaded on the next request.
 from __future__ import annotations
 
 import html
-import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -161,7 +160,7 @@ class NeighbourFinder:
     def data_dir(self, model) -> Path | None:
         data = (getattr(model, "config", None) or {}).get("data") or {}
         for candidate in (data.get("path"), self.fallback_data):
-            if candidate and (Path(candidate) / "novelty-index" / "meta.json").is_file():
+            if candidate and NoveltyIndex.current_meta(candidate) is not None:  # an index, or a build's first part
                 return Path(candidate)
         return None
 
@@ -172,15 +171,19 @@ class NeighbourFinder:
         if building is not None:
             return (f"<p class='nslm-muted'>The novelty index of <code>{html.escape(str(self.fallback_data))}</code> is "
                     f"being built in the background ({building:.0%} done); the closest training story shows here "
-                    "once it is ready.</p>")
+                    "as soon as its first stories are embedded.</p>")
         if data is None:
             return ("<p class='nslm-muted'>No novelty index for this model's data folder yet: build it in the "
                     "<b>Evaluate</b> tab (<i>Build the novelty index</i>) to see the closest training story here.</p>")
         try:
             with self._lock:
-                index = self._indexes.get(data)
-                if index is None or index.meta != _index_meta(data):  # rebuilt meanwhile: read the new one
-                    index = self._indexes[data] = NoveltyIndex.load(data)
+                header = NoveltyIndex.current_meta(data)
+                index, seen = self._indexes.get(data, (None, None))
+                if index is None or seen != header:  # built, rebuilt or grown meanwhile: read it again
+                    embedder = index.embedder if index is not None else None
+                    index = NoveltyIndex.load(data)
+                    index.embedder = embedder  # None: loaded on the first search
+                    self._indexes[data] = (index, header)
                 neighbour, cosine = index.nearest(story)
         except NslmError as exc:
             return f"<p class='nslm-warn'>{html.escape(str(exc))}</p>"
@@ -193,8 +196,3 @@ class NeighbourFinder:
                 f"<p>{mark_shared(neighbour, story, 4)}</p></div>")
 
 
-def _index_meta(data: Path) -> dict | None:
-    try:
-        return json.loads((NoveltyIndex.default_folder(data) / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
