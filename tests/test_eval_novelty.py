@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -129,8 +132,8 @@ def test_overlap_is_the_mean_of_per_story_shares_and_repeats_count(index):
 class _Stopping:
     """The real embedder, counting the stories it embeds and failing on call `fail_on` (as a killed build)."""
 
-    def __init__(self, embedder, fail_on: int | None = None):
-        self.embedder, self.fail_on, self.calls, self.stories = embedder, fail_on, 0, 0
+    def __init__(self, embedder, fail_on: int | None = None, delay: float = 0.0):
+        self.embedder, self.fail_on, self.delay, self.calls, self.stories = embedder, fail_on, delay, 0, 0
 
     def get_embedding_dimension(self):
         return novelty.NoveltyIndex.embedding_dimension(self.embedder)
@@ -140,6 +143,7 @@ class _Stopping:
         if self.calls == self.fail_on:
             raise KeyboardInterrupt
         self.stories += len(texts)
+        time.sleep(self.delay)
         return self.embedder.encode(texts, **kwargs)
 
 
@@ -204,3 +208,24 @@ def test_a_stopped_build_of_fewer_stories_lends_its_rows_to_a_build_of_all(tmp_p
     done = novelty.NoveltyIndex.load_or_build(data, embedder=rest, embed_chunk=8)
     assert rest.stories == 24 and len(done) == 40 and done.meta["limit"] is None
     assert np.abs(np.asarray(done.embeddings, np.float32) - np.asarray(full.embeddings, np.float32)).max() < 2e-3
+
+
+def test_a_second_build_of_the_same_index_waits_for_the_first_and_uses_it(tmp_path, index, capfd):
+    full, _ = index
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.txt").write_bytes(full.train_path.read_bytes())
+    embedder = full.embedder or novelty.load_embedder()
+    first = _Stopping(embedder, delay=0.3)
+    builder = threading.Thread(target=novelty.NoveltyIndex.build, args=(data,),
+                               kwargs={"embedder": first, "embed_chunk": 8})
+    builder.start()
+    deadline = time.time() + 30
+    while first.calls == 0 and time.time() < deadline:  # the first build holds the lock once it embeds
+        time.sleep(0.02)
+    second = _Stopping(embedder)
+    waited = novelty.NoveltyIndex.build(data, embedder=second, embed_chunk=8)
+    builder.join()
+    assert first.stories == 40 and second.stories == 0  # nothing embedded twice
+    assert len(waited) == 40 and "partial" not in waited.meta
+    assert "another process is building the novelty index" in capfd.readouterr().err
