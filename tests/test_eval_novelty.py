@@ -166,8 +166,11 @@ def test_a_stopped_build_is_read_as_a_partial_index_and_resumes_where_it_stopped
 
     from nslm.gui.storytelling import NeighbourFinder
 
-    panel = NeighbourFinder(data).html(SimpleNamespace(config={}), partial.story(5))  # the GUI reads it meanwhile
-    assert "the first 32 of 40 training stories (a partial index)" in panel
+    finder = NeighbourFinder(data)  # the GUI reads it meanwhile
+    assert "the first 32 of 40 training stories (a partial index)" in finder.html(SimpleNamespace(config={}), "A dog.")
+    finder.build_progress = lambda folder: 0.8 if folder == data else None
+    assert "the first 32 of 40 training stories (a partial index, 80% built)" in finder.html(SimpleNamespace(config={}),
+                                                                                             "A dog.")
     more = _Stopping(embedder)  # fewer stories asked than the stopped build planned: it goes on only that far
     assert len(novelty.NoveltyIndex.load_or_build(data, limit=36, embedder=more, embed_chunk=16)) == 36
     assert more.stories == 4 and novelty.NoveltyIndex.load(data).meta["partial"]

@@ -167,8 +167,8 @@ class NeighbourFinder:
     def html(self, model, story: str) -> str:
         """HTML for the 'closest training story' panel (escaped, shared 4-grams marked, coverage said)."""
         data = self.data_dir(model)
-        building = self.build_progress(self.fallback_data) if data is None else None
-        if building is not None:
+        building = self.build_progress(self.fallback_data) if data in (None, self.fallback_data) else None
+        if building is not None and data is None:
             return (f"<p class='nslm-muted'>The novelty index of <code>{html.escape(str(self.fallback_data))}</code> is "
                     f"being built in the background ({building:.0%} done); the closest training story shows here "
                     "as soon as its first stories are embedded.</p>")
@@ -190,7 +190,8 @@ class NeighbourFinder:
         share = shared_ngram_share(story, neighbour, 4)
         embedded, stories = len(index), int(index.meta.get("ngram_stories") or len(index))
         among = (f"the closest of all {stories:,} training stories" if embedded >= stories else
-                 f"the closest of the first {embedded:,} of {stories:,} training stories (a partial index)")
+                 f"the closest of the first {embedded:,} of {stories:,} training stories (a partial index"
+                 + (f", {building:.0%} built)" if building is not None else ")"))
         return (f"<div class='nslm-neighbour'><p><b>cosine similarity {cosine:.3f}</b> · {among} · "
                 f"{share:.0%} of the story's 4-grams also in this training story (marked)</p>"
                 f"<p>{mark_shared(neighbour, story, 4)}</p></div>")
