@@ -147,12 +147,19 @@ class _Stopping:
         return self.embedder.encode(texts, **kwargs)
 
 
-def test_a_stopped_build_is_read_as_a_partial_index_and_resumes_where_it_stopped(tmp_path, index):
-    full, stories = index  # the same 40 stories, built in one go
+@pytest.fixture
+def copy(tmp_path, index):
+    """(a data folder holding the module index's train.txt and no index, the index's embedder)."""
+    full, _ = index
     data = tmp_path / "data"
     data.mkdir()
     (data / "train.txt").write_bytes(full.train_path.read_bytes())
-    embedder = full.embedder or novelty.load_embedder()
+    return data, full.embedder or novelty.load_embedder()
+
+
+def test_a_stopped_build_is_read_as_a_partial_index_and_resumes_where_it_stopped(copy, index):
+    full, stories = index  # the same 40 stories, built in one go
+    data, embedder = copy
     stopped = _Stopping(embedder, fail_on=3)
     with pytest.raises(KeyboardInterrupt):
         novelty.NoveltyIndex.build(data, embedder=stopped, embed_chunk=16)
@@ -183,12 +190,9 @@ def test_a_stopped_build_is_read_as_a_partial_index_and_resumes_where_it_stopped
     assert np.array_equal(np.asarray(done.offsets), np.asarray(full.offsets))
 
 
-def test_a_partial_build_of_another_train_file_is_started_again(tmp_path, index):
-    full, stories = index
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "train.txt").write_bytes(full.train_path.read_bytes())
-    embedder = full.embedder or novelty.load_embedder()
+def test_a_partial_build_of_another_train_file_is_started_again(copy, index):
+    _, stories = index
+    data, embedder = copy
     with pytest.raises(KeyboardInterrupt):
         novelty.NoveltyIndex.build(data, embedder=_Stopping(embedder, fail_on=2), embed_chunk=8)
     (data / "train.txt").write_text("".join(f"{s}\n<|endoftext|>\n" for s in stories[:12]), encoding="utf-8")
@@ -198,12 +202,9 @@ def test_a_partial_build_of_another_train_file_is_started_again(tmp_path, index)
     assert len(novelty.NoveltyIndex.build(data, embedder=fresh, embed_chunk=8)) == 12 and fresh.stories == 12
 
 
-def test_a_stopped_build_of_fewer_stories_lends_its_rows_to_a_build_of_all(tmp_path, index):
+def test_a_stopped_build_of_fewer_stories_lends_its_rows_to_a_build_of_all(copy, index):
     full, _ = index
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "train.txt").write_bytes(full.train_path.read_bytes())
-    embedder = full.embedder or novelty.load_embedder()
+    data, embedder = copy
     with pytest.raises(KeyboardInterrupt):
         novelty.NoveltyIndex.build(data, limit=24, embedder=_Stopping(embedder, fail_on=3), embed_chunk=8)
     assert len(novelty.NoveltyIndex.load(data)) == 16
@@ -213,12 +214,8 @@ def test_a_stopped_build_of_fewer_stories_lends_its_rows_to_a_build_of_all(tmp_p
     assert np.abs(np.asarray(done.embeddings, np.float32) - np.asarray(full.embeddings, np.float32)).max() < 2e-3
 
 
-def test_a_second_build_of_the_same_index_waits_for_the_first_and_uses_it(tmp_path, index, capfd):
-    full, _ = index
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "train.txt").write_bytes(full.train_path.read_bytes())
-    embedder = full.embedder or novelty.load_embedder()
+def test_a_second_build_of_the_same_index_waits_for_the_first_and_uses_it(copy, capfd):
+    data, embedder = copy
     first = _Stopping(embedder, delay=0.3)
     builder = threading.Thread(target=novelty.NoveltyIndex.build, args=(data,),
                                kwargs={"embedder": first, "embed_chunk": 8})
