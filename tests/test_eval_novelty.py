@@ -229,3 +229,58 @@ def test_a_second_build_of_the_same_index_waits_for_the_first_and_uses_it(copy, 
     assert first.stories == 40 and second.stories == 0  # nothing embedded twice
     assert len(waited) == 40 and "partial" not in waited.meta
     assert "another process is building the novelty index" in capfd.readouterr().err
+
+
+def test_a_build_that_waits_for_a_larger_one_uses_its_first_stories_without_waiting_for_the_rest(copy):
+    data, embedder = copy
+    first = _Stopping(embedder, delay=0.5)
+    builder = threading.Thread(target=novelty.NoveltyIndex.build, args=(data,),
+                               kwargs={"embedder": first, "embed_chunk": 8})
+    builder.start()
+    deadline = time.time() + 30
+    while first.calls == 0 and time.time() < deadline:
+        time.sleep(0.02)
+    second = _Stopping(embedder)
+    early = novelty.NoveltyIndex.build(data, limit=10, embedder=second, embed_chunk=8)
+    assert second.stories == 0 and 10 <= len(early) < 40 and early.meta["partial"]  # found before the end
+    builder.join()
+    done = novelty.NoveltyIndex.load(data)
+    assert len(done) == 40 and "partial" not in done.meta  # the larger index is not replaced by a smaller one
+
+
+def test_kills_while_finishing_or_starting_a_larger_build_lose_nothing_embedded(copy, monkeypatch):
+    data, embedder = copy
+    with pytest.raises(KeyboardInterrupt):  # killed before anything is embedded: nothing to read yet
+        novelty.NoveltyIndex.build(data, limit=24, embedder=_Stopping(embedder, fail_on=1), embed_chunk=8)
+    assert novelty.NoveltyIndex.current_meta(data) is None
+    with pytest.raises(NslmError, match="no novelty index"):
+        novelty.NoveltyIndex.load(data)
+    with pytest.raises(KeyboardInterrupt):
+        novelty.NoveltyIndex.build(data, limit=24, embedder=_Stopping(embedder, fail_on=3), embed_chunk=8)
+    hashed, real_hashes = [], novelty.ngram_hashes
+
+    def killed_while_hashing(text, n):
+        hashed.append(text)
+        if len(hashed) > 30:
+            raise KeyboardInterrupt
+        return real_hashes(text, n)
+
+    monkeypatch.setattr(novelty, "ngram_hashes", killed_while_hashing)
+    with pytest.raises(KeyboardInterrupt):  # a build of all 40 stops while it prepares its larger folder
+        novelty.NoveltyIndex.build(data, embedder=_Stopping(embedder), embed_chunk=8)
+    monkeypatch.undo()
+    assert len(novelty.NoveltyIndex.load(data)) == 16  # the smaller build's rows are still there
+    real_install = novelty.install_dir
+
+    def killed_while_installing(finished, path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(novelty, "install_dir", killed_while_installing)
+    rest = _Stopping(embedder)
+    with pytest.raises(KeyboardInterrupt):  # every story embedded, killed before the folder becomes the index
+        novelty.NoveltyIndex.build(data, embedder=rest, embed_chunk=8)
+    assert rest.stories == 24
+    monkeypatch.setattr(novelty, "install_dir", real_install)
+    again = _Stopping(embedder)
+    done = novelty.NoveltyIndex.load_or_build(data, embedder=again, embed_chunk=8)
+    assert again.stories == 0 and len(done) == 40 and "partial" not in done.meta

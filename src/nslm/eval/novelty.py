@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from nslm.atomic import atomic_write_json, install_dir, recover_dir
+from nslm.atomic import atomic_dir, atomic_write_json, complete_dir, install_dir, recover_dir
 from nslm.errors import NslmError
 from nslm.eval.sampling import mean_se
 from nslm.tokenizer import EOT
@@ -158,7 +157,10 @@ class _NgramWriter:
         if not self.pending:
             return
         chunk = np.unique(np.concatenate(self.pending))
-        np.save(self.folder / f"ngram{self.n}-{self.files:04d}.npy", chunk)
+        with open(self.folder / f"ngram{self.n}-{self.files:04d}.npy", "wb") as f:
+            np.save(f, chunk)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the progress file that counts on it
         self.files += 1
         self.pending, self.size = [], 0
 
@@ -254,14 +256,13 @@ class NoveltyIndex:
                 "ngram_sizes": list(NGRAM_SIZES)}
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
-            with _build_lock(folder) as waited:
-                recover_dir(folder)  # a replacement that a crash cut short
-                if waited:  # another process built it meanwhile: use theirs when it holds what is asked
-                    done = cls._load_complete(data_dir, folder)
-                    if done is not None and done.meta.get("stories") == n:
-                        done.embedder = embedder
-                        return done
+            with _build_lock(folder, lambda: cls._covering(data_dir, folder, n)) as found:
+                if found is not None:  # another build, waited for, made what is asked
+                    found.embedder = embedder
+                    return found
+                recover_dir(folder)  # a replacement that a kill cut short
                 work = cls.partial_folder(folder)
+                recover_dir(work)
                 progress = _read_json(work / PROGRESS)
                 same = bool(progress) and all(progress.get(k) == v for k, v in want.items() if k not in ("limit", "stories"))
                 if not same or progress["stories"] < n:  # a build of fewer stories lends what it embedded
@@ -274,7 +275,7 @@ class NoveltyIndex:
                     for row in range(done_rows, n, embed_chunk):
                         texts = [_read_at(f, *offsets[i]) for i in range(row, min(n, row + embed_chunk))]
                         matrix[row : row + len(texts)] = embed(embedder, texts, batch_size)
-                        matrix.flush()
+                        matrix.flush()  # the rows on disk before the progress that counts them
                         progress = {**progress, "embedded": row + len(texts),
                                     "seconds": round(progress.get("seconds", 0) + time.time() - started, 1)}
                         started = time.time()
@@ -287,8 +288,8 @@ class NoveltyIndex:
                     return index
                 meta = {**want, "ngram_stories": progress["ngram_stories"], "build_seconds": progress["seconds"]}
                 atomic_write_json(work / "meta.json", meta)
-                (work / PROGRESS).unlink()
-                install_dir(work, folder)
+                install_dir(work, folder)  # before the progress file goes: a kill between leaves an index
+                (folder / PROGRESS).unlink(missing_ok=True)
         except PermissionError as exc:
             raise NslmError(f"cannot write the novelty index to {folder}; give a writable --index-dir.") from exc
         index = cls.load(data_dir, folder)
@@ -297,41 +298,44 @@ class NoveltyIndex:
 
     @staticmethod
     def _start(work: Path, train: Path, n: int, want: dict, ngram_chunk: int, keep: dict | None = None) -> dict:
-        """A fresh partial folder: the n-grams of every story, the offsets of the `n` to embed, a matrix, and
-        the progress file (written last, so a folder without one is started again). `keep`: the progress of
-        the partial folder there, a build of fewer stories of the same file, whose rows are carried over."""
-        old = work.with_name(f"{work.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if work.exists():
-            if keep:
-                os.replace(work, old)
-            else:
-                shutil.rmtree(work)
-        work.mkdir()
-        matrix = np.lib.format.open_memmap(work / "embeddings.npy", mode="w+", dtype=np.float16, shape=(n, want["dim"]))
-        carried = min(int(keep["embedded"]), n) if keep else 0
-        if carried:
-            matrix[:carried] = np.load(old / "embeddings.npy", mmap_mode="r")[:carried]
-        offsets = np.lib.format.open_memmap(work / "offsets.npy", mode="w+", dtype=np.int64, shape=(n, 2))
-        writers = {k: _NgramWriter(work, k, ngram_chunk) for k in NGRAM_SIZES}
-        seen = 0
-        # N-grams are cheap: they cover every training story even when only the first n are embedded.
-        for offset, length, text in iter_stories(train):
-            if seen < n:
-                offsets[seen] = (offset, length)
-            seen += 1
-            for k, writer in writers.items():
-                writer.add(ngram_hashes(text, k))
-        for writer in writers.values():
-            writer.flush()
-        matrix.flush()
-        offsets.flush()
-        del matrix, offsets
-        progress = {**want, "ngram_stories": seen, "embedded": carried,
-                    "seconds": keep.get("seconds", 0.0) if carried else 0.0}
-        atomic_write_json(work / PROGRESS, progress)
-        shutil.rmtree(old, ignore_errors=True)
+        """A new partial folder: the n-grams of every story, the offsets of the `n` to embed, a matrix, and
+        the progress file. It is made under a temporary name and put in place of `work` once complete, so a
+        kill meanwhile leaves `work` as it was. `keep`: the progress of the partial folder there, a build of
+        fewer stories of the same file, whose embedded rows are carried over."""
+        with atomic_dir(work, replace=True) as tmp:
+            matrix = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float16,
+                                               shape=(n, want["dim"]))
+            carried = min(int(keep["embedded"]), n) if keep else 0
+            if carried:
+                matrix[:carried] = np.load(work / "embeddings.npy", mmap_mode="r")[:carried]
+            offsets = np.lib.format.open_memmap(tmp / "offsets.npy", mode="w+", dtype=np.int64, shape=(n, 2))
+            writers = {k: _NgramWriter(tmp, k, ngram_chunk) for k in NGRAM_SIZES}
+            seen = 0
+            # N-grams are cheap: they cover every training story even when only the first n are embedded.
+            for offset, length, text in iter_stories(train):
+                if seen < n:
+                    offsets[seen] = (offset, length)
+                seen += 1
+                for k, writer in writers.items():
+                    writer.add(ngram_hashes(text, k))
+            for writer in writers.values():
+                writer.flush()
+            matrix.flush()
+            offsets.flush()
+            del matrix, offsets
+            progress = {**want, "ngram_stories": seen, "embedded": carried,
+                        "seconds": keep.get("seconds", 0.0) if carried else 0.0}
+            atomic_write_json(tmp / PROGRESS, progress)
         return progress
+
+    @classmethod
+    def _covering(cls, data_dir: str | Path, folder: Path, n: int) -> "NoveltyIndex | None":
+        """The saved index (or partial one) when it holds at least the first `n` stories, else None."""
+        try:
+            index = cls.load(data_dir, folder)
+        except NslmError:
+            return None
+        return index if len(index) >= n else None
 
     @classmethod
     def load(cls, data_dir: str | Path, folder: str | Path | None = None) -> "NoveltyIndex":
@@ -349,33 +353,47 @@ class NoveltyIndex:
     @classmethod
     def _load_complete(cls, data_dir: str | Path, folder: Path) -> "NoveltyIndex | None":
         train = Path(data_dir) / "train.txt"
+        folder = complete_dir(folder) or folder  # the new index of a replacement that a kill cut short
         meta = _read_json(folder / "meta.json")
         if not _matches(meta, train):
             return None
-        return cls(folder=folder, train_path=train, meta=meta,
-                   embeddings=np.load(folder / "embeddings.npy", mmap_mode="r"),
-                   offsets=np.load(folder / "offsets.npy", mmap_mode="r"),
-                   ngrams={k: NgramSet.load(folder, k) for k in meta.get("ngram_sizes", NGRAM_SIZES)})
+        try:
+            return cls(folder=folder, train_path=train, meta=meta,
+                       embeddings=np.load(folder / "embeddings.npy", mmap_mode="r"),
+                       offsets=np.load(folder / "offsets.npy", mmap_mode="r"),
+                       ngrams={k: NgramSet.load(folder, k) for k in meta.get("ngram_sizes", NGRAM_SIZES)})
+        except (OSError, ValueError):  # replaced while it was opened: as if not there yet
+            return None
 
     @classmethod
     def _load_partial(cls, train: Path, folder: Path) -> "NoveltyIndex | None":
         work = cls.partial_folder(folder)
+        work = complete_dir(work) or work
         progress = _read_json(work / PROGRESS)
         if not _matches(progress, train) or not progress.get("embedded"):
             return None
         rows = int(progress["embedded"])
         meta = {**progress, "stories": rows, "limit": rows, "partial": True, "planned": progress["stories"]}
-        return cls(folder=work, train_path=train, meta=meta,
-                   embeddings=np.load(work / "embeddings.npy", mmap_mode="r")[:rows],
-                   offsets=np.load(work / "offsets.npy", mmap_mode="r")[:rows],
-                   ngrams={k: NgramSet.load(work, k) for k in progress.get("ngram_sizes", NGRAM_SIZES)})
+        try:
+            index = cls(folder=work, train_path=train, meta=meta,
+                        embeddings=np.load(work / "embeddings.npy", mmap_mode="r")[:rows],
+                        offsets=np.load(work / "offsets.npy", mmap_mode="r")[:rows],
+                        ngrams={k: NgramSet.load(work, k) for k in progress.get("ngram_sizes", NGRAM_SIZES)})
+        except (OSError, ValueError):  # installed or replaced while it was opened
+            return None
+        after = _read_json(work / PROGRESS) or {}
+        if any(after.get(k) != progress[k] for k in ("train", "stories")):  # another build's files were opened
+            return None
+        return index
 
     @classmethod
     def current_meta(cls, data_dir: str | Path, folder: str | Path | None = None) -> dict | None:
         """The headers `load` reads (the index's and a partial build's progress), cheaply, or None when there
         is neither: to notice that an index was built or grew since it was loaded."""
         folder = Path(folder) if folder else cls.default_folder(data_dir)
-        headers = {"index": _read_json(folder / "meta.json"), "partial": _read_json(cls.partial_folder(folder) / PROGRESS)}
+        partial = _read_json(cls.partial_folder(folder) / PROGRESS)
+        headers = {"index": _read_json(folder / "meta.json"),
+                   "partial": partial if partial and partial.get("embedded") else None}  # nothing to read before
         return headers if any(headers.values()) else None
 
     @classmethod
@@ -455,18 +473,28 @@ def _read_at(f, offset, length) -> str:
 
 
 @contextlib.contextmanager
-def _build_lock(folder: Path) -> Iterator[bool]:
-    """Hold `.NAME.lock` beside the index while building it; yields whether another build had to be waited for."""
+def _build_lock(folder: Path, covering) -> Iterator["NoveltyIndex | None"]:
+    """Hold `.NAME.lock` beside the index while building it and yield None. While another build holds it,
+    wait, and yield what `covering()` finds as soon as it finds something, before or once the lock is free
+    (the other build got far enough), instead of None."""
     with open(folder.with_name(f".{folder.name}.lock"), "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            waited = False
-        except BlockingIOError:
-            print(f"another process is building the novelty index in {folder}; waiting for it", file=sys.stderr,
-                  flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            waited = True
-        yield waited
+        told = False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told:
+                    print(f"another process is building the novelty index in {folder}; waiting for it",
+                          file=sys.stderr, flush=True)
+                    told = True
+                found = covering()
+                if found is not None:
+                    yield found
+                    return
+                time.sleep(1.0)
+        # held: after a wait, what the other build left may already be what is asked
+        yield covering() if told else None
 
 
 def novelty_report(index: NoveltyIndex, records: list[dict], top: int = 5) -> dict:
