@@ -142,8 +142,8 @@ def _story_folder(root, n: int):
 
 def test_bench_novelty_times_the_index_path_beside_the_plain_way_and_compares_neighbours(capsys, tmp_path):
     data = _story_folder(tmp_path / "data", 12)
-    assert main(["bench", "novelty", "--data", str(data), "--stories", "6", "--neighbours", "--index-stories", "12",
-                 "--queries", "3", "--max-tokens", "12", "--json"]) == 0
+    assert main(["bench", "novelty", "--data", str(data), "--stories", "6", "--repeats", "3", "--neighbours",
+                 "--index-stories", "12", "--queries", "3", "--max-tokens", "12", "--json"]) == 0
     out = capsys.readouterr().out
     for column in ("the plain way", "sorted by length", "stories/s", "GFLOP/s", "same top-1", "float16", "TF-IDF"):
         assert column in out
@@ -151,6 +151,8 @@ def test_bench_novelty_times_the_index_path_beside_the_plain_way_and_compares_ne
     assert figures["stories"] == 6 and figures["gflop_per_story"] > 0
     assert figures["max_abs_difference"] < 1e-5  # both paths embed the same vectors
     assert {"stories_per_s", "reference_stories_per_s", "speedup"} <= figures.keys()
+    assert [len(v) for v in figures["seconds"].values()] == [3, 3]
+    assert figures["stories_per_s"] == pytest.approx(6 / min(figures["seconds"]["index"]), rel=0.02)
     nb = figures["neighbours"]
     assert nb["index_stories"] == 12 and nb["queries"] == 3 and len(nb["paths"]) == 6
     reference = next(v for k, v in nb["paths"].items() if "reference" in k)

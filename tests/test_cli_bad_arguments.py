@@ -204,6 +204,7 @@ CASES = [
     (["bench", "novelty", "--data", "MISSING"], "no train.txt"),
     (["bench", "novelty", "--data", "CLEANED", "--stories", "0"], "--stories"),
     (["bench", "novelty", "--data", "CLEANED", "--queries", "-1"], "--queries"),
+    (["bench", "novelty", "--data", "CLEANED", "--repeats", "0"], "--repeats"),
 ]
 
 

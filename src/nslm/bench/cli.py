@@ -62,6 +62,7 @@ def register(subparsers) -> None:
                        "how often cheaper embeddings find the same nearest training story.")
     n.add_argument("--data", default="data/tinystories", help="a prepared data folder (its train.txt)")
     n.add_argument("--stories", type=int, default=512, help="training stories embedded for the speed rows")
+    n.add_argument("--repeats", type=int, default=2, help="timings of each path, alternating (the best is shown)")
     n.add_argument("--neighbours", action="store_true",
                    help="also compare nearest training stories: full length against shorter inputs, float16\n"
                         "and word TF-IDF, over an index of --index-stories and --queries generated stories")
