@@ -431,6 +431,16 @@ def test_the_gui_builds_a_missing_novelty_index_in_the_background_at_a_low_prior
     while jobs.index_progress(data) is not None and time.time() < deadline:
         time.sleep(0.1)
     assert jobs.index_progress(data) is None
+    # a stopped build's stories are not counted in the time left
+    monkeypatch.setattr("nslm.gui.evaluation.index_coverage", lambda folder: (600, 1200))
+    line = jobs.build_index_at_start(data)
+    try:
+        assert "about 1 minute on" in line and "going on from the 600 stories embedded before" in line
+    finally:
+        os.kill(jobs.jobs.record(INDEX_JOB)["pid"], signal.SIGKILL)
+    deadline = time.time() + 10
+    while jobs.index_progress(data) is not None and time.time() < deadline:
+        time.sleep(0.1)
     # an index of every training story is not built again
     (data / "novelty-index").mkdir()
     (data / "novelty-index" / "meta.json").write_text("{}")

@@ -150,9 +150,12 @@ class EvaluationJobs:
         except NslmError as exc:
             return f"novelty index: not started now ({exc})"
         stories = train_stories(data_dir)
-        about = f", about {build_seconds(stories) / 60:.0f} minutes on a 2-core CPU" if stories else ""
-        return (f"novelty index: building it for {data_dir} in the background{about}; the closest training "
-                "story shows from its first stories on, among those embedded so far")
+        done = coverage[0] if coverage is not None else 0  # a stopped build's stories: it goes on from there
+        minutes = max(1, round(build_seconds(max(0, (stories or 0) - done)) / 60))
+        about = f", about {minutes} minute{'s' if minutes > 1 else ''} on a 2-core CPU" if stories else ""
+        going_on = f"going on from the {done:,} stories embedded before, " if done else ""
+        return (f"novelty index: building it for {data_dir} in the background{about}; {going_on}the closest "
+                "training story shows from its first stories on, among those embedded so far")
 
     def view(self, name: str) -> JobView:
         record = self.jobs.record(name)
