@@ -214,15 +214,22 @@ def test_a_stopped_build_of_fewer_stories_lends_its_rows_to_a_build_of_all(copy,
     assert np.abs(np.asarray(done.embeddings, np.float32) - np.asarray(full.embeddings, np.float32)).max() < 2e-3
 
 
-def test_a_second_build_of_the_same_index_waits_for_the_first_and_uses_it(copy, capfd):
-    data, embedder = copy
-    first = _Stopping(embedder, delay=0.3)
+def _building_in_a_thread(data, embedder, delay: float):
+    """A whole build of `data` started in a thread, returned once it holds the lock (it embeds), slowed by
+    `delay` seconds a chunk of 8: (its counting embedder, the thread)."""
+    first = _Stopping(embedder, delay=delay)
     builder = threading.Thread(target=novelty.NoveltyIndex.build, args=(data,),
                                kwargs={"embedder": first, "embed_chunk": 8})
     builder.start()
     deadline = time.time() + 30
-    while first.calls == 0 and time.time() < deadline:  # the first build holds the lock once it embeds
+    while first.calls == 0 and time.time() < deadline:
         time.sleep(0.02)
+    return first, builder
+
+
+def test_a_second_build_of_the_same_index_waits_for_the_first_and_uses_it(copy, capfd):
+    data, embedder = copy
+    first, builder = _building_in_a_thread(data, embedder, delay=0.3)
     second = _Stopping(embedder)
     waited = novelty.NoveltyIndex.build(data, embedder=second, embed_chunk=8)
     builder.join()
@@ -233,13 +240,7 @@ def test_a_second_build_of_the_same_index_waits_for_the_first_and_uses_it(copy, 
 
 def test_a_build_that_waits_for_a_larger_one_uses_its_first_stories_without_waiting_for_the_rest(copy):
     data, embedder = copy
-    first = _Stopping(embedder, delay=0.5)
-    builder = threading.Thread(target=novelty.NoveltyIndex.build, args=(data,),
-                               kwargs={"embedder": first, "embed_chunk": 8})
-    builder.start()
-    deadline = time.time() + 30
-    while first.calls == 0 and time.time() < deadline:
-        time.sleep(0.02)
+    first, builder = _building_in_a_thread(data, embedder, delay=0.5)
     second = _Stopping(embedder)
     early = novelty.NoveltyIndex.build(data, limit=10, embedder=second, embed_chunk=8)
     assert second.stories == 0 and 10 <= len(early) < 40 and early.meta["partial"]  # found before the end
