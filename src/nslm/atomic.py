@@ -49,6 +49,15 @@ def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def read_json(path: str | os.PathLike) -> dict | None:
+    """A JSON object from `path`, or None when the file is missing, half-written or not an object."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _new_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.new")
 

@@ -11,11 +11,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nslm.atomic import read_json
 from nslm.errors import NslmError
 from nslm.eval.novelty import NoveltyIndex
 from nslm.eval.steps import STEP_NAMES as STEPS
 from nslm.gui.processes import DetachedJobs
-from nslm.gui.runs import read_json
 
 INDEX_JOB = "novelty-index"
 # Embedding speed of all-MiniLM-L6-v2 on the 2-core CPU, length-sorted (NoveltyIndex.build): 12.0 stories/s

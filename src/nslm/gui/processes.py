@@ -13,8 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from nslm.atomic import atomic_write_json
-from nslm.gui.runs import read_json
+from nslm.atomic import atomic_write_json, read_json
 from nslm.train.runlock import process_start, same_process
 
 

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nslm.gui.runs import read_json
+from nslm.atomic import read_json
+
 
 IMAGE_LINE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 

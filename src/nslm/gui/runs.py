@@ -8,11 +8,11 @@ raises: it shows as missing or unreadable instead.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nslm.atomic import read_json
 from nslm.errors import NslmError
 from nslm.generate import api as generate_api
 from nslm.interop.foreign import detect_foreign, foreign_summary
@@ -61,15 +61,6 @@ def model_path(key: str, runs_dir: Path) -> Path:
     if key.startswith(SHIPPED_PREFIX):
         return child_folder(shipped_dir(), key[len(SHIPPED_PREFIX):])
     raise NslmError(f"{key!r} is not a model of this app; pick a model from the list.")
-
-
-def read_json(path: Path) -> dict | None:
-    """A JSON object from `path`, or None when the file is missing, half-written or not an object."""
-    try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 # metrics.jsonl files already parsed, by path, with the (size, mtime) they had: pages poll every
