@@ -84,21 +84,21 @@ def run(args: argparse.Namespace) -> int:
     plain, built = vectors["plain"], vectors["index"]
     plain_s, built_s = min(seconds["plain"]), min(seconds["index"])
     pieces = word_pieces(embedder, texts)
-    used = np.minimum(pieces, embedder.max_seq_length)
-    gflop = embed_gflop(embedder, used)
+    cut = float((pieces > embedder.max_seq_length).mean())
+    gflop = embed_gflop(embedder, np.minimum(pieces, embedder.max_seq_length))
     n, difference = len(texts), float(np.abs(plain - built).max())
     rows = [[f"file order, {PLAIN_BATCH} per call (the plain way)", f"{n / plain_s:,.1f}", f"{gflop / plain_s:.1f}"],
             [f"the index's: {EMBED_CHUNK} per call, sorted by length into batches of {EMBED_BATCH}",
              f"{n / built_s:,.1f}", f"{gflop / built_s:.1f}"]]
     _table(f"embedding {n:,} training stories of {train} (all-MiniLM-L6-v2, fp32; best of {args.repeats})",
            ["path", "stories/s", "useful GFLOP/s"], rows)
-    print(f"word pieces per story: {pieces.mean():.0f} on average, {(pieces > embedder.max_seq_length).mean():.0%} "
+    print(f"word pieces per story: {pieces.mean():.0f} on average, {cut:.0%} "
           f"cut at {embedder.max_seq_length}; {gflop / n:.2f} GFLOP per story (without padding, which the plain way\n"
           f"computes more of); largest difference between the two "
           f"paths' vectors: {difference:.1e}")
     figures = {"stories": n, "stories_per_s": round(n / built_s, 2), "reference_stories_per_s": round(n / plain_s, 2),
                "speedup": round(plain_s / built_s, 2), "word_pieces_per_story": round(float(pieces.mean()), 1),
-               "cut_share": round(float((pieces > embedder.max_seq_length).mean()), 4),
+               "cut_share": round(cut, 4),
                "gflop_per_story": round(gflop / n, 3), "gflop_per_s": round(gflop / built_s, 1),
                "max_abs_difference": difference, "repeats": args.repeats,
                "seconds": {k: [round(t, 4) for t in v] for k, v in seconds.items()}}

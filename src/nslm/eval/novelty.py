@@ -15,7 +15,6 @@ import contextlib
 import difflib
 import fcntl
 import hashlib
-import json
 import os
 import re
 import sys
@@ -26,7 +25,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from nslm.atomic import atomic_dir, atomic_write_json, complete_dir, install_dir, recover_dir
+from nslm.atomic import atomic_dir, atomic_write_json, complete_dir, install_dir, read_json, recover_dir
 from nslm.errors import NslmError
 from nslm.eval.sampling import mean_se
 from nslm.tokenizer import EOT
@@ -263,7 +262,7 @@ class NoveltyIndex:
                 recover_dir(folder)  # a replacement that a kill cut short
                 work = cls.partial_folder(folder)
                 recover_dir(work)
-                progress = _read_json(work / PROGRESS)
+                progress = read_json(work / PROGRESS)
                 same = bool(progress) and all(progress.get(k) == v for k, v in want.items() if k not in ("limit", "stories"))
                 if not same or progress["stories"] < n:  # a build of fewer stories lends what it embedded
                     progress = cls._start(work, train, n, want, ngram_chunk, keep=progress if same else None)
@@ -283,7 +282,7 @@ class NoveltyIndex:
                         bar.update(len(texts))
                 del matrix, offsets
                 if progress["stories"] > n:  # a build of more stories covers what was asked: left to go on later
-                    index = cls._load_partial(train, folder)
+                    index = cls._load_partial(train, folder, want["train"])
                     index.embedder = embedder
                     return index
                 meta = {**want, "ngram_stories": progress["ngram_stories"], "build_seconds": progress["seconds"]}
@@ -343,7 +342,9 @@ class NoveltyIndex:
         index: `meta["partial"]`); NslmError when there is neither, or it was built from another train.txt."""
         folder = Path(folder) if folder else cls.default_folder(data_dir)
         train = Path(data_dir) / "train.txt"
-        found = [i for i in (cls._load_complete(data_dir, folder), cls._load_partial(train, folder)) if i is not None]
+        fingerprint = train_fingerprint(train) if train.is_file() else None  # hashed once for both
+        found = [i for i in (cls._load_complete(train, folder, fingerprint), cls._load_partial(train, folder, fingerprint))
+                 if i is not None]
         if found:  # a partial build that has gone past a smaller saved index is the one to search
             return max(found, key=len)
         if not (folder / "meta.json").is_file():
@@ -351,11 +352,10 @@ class NoveltyIndex:
         raise NslmError(f"the novelty index in {folder} does not match {train}; build it again.")
 
     @classmethod
-    def _load_complete(cls, data_dir: str | Path, folder: Path) -> "NoveltyIndex | None":
-        train = Path(data_dir) / "train.txt"
+    def _load_complete(cls, train: Path, folder: Path, fingerprint: dict | None) -> "NoveltyIndex | None":
         folder = complete_dir(folder) or folder  # the new index of a replacement that a kill cut short
-        meta = _read_json(folder / "meta.json")
-        if not _matches(meta, train):
+        meta = read_json(folder / "meta.json")
+        if not _matches(meta, fingerprint):
             return None
         try:
             return cls(folder=folder, train_path=train, meta=meta,
@@ -366,11 +366,11 @@ class NoveltyIndex:
             return None
 
     @classmethod
-    def _load_partial(cls, train: Path, folder: Path) -> "NoveltyIndex | None":
+    def _load_partial(cls, train: Path, folder: Path, fingerprint: dict | None) -> "NoveltyIndex | None":
         work = cls.partial_folder(folder)
         work = complete_dir(work) or work
-        progress = _read_json(work / PROGRESS)
-        if not _matches(progress, train) or not progress.get("embedded"):
+        progress = read_json(work / PROGRESS)
+        if not _matches(progress, fingerprint) or not progress.get("embedded"):
             return None
         rows = int(progress["embedded"])
         meta = {**progress, "stories": rows, "limit": rows, "partial": True, "planned": progress["stories"]}
@@ -381,7 +381,7 @@ class NoveltyIndex:
                         ngrams={k: NgramSet.load(work, k) for k in progress.get("ngram_sizes", NGRAM_SIZES)})
         except (OSError, ValueError):  # installed or replaced while it was opened
             return None
-        after = _read_json(work / PROGRESS) or {}
+        after = read_json(work / PROGRESS) or {}
         if any(after.get(k) != progress[k] for k in ("train", "stories")):  # another build's files were opened
             return None
         return index
@@ -391,8 +391,8 @@ class NoveltyIndex:
         """The headers `load` reads (the index's and a partial build's progress), cheaply, or None when there
         is neither: to notice that an index was built or grew since it was loaded."""
         folder = Path(folder) if folder else cls.default_folder(data_dir)
-        partial = _read_json(cls.partial_folder(folder) / PROGRESS)
-        headers = {"index": _read_json(folder / "meta.json"),
+        partial = read_json(cls.partial_folder(folder) / PROGRESS)
+        headers = {"index": read_json(folder / "meta.json"),
                    "partial": partial if partial and partial.get("embedded") else None}  # nothing to read before
         return headers if any(headers.values()) else None
 
@@ -415,10 +415,8 @@ class NoveltyIndex:
 
     def story(self, i: int) -> str:
         """Text of training story `i`."""
-        offset, length = (int(x) for x in self.offsets[i])
         with open(self.train_path, "rb") as f:
-            f.seek(offset)
-            return f.read(length).decode("utf-8", errors="replace")
+            return _read_at(f, *self.offsets[i])
 
     def search(self, texts: Sequence[str], chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
         """Index and cosine of the nearest training story for each text (exact search, chunk by chunk)."""
@@ -453,18 +451,11 @@ class NoveltyIndex:
 PROGRESS = "progress.json"
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _matches(meta: dict | None, train: Path) -> bool:
-    """Whether an index header (or a build's progress) is of this version and of this train.txt."""
-    return bool(meta) and meta.get("version") == INDEX_VERSION and train.is_file() \
-        and meta.get("train") == train_fingerprint(train)
+def _matches(meta: dict | None, fingerprint: dict | None) -> bool:
+    """Whether an index header (or a build's progress) is of this version and of the train.txt whose
+    `train_fingerprint` is given (None: there is no train.txt)."""
+    return bool(meta) and fingerprint is not None and meta.get("version") == INDEX_VERSION \
+        and meta.get("train") == fingerprint
 
 
 def _read_at(f, offset, length) -> str:
