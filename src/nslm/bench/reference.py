@@ -1,4 +1,5 @@
-"""Plain-PyTorch models of the same width and depth as the presets, built only from stock torch.nn layers.
+"""Plain-PyTorch models of the same width and depth as the presets, built only from stock torch.nn layers
+(the Transformer's with learned positions and a GELU MLP four times as wide, whatever the preset's).
 
 They are the yardstick in `nslm bench train`: if nslm's own model is much slower than these, something
 in nslm is wrong.
@@ -78,7 +79,9 @@ STOCK = {"transformer": StockTransformer, "lstm": StockRNN, "gru": StockRNN}
 
 
 def stock_model(cfg: ModelConfig) -> nn.Module:
-    """The plain-PyTorch model of the same size as `cfg`; NslmError for an architecture without one."""
+    """The plain-PyTorch yardstick for `cfg`: a nanoGPT-style GPT of the same width, depth and heads (learned
+    positions, a GELU MLP 4x wide) for a Transformer, nn.LSTM / nn.GRU of the same sizes for an RNN; NslmError
+    for an architecture without one."""
     if cfg.arch not in STOCK:
         raise NslmError(f"nslm bench train has no plain-PyTorch yardstick for model.arch {cfg.arch!r}; "
                         f"it measures {', '.join(STOCK)}")

@@ -1,4 +1,5 @@
-"""`nslm data prepare | clean | tokenize`: the data pipeline from the command line."""
+"""`nslm data prepare | clean | tokenize | match`: the data pipeline from the command line, and the data
+folder made with a model's tokenizer."""
 
 from __future__ import annotations
 

@@ -260,7 +260,8 @@ def _progress(stories: Iterable[str], desc: str, enabled: bool) -> Iterable[str]
 
 def tokenize_folder(folder: str | Path, tokenizer=None, *, extra_meta: dict | None = None,
                     progress: bool = False) -> dict:
-    """Write train.bin, valid.bin and meta.json for the cleaned stories in `folder`; returns the meta."""
+    """Write train.bin, valid.bin (and dev.bin where `folder` has a dev.txt) and meta.json for the cleaned
+    stories in `folder`; returns the meta."""
     folder = Path(folder)
     if tokenizer is None:
         tokenizer = Tokenizer.load(folder / "tokenizer.json")
@@ -311,7 +312,8 @@ def prepare(train: Sequence[str] | None, valid: Sequence[str] | None, out: str |
             split_on: str = "eot", source: str = "files", tokenizer_sample: int | None = None,
             max_stories: int | None = None, train_share: float = 1.0, if_exists: str = "error",
             progress: bool = False) -> PrepareResult:
-    """Make the data folder `out` (train/valid.txt, report.json, tokenizer.json, *.bin, meta.json).
+    """Make the data folder `out` (train/valid.txt, report.json, tokenizer.json, train/valid.bin, meta.json,
+    and dev.txt / dev.bin where a dev split is carved, `dev_share` above 0).
 
     `if_exists`: `error` refuses an existing non-empty folder, `reuse` returns at once when `out` already
     holds a complete dataset made from the same inputs and settings (and errors otherwise), `overwrite`

@@ -1,6 +1,6 @@
-"""Token files: `train.bin` / `valid.bin` (raw little-endian ids, end-of-story id after every story)
-and their header `meta.json`, as docs/ARCHITECTURE.md specifies: written here, and read only through
-`DataFolder`, whose splits are memmaps.
+"""Token files: `train.bin` / `valid.bin`, and `dev.bin` where a dev split was carved (raw little-endian
+ids, end-of-story id after every story), and their header `meta.json`, as docs/ARCHITECTURE.md specifies:
+written here, and read only through `DataFolder`, whose splits are memmaps.
 """
 
 from __future__ import annotations

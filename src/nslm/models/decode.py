@@ -1,4 +1,9 @@
-"""Batch-1 cached decoding of a Transformer in NumPy: the CPU generation path.
+"""Cached decoding in NumPy, and in C where the install compiled it: the CPU generation path.
+
+`NumpyDecoder` decodes one Transformer sequence in NumPy and `NumpyBatchDecoder` several at once (its `join`);
+`NumpyRNNDecoder` decodes an LSTM or GRU, one sequence or a batch. Where the install compiled the C step
+(nslm/models/_cstep.c), `c_library()` loads it and `_CStep` hands a Transformer decoder's folded weights and
+cache to it, one call per step. What follows is about the Transformer's NumPy step.
 
 At a million parameters a decoding step's arithmetic is a few microseconds per matrix, and what costs
 is the number of calls from Python: PyTorch spends about 8 microseconds dispatching each of a step's

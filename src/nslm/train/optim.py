@@ -2,7 +2,8 @@
 
 Muon (Jordan et al. 2024) orthogonalises each hidden matrix's momentum by a few Newton-Schulz iterations
 before the update, scaled as Moonshot's "match_rms_adamw" does (Liu et al. 2025, "Muon is Scalable for LLM
-Training") so that its updates have about AdamW's size: both halves take the same learning rate and schedule.
+Training") so that its updates have about AdamW's size: both halves follow the same schedule, AdamW at
+train.adamw_lr_ratio times Muon's learning rate (1 by default, 3 in the transformer-1m preset).
 Embeddings (tied to the output head), norms and biases stay with AdamW: Muon is for matrices that map one
 hidden vector to another. The update is torch.optim.Muon's, step for step (a test holds it to it), but
 torch's runs the iterations in bfloat16, which a CPU without native bf16 matrix products (AVX2) computes
