@@ -239,7 +239,9 @@ def serve_gui(tiny_run, data_dir):
         runs = tmp / "runs"
         runs.mkdir()
         shutil.copytree(tiny_run("transformer-1m"), runs / "tiny")
-        app = build_app(runs_dir=runs, data_dir=data, db_path=tmp / "ratings.sqlite", reports_dir=tmp / "reports")
+        # its own (empty) sweeps folder, not the one in the working directory
+        app = build_app(runs_dir=runs, data_dir=data, db_path=tmp / "ratings.sqlite", reports_dir=tmp / "reports",
+                        sweeps_dir=tmp / "sweeps")
         gui = SimpleNamespace(app=app, url=launch(app, port=_free_port()), runs=runs, reports=tmp / "reports",
                               db=tmp / "ratings.sqlite", data=data)
         try:

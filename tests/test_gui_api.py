@@ -130,9 +130,10 @@ def test_bad_prompts_and_absurd_sampling_values_get_a_clear_message(client):
     assert "beginning of a story" in tell(client, prompt="   ")[1]
     story, note, _ = tell(client, prompt="Once upon a time there was a dog. " * 20, max_tokens=10)
     assert "longer than this model's context window (64 tokens)" in note and story
-    assert "top_k must be a positive whole number" in tell(client, top_k=-5)[1]
-    assert "seed must be a whole number" in tell(client, seed=1e30)[1]
-    assert "temperature must be 0 (greedy) or a positive number" in tell(client, temperature=-1)[1]  # generation's sentence
+    # generation's sentences, naming the page's fields
+    assert "Top-k must be a positive whole number" in tell(client, top_k=-5)[1]
+    assert "Seed must be a whole number" in tell(client, seed=1e30)[1]
+    assert "Temperature must be 0 (greedy) or a positive number" in tell(client, temperature=-1)[1]
     # what a browser can send but gradio_client cannot encode: a lone surrogate (half an emoji)
     story, note, _ = raw_call(client, "tell", ["run:tiny", "Once \ud800 upon a time", 0.8, 0, 1.0, 40, 7])[:3]
     assert "broken character at position 6" in note and not story

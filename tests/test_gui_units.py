@@ -109,14 +109,26 @@ def test_a_second_run_is_refused_while_one_trains(tmp_path, data_dir):
 def test_a_process_that_dies_before_writing_status_is_failed_with_its_error(tmp_path):
     runs = tmp_path / "runs"
     launcher = TrainingLauncher(runs)
-    launcher.start("bad", ["--preset", "no-such-preset", "--data", str(tmp_path)])
-    deadline = time.time() + 60
-    while launcher.state("bad") == "starting" and time.time() < deadline:
-        time.sleep(0.2)
+
+    def start_and_wait(preset):
+        launcher.start("bad", ["--preset", preset, "--data", str(tmp_path)])
+        deadline = time.time() + 60
+        while launcher.state("bad") == "starting" and time.time() < deadline:
+            time.sleep(0.2)
+
+    start_and_wait("first-missing-preset")
     assert launcher.state("bad") == "failed"
-    assert launcher.failure_reason("bad").startswith("error:")
+    assert launcher.failure_reason("bad").startswith("error:") and "first-missing-preset" in launcher.failure_reason("bad")
+    # it failed before making a run folder, so there is nothing to resume: the name is free again, and the
+    # second start's output is not mixed with the first's
+    start_and_wait("second-missing-preset")
+    assert launcher.state("bad") == "failed"
+    log = launcher.log_tail("bad", 50)
+    assert "second-missing-preset" in log and "first-missing-preset" not in log
+    # a name whose run folder exists stays taken
+    (runs / "made").mkdir()
     with pytest.raises(NslmError, match="already exists"):
-        launcher.start("bad", ["--preset", "transformer-1m"])
+        launcher.start("made", ["--preset", "transformer-1m"])
 
 
 def test_shared_ngrams_are_marked_and_html_is_escaped():
@@ -137,11 +149,14 @@ def test_sampling_values_are_checked_with_a_reason():
     assert check_sampling(0, 40, 0.9, 10, 7).kwargs() == {"max_tokens": 10, "temperature": 0.0, "top_k": 40,
                                                          "top_p": 0.9, "seed": 7}
     assert check_sampling(7, 0, 1, 10, 1).temperature == 7  # generation's own bound: any temperature >= 0
-    # the bounds and sentences are generation's (nslm.generate.api.check_options), not a copy
-    for args, reason in [((-1, 0, 1, 10, 1), "temperature must be 0"), ((float("nan"), 0, 1, 10, 1), "temperature"),
-                         ((1, -3, 1, 10, 1), "top_k"), ((1, 2.5, 1, 10, 1), "top_k"), ((1, 0, 0, 10, 1), "top_p"),
-                         ((1, 0, 1, 0, 1), "max_tokens"), ((1, 0, 1, 10**9, 1), "max_tokens"),
-                         ((1, 0, 1, 10, 1.5), "seed"), ((1, 0, 1, 10, "x"), "Seed"), ((1, 0, 1, 10, 2**70), "seed")]:
+    # the bounds and sentences are generation's (nslm.generate.api.check_options), not a copy, with the page's
+    # field names in place of the argument names; an empty field is called empty, and nothing is rounded
+    for args, reason in [((-1, 0, 1, 10, 1), "^Temperature must be 0"), ((float("nan"), 0, 1, 10, 1), "^Temperature"),
+                         ((None, 0, 1, 10, 1), "^Temperature is empty"),
+                         ((1, -3, 1, 10, 1), "^Top-k"), ((1, 2.5, 1, 10, 1), "^Top-k .*2.5"), ((1, 0, 0, 10, 1), "^Top-p"),
+                         ((1, 0, 1, 0, 1), "^Max tokens"), ((1, 0, 1, 10**9, 1), "^Max tokens"),
+                         ((1, 0, 1, None, 1), "^Max tokens .*not empty"), ((1, 0, 1, 2.5, 1), "^Max tokens .*2.5"),
+                         ((1, 0, 1, 10, 1.5), "^Seed .*1.5"), ((1, 0, 1, 10, "x"), "^Seed"), ((1, 0, 1, 10, 2**70), "^Seed")]:
         with pytest.raises(NslmError, match=reason):
             check_sampling(*args)
     with pytest.raises(NslmError, match="under 20,000"):

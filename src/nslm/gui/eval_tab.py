@@ -144,15 +144,19 @@ def build(ctx: Context, default_model: str | None) -> EvalTab:
                              elem_id="eval-depth")
             run = gr.Button("Evaluate", variant="primary", scale=1, min_width=120, elem_id="eval-run")
         missing = missing_data()
-        steps = gr.CheckboxGroup(list(STEPS), value=[s for s in STEPS if s != "judge" and s not in missing],
-                                 label="Measures", info="judge needs an LLM grader: `nslm eval all --judge-url ...`",
+        # the judge is left out: it needs an LLM grader's address and key, which `nslm eval all` takes
+        offered = [s for s in STEPS if s != "judge"]
+        steps = gr.CheckboxGroup(offered, value=[s for s in offered if s not in missing],
+                                 label="Measures", info="the LLM judge runs from the command line: "
+                                                        "`nslm eval all --judge-url URL`",
                                  elem_id="eval-steps")
         gr.Markdown(data_markdown(missing, stand_in_data()), elem_id="eval-data")
         run_message = gr.Markdown(elem_id="eval-message")
         job = gr.HTML(elem_id="eval-job")
         ratings = gr.Markdown(elem_id="eval-ratings")
         report = gr.Markdown(elem_id="eval-report")
-        plots = gr.Gallery(label="Plots", columns=2, height="auto", visible=False, elem_id="eval-plots")
+        plots = gr.Gallery(label="Plots", columns=2, height="auto", object_fit="contain", visible=False,
+                           elem_id="eval-plots")
         with gr.Accordion("Novelty index (the closest training story)", open=True):
             index = gr.Markdown(index_markdown(ctx), elem_id="index-status")
             build_index = gr.Button("Build the novelty index", elem_id="index-build")
@@ -222,7 +226,11 @@ def wire(ctx: Context, app: gr.Blocks, tab: EvalTab) -> None:
                   tab.run: gr.update(interactive=view.state != "running"),
                   tab.build_index: gr.update(interactive=view.state != "running")}
         if not seen.startswith(f"{view.name}:{view.state}:") and view.state != "running":
-            update.update(show(key) if view.name != INDEX_JOB else {})
+            # a job ended since the last tick: its report (or index) shows. Not on the page's first tick: the
+            # page's load has shown the report already, and this tick may carry the model picked before the
+            # user's pick, so its answer, arriving last, would put the wrong model's report back
+            if seen and view.name != INDEX_JOB:
+                update.update(show(key))
             update[tab.index] = index_markdown(ctx)
         return update
 

@@ -99,6 +99,9 @@ class EvaluationJobs:
     def evaluate(self, model_dir: Path, data_dir: Path | None, quick: bool, steps=STEPS) -> str:
         """Start `nslm eval all` on one model with `steps` into `<reports>/<model name>`; returns the job name."""
         steps = [step for step in steps or () if step in STEPS]
+        if steps == ["judge"]:  # the app starts `eval all` without a grader, so the judge alone would do nothing
+            raise NslmError("The LLM judge needs a grader, which this page does not take: run `nslm eval all "
+                            "--judge-url URL` on the command line, or tick another measure.")
         if not steps:
             raise NslmError("Tick at least one measure to evaluate.")
         with self._lock:

@@ -59,6 +59,11 @@ class DetachedJobs:
                            "started": time.time()})
         return child.pid
 
+    def forget(self, name: str) -> None:
+        """Remove a finished job's record and output, so its name can be used again."""
+        for suffix in (".json", ".log"):
+            (self.meta_dir / f"{name}{suffix}").unlink(missing_ok=True)
+
     def log_text(self, name: str, last_bytes: int = 65536) -> str:
         """The end of NAME.log, progress-bar redraws collapsed to what each line showed last."""
         try:

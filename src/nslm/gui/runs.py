@@ -34,9 +34,12 @@ def shipped_dir() -> Path:
 
 def check_name(name: str) -> str:
     """Return `name` if it is a plain folder name, else raise NslmError."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
+    if not isinstance(name, str) or not name.strip():
+        raise NslmError("Give a name: letters, digits, '.', '_' and '-', starting with a letter or digit.")
+    if not NAME_PATTERN.match(name) or ".." in name:
+        shown = repr(name) if len(name) <= 60 else repr(name[:57]) + "…"
         raise NslmError(
-            f"{name!r} is not a valid name: use letters, digits, '.', '_' and '-' only, "
+            f"{shown} is not a valid name: use letters, digits, '.', '_' and '-' only, "
             "starting with a letter or digit."
         )
     return name

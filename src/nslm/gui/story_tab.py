@@ -87,6 +87,7 @@ class StoryTab:
     rater: gr.Textbox
     save: gr.Button
     rate_message: gr.Markdown
+    told: gr.State  # {"key", "prompt", "story"} of the story on the page: a rating goes to the model that told it
 
 
 @dataclass
@@ -166,10 +167,10 @@ def sampling_controls(prefix: str, seed: int = -1) -> SamplingControls:
     with gr.Row():
         temperature = gr.Number(0.8, label="Temperature (0 = likeliest word)", min_width=120,
                                 elem_id=f"{prefix}-temperature")
-        top_k = gr.Number(0, label="Top-k (0 = off)", precision=0, min_width=100, elem_id=f"{prefix}-top-k")
+        top_k = gr.Number(0, label="Top-k (0 = off)", min_width=100, elem_id=f"{prefix}-top-k")
         top_p = gr.Number(0.95, label="Top-p (1 = off)", min_width=100, elem_id=f"{prefix}-top-p")
-        max_tokens = gr.Number(300, label="Max tokens", precision=0, min_width=100, elem_id=f"{prefix}-max-tokens")
-        seed = gr.Number(seed, label="Seed (-1 = random)", precision=0, min_width=100, elem_id=f"{prefix}-seed")
+        max_tokens = gr.Number(300, label="Max tokens", min_width=100, elem_id=f"{prefix}-max-tokens")
+        seed = gr.Number(seed, label="Seed (-1 = random)", min_width=100, elem_id=f"{prefix}-seed")
     return SamplingControls(temperature, top_k, top_p, max_tokens, seed)
 
 
@@ -213,9 +214,11 @@ def build_story(ctx: Context, default_model: str | None) -> StoryTab:
             with gr.Column(scale=2, min_width=280):
                 gr.Markdown("### Closest training story")
                 neighbour = gr.HTML(NEIGHBOUR_HINT, elem_id="story-neighbour")
+        told = gr.State(None)
     return StoryTab(model=model, loaded=loaded, prompt=prompt, sampling=sampling, generate=generate_button, stop=stop,
                     story=story, note=note, neighbour=neighbour, grammar=grammar, creativity=creativity,
-                    consistency=consistency, comment=comment, rater=rater, save=save, rate_message=rate_message)
+                    consistency=consistency, comment=comment, rater=rater, save=save, rate_message=rate_message,
+                    told=told)
 
 
 def _busy(tab, busy: bool) -> dict:
@@ -226,7 +229,7 @@ def _busy(tab, busy: bool) -> dict:
 
 def wire_story(ctx: Context, tab: StoryTab) -> None:
     inputs = [tab.model, tab.prompt, *tab.sampling.inputs()]
-    outputs = [tab.story, tab.note, tab.neighbour, tab.loaded, tab.generate, tab.stop]
+    outputs = [tab.story, tab.note, tab.neighbour, tab.loaded, tab.generate, tab.stop, tab.told]
 
     stops = StopSignals()
 
@@ -235,12 +238,13 @@ def wire_story(ctx: Context, tab: StoryTab) -> None:
         """Each update carries the whole view so far, so an API client's last result is the whole story."""
         page = page_key(request)
         stop = stops.start(page)
-        view = {tab.story: "", tab.note: "", tab.neighbour: NEIGHBOUR_HINT}
+        view = {tab.story: "", tab.note: "", tab.neighbour: NEIGHBOUR_HINT, tab.told: None}
         try:
             for text, note, model in generate(ctx, key, prompt, temperature, top_k, top_p, max_tokens, seed,
                                               stop=stop):
                 view.update({tab.story: text, tab.note: note,
-                             tab.neighbour: NEIGHBOUR_WAIT if text else NEIGHBOUR_HINT})
+                             tab.neighbour: NEIGHBOUR_WAIT if text else NEIGHBOUR_HINT,
+                             tab.told: {"key": key, "prompt": str(prompt or ""), "story": text} if text else None})
                 if model is not None:
                     yield {**view, tab.loaded: loaded_text(ctx, key), **_busy(tab, False)}
                     view[tab.neighbour] = neighbour_html(ctx, model, text)
@@ -264,9 +268,13 @@ def wire_story(ctx: Context, tab: StoryTab) -> None:
                      queue=False)
 
     @friendly(lambda message: {tab.rate_message: message})
-    def rate(key, prompt, story, grammar, creativity, consistency, comment, rater) -> dict:
+    def rate(key, prompt, story, grammar, creativity, consistency, comment, rater, told) -> dict:
         if not story or not str(story).strip():
             raise NslmError("Generate a story first, then rate it.")
+        if told and told.get("story") == story:
+            # the page's story: the model and beginning that told it, whatever the controls show now (an API
+            # client, which has no page state, names them itself)
+            key, prompt = told["key"], told["prompt"]
         path = runlib.model_path(key, ctx.runs_dir)
         ctx.rating_store().add(model=path.name, prompt=str(prompt or ""), story=str(story), grammar=grammar,
                                creativity=creativity, consistency=consistency, comment=str(comment or ""),
@@ -275,7 +283,7 @@ def wire_story(ctx: Context, tab: StoryTab) -> None:
                                   f"consistency {consistency:g} for **{path.name}**."}
 
     tab.save.click(rate, [tab.model, tab.prompt, tab.story, tab.grammar, tab.creativity, tab.consistency, tab.comment,
-                          tab.rater], tab.rate_message, api_name="rate")
+                          tab.rater, tab.told], tab.rate_message, api_name="rate")
 
 
 def neighbour_html(ctx: Context, model, story: str) -> str:

@@ -42,11 +42,24 @@ class Sampling:
 
 
 def _number(value, what: str) -> float:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise NslmError(f"{what} is empty: give a number.")
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise NslmError(f"{what} must be a number, not {value!r}.") from None
     return number
+
+
+# generation's sentences name its arguments; the page names its fields
+FIELD_LABELS = {"max_tokens": "Max tokens", "temperature": "Temperature", "top_k": "Top-k", "top_p": "Top-p",
+                "seed": "Seed"}
+
+
+def _labelled(message: str) -> str:
+    name, _, rest = message.partition(" ")
+    rest = rest.replace(", not None", ", not empty")
+    return f"{FIELD_LABELS[name]} {rest}." if name in FIELD_LABELS else message
 
 
 def _whole_or_none(value, what: str, off: float) -> int | float | None:
@@ -76,9 +89,12 @@ def check_sampling(temperature, top_k, top_p, max_tokens, seed) -> Sampling:
                         seed=_whole_or_none(seed, "Seed", off=-1))
     if isinstance(sampling.top_p, int):
         sampling.top_p = float(sampling.top_p)
-    check_options(**sampling.kwargs())
+    try:
+        check_options(**sampling.kwargs())
+    except NslmError as exc:
+        raise NslmError(_labelled(str(exc))) from None
     if sampling.max_tokens > MAX_NEW_TOKENS:
-        raise NslmError(f"max_tokens must be at most {MAX_NEW_TOKENS} on this page, not {sampling.max_tokens}")
+        raise NslmError(f"Max tokens must be at most {MAX_NEW_TOKENS} on this page, not {sampling.max_tokens}.")
     return sampling
 
 

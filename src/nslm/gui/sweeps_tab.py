@@ -5,6 +5,7 @@ and the plots. Sweeps are started with `nslm sweep run` on the command line, whi
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,25 @@ def report_view(folder: Path, write: bool) -> tuple[str, list[list], list[str], 
     with open(out / "trials.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
     plots = sorted(str(p) for p in out.glob("*.png"))
-    return f"*Report: `{out}`* (trials best first; `report.md` holds every table)", rows[1:], rows[0], plots
+    shown = [[readable(cell) for cell in row] for row in rows[1:]]
+    return (f"*Report: `{out}`* (trials best first, rounded here; `trials.csv` and `report.md` hold the full "
+            "figures)", shown, [c.replace("_", " ") for c in rows[0]], plots)
+
+
+def readable(cell: str) -> str:
+    """A CSV cell as the table shows it: whole numbers with thousands separators, huge ones (FLOPs) in three
+    figures, fractions (bits per byte, spreads) to four decimals; anything else as it is."""
+    try:
+        value = float(cell)
+    except ValueError:
+        return cell
+    if not math.isfinite(value):
+        return cell
+    if abs(value) >= 1e9:
+        return f"{value:.3g}"
+    if value == int(value) and ("." not in cell or cell.endswith(".0")):
+        return f"{int(value):,}"
+    return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
 
 
 def build(ctx: Context) -> SweepsTab:
@@ -84,8 +103,8 @@ def build(ctx: Context) -> SweepsTab:
             write = gr.Button("Write the report", variant="primary", scale=1, min_width=160, elem_id="sweep-write")
         progress_md = gr.Markdown(elem_id="sweep-progress")
         report = gr.Markdown(elem_id="sweep-report")
-        trials = gr.Dataframe(label="Trials", interactive=False, wrap=True, elem_id="sweep-trials")
-        plots = gr.Gallery(label="Plots", columns=2, height="auto", elem_id="sweep-plots")
+        trials = gr.Dataframe(label="Trials", interactive=False, wrap=False, visible=False, elem_id="sweep-trials")
+        plots = gr.Gallery(label="Plots", columns=2, height="auto", object_fit="contain", elem_id="sweep-plots")
         timer = gr.Timer(5.0)
     return SweepsTab(sweep=sweep, refresh=refresh, progress=progress_md, write=write, report=report, trials=trials,
                      plots=plots, timer=timer)
@@ -96,7 +115,7 @@ def show(ctx: Context, tab: SweepsTab, name: str | None, write: bool = False) ->
     folder = sweep_folder(ctx, name)
     heading, rows, columns, plots = report_view(folder, write)
     return {tab.progress: progress_markdown(folder), tab.report: heading,
-            tab.trials: gr.update(value=rows, headers=columns or None), tab.plots: plots}
+            tab.trials: gr.update(value=rows, headers=columns or None, visible=bool(rows)), tab.plots: plots}
 
 
 def wire(ctx: Context, app: gr.Blocks, tab: SweepsTab) -> None:
@@ -117,14 +136,16 @@ def wire(ctx: Context, app: gr.Blocks, tab: SweepsTab) -> None:
     def on_refresh(name) -> dict:
         names = list_sweeps(ctx.sweeps_dir)
         name = name if name in names else (names[0] if names else None)
-        return {tab.sweep: gr.update(choices=names, value=name), **(show(ctx, tab, name) if name else {})}
+        return {tab.sweep: gr.update(choices=names, value=name), **on_pick(name)}
 
     @friendly(lambda message: {tab.progress: message})
     def on_tick(name) -> dict:
-        return {tab.progress: progress_markdown(sweep_folder(ctx, name))} if name else {}
+        # no sweep picked: the page keeps what it shows (the "no sweeps yet" line), nothing to refresh
+        return {tab.progress: progress_markdown(sweep_folder(ctx, name))} if name else {tab.progress: gr.skip()}
 
     tab.sweep.change(on_pick, tab.sweep, outputs, api_name="show_sweep", show_progress="hidden")
     tab.write.click(on_write, tab.sweep, outputs, api_name="write_sweep_report")
     tab.refresh.click(on_refresh, tab.sweep, [tab.sweep, *outputs], api_name="refresh_sweeps")
-    tab.timer.tick(on_tick, tab.sweep, tab.progress, api_visibility="private", show_progress="hidden")
-    app.load(on_pick, tab.sweep, outputs, api_visibility="private")
+    tab.timer.tick(on_tick, tab.sweep, [tab.progress], api_visibility="private", show_progress="hidden")
+    # a page opened later lists the sweeps there are now, not those there were when the app started
+    app.load(on_refresh, tab.sweep, [tab.sweep, *outputs], api_visibility="private")

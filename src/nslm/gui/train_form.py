@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from nslm.data.tokens import DataFolder
 from nslm.errors import NslmError
 from nslm.gui.runs import check_name, human_count
@@ -77,7 +79,7 @@ def data_summary(data_dir: str) -> tuple[dict | None, str]:
         return None, f"{folder} has no readable meta.json: is it a folder made by `nslm data prepare`?"
     train = meta.get("train") if isinstance(meta.get("train"), dict) else {}
     text = (f"tokenizer: {meta.get('tokenizer_kind', '?')}, vocabulary {meta.get('vocab_size', '?')}; "
-            f"training set: {human_count(train.get('tokens'))} tokens in {train.get('stories', '?')} stories")
+            f"training set: {human_count(train.get('tokens'))} tokens in {_count(train.get('stories'))} stories")
     return meta, text
 
 
@@ -153,8 +155,18 @@ def _field_errors(form: TrainForm) -> tuple[dict, dict]:
     return values, {k: v for k, v in errors.items() if v}
 
 
+def _count(value) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "?"
+
+
 def _param_text(cfg: ModelConfig) -> str:
-    counts = build_model(cfg).param_counts()
+    # counted from the shape (the form is checked on every edit; building a model of the largest shapes the
+    # form takes would cost seconds and gigabytes); an architecture the config cannot count is built without
+    # storage, on the meta device
+    counts = cfg.param_counts()
+    if counts is None:
+        with torch.device("meta"):
+            counts = build_model(cfg).param_counts()
     return (f"**{human_count(counts['total'])} parameters** ({human_count(counts['embedding'])} embedding, "
             f"{human_count(counts['non_embedding'])} non-embedding)")
 

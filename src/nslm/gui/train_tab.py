@@ -253,14 +253,17 @@ def build(ctx: Context) -> TrainTab:
                     stop = gr.Button("Stop (saves a checkpoint)", variant="stop", min_width=140, interactive=False,
                                      elem_id="train-stop")
                     resume = gr.Button("Resume", min_width=90, interactive=False, elem_id="train-resume")
-                    more_minutes = gr.Number(5, label="Minutes", minimum=0.1, min_width=90, elem_id="train-more")
+                    more_minutes = gr.Number(5, label="Minutes", min_width=90, elem_id="train-more")  # checked by extend()
                     extend = gr.Button("Train more minutes", min_width=140, interactive=False, elem_id="train-extend")
                 run_message = gr.Markdown(elem_id="run-message")
                 header = gr.Markdown(elem_id="run-header")
                 bar = gr.HTML(progress_html(0, 0, 0, "none"), elem_id="run-progress")
                 stats = gr.Markdown(elem_id="run-stats")
+                # the colours fixed here: a scale taken from the first (empty) frame had no categories, and
+                # the lines then came without a stroke on some loads
                 plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="curve", label="Loss (nats/token)",
-                                   y_title="loss (nats/token)", height=280, elem_id="run-plot")
+                                   y_title="loss (nats/token)", color_title="", height=280, elem_id="run-plot",
+                                   color_map={"train": "#4c78a8", "validation": "#f58518"})
                 sample = gr.Textbox(label="Latest sample story (at the last evaluation)", lines=3, max_lines=6,
                                     interactive=False, elem_id="run-sample")
                 with gr.Accordion("Process output", open=False):

@@ -25,6 +25,8 @@ from nslm.train.runlock import run_state, training_pid
 
 ACTIVE_STATES = ("starting", "running", "stopping")
 
+MAX_MORE_MINUTES = 60 * 24 * 30  # "Train more minutes" at most: 30 days
+
 
 def default_run_name(preset: str) -> str:
     """'<preset>-<date>-<time>', a fresh folder name for a new run."""
@@ -113,6 +115,10 @@ class TrainingLauncher:
         with self._lock:
             run_dir = child_folder(self.runs_dir, name)
             self._refuse_if_busy()
+            if (self.meta_dir / f"{name}.json").exists() and not run_dir.exists() and self.state(name) == "failed":
+                # a start that failed before it made the run's folder (a bad setting): nothing to resume, so
+                # the name is free again
+                self.jobs.forget(name)
             if run_dir.exists() or (self.meta_dir / f"{name}.json").exists():
                 raise NslmError(f"A run named '{name}' already exists: pick another name, or resume it.")
             self.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -151,8 +157,10 @@ class TrainingLauncher:
             minutes = float(minutes)
         except (TypeError, ValueError):
             minutes = float("nan")
-        if not 0 < minutes <= 60 * 24 * 30:
-            raise NslmError("Give the minutes to train, a number above 0 (e.g. 5).")
+        if not 0 < minutes <= MAX_MORE_MINUTES:
+            given = f", not {minutes:g}" if minutes == minutes else ""
+            raise NslmError(f"Give the minutes to train as a number above 0 and at most {MAX_MORE_MINUTES:,} "
+                            f"(30 days), e.g. 5{given}.")
         with self._lock:
             run_dir = self._resumable(name)
             elapsed = max([m["elapsed_s"] for m in read_metrics(run_dir)
