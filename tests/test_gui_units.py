@@ -461,3 +461,28 @@ def test_the_gui_builds_a_missing_novelty_index_in_the_background_at_a_low_prior
     (data / "novelty-index" / "meta.json").write_text("{}")
     monkeypatch.setattr("nslm.gui.evaluation.index_coverage", lambda folder: (3, 3))
     assert "has one of all 3 training stories" in jobs.build_index_at_start(data)
+
+
+def test_train_more_minutes_outside_its_range_gives_both_limits(tmp_path):
+    launcher = TrainingLauncher(tmp_path / "runs")
+    for minutes, shown in [(0, "not 0"), (-3, "not -3"), (1e9, "not 1e+09"), ("five", "e.g. 5."), (None, "e.g. 5.")]:
+        with pytest.raises(NslmError, match="above 0 and at most 43,200") as caught:
+            launcher.extend("any", minutes)
+        assert str(caught.value).endswith(f"{shown}.") or shown in str(caught.value)
+        assert "nan" not in str(caught.value)
+
+
+def test_sweep_trials_are_shown_rounded_with_counts_whole():
+    from nslm.gui.sweeps_tab import readable
+
+    assert [readable(c) for c in ["1.4823368718781744", "0.6590909090909091", "1051776.0", "6329015992320.0", "3",
+                                  "tf-b32", "", "nan", "-0.25", "12345.678"]] == [
+        "1.4823", "0.6591", "1,051,776", "6.33e+12", "3", "tf-b32", "", "nan", "-0.2500", "12,345.7"]
+
+
+def test_a_run_name_message_is_short_and_says_when_it_is_empty():
+    with pytest.raises(NslmError, match="^Give a name"):
+        runlib.check_name("")
+    with pytest.raises(NslmError) as caught:
+        runlib.check_name("x/" * 150)
+    assert len(str(caught.value)) < 200 and "not a valid name" in str(caught.value)
