@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -268,3 +269,36 @@ def test_a_bundled_setting_may_not_also_be_fixed(data_dir, tmp_path):
     spec = write_spec(tmp_path / "both.toml", data_dir, '[grid]\nshape = [{name = "a", "train.batch_size" = 4}]\n')
     with pytest.raises(NslmError, match="train.batch_size is both fixed and varied"):
         read_spec(spec)
+
+
+def test_sigterm_outside_training_ends_the_sweep_as_ctrl_c_does(monkeypatch, tmp_path):
+    """Between runs (measures, reports) no trainer holds SIGTERM: the sweep's own handler stops it, and the
+    handler before is back afterwards."""
+    from nslm.sweep import runner
+
+    calls = []
+
+    def trial_that_gets_sigterm(study, spec, out):
+        calls.append(out)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(2)  # the handler raises in here
+        return "next"
+
+    monkeypatch.setattr(runner, "run_trial", trial_that_gets_sigterm)
+    monkeypatch.setattr(runner, "recover_orphans", lambda study: [])
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        runner.work(None, None, tmp_path, max_trials=5, log=lambda line: None)
+    assert len(calls) == 1 and signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_run_that_saw_a_stop_during_its_last_evaluation_stops_the_sweep(monkeypatch, tmp_path):
+    from nslm.sweep import runner
+
+    monkeypatch.setattr(runner, "prepare_run", lambda **kw: ({}, tmp_path))
+    monkeypatch.setattr(runner, "train_run", lambda config, folder, resume=False:
+                        {"state": "finished", "step": 7, "signal": "SIGTERM"})
+    spec = SimpleNamespace(data_for=lambda s: "data", preset_for=lambda s: "transformer-1m", overrides=lambda s: {},
+                           train_options=lambda: {})
+    with pytest.raises(runner.SweepStopped, match="stopped at step 7"):
+        runner.run_seed(spec, {}, 1, tmp_path / "seed-1")

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import sys
@@ -282,7 +283,8 @@ def run_seed(spec: SweepSpec, settings: dict, seed: int, run_dir: Path) -> dict:
                                          overrides=spec.overrides(settings),
                                          train_options=dict(spec.train_options(), seed=seed))
             result = train_run(config, folder)
-        if result["state"] != "finished":
+        if result["state"] != "finished" or result.get("signal"):
+            # a stop that came during the run's last evaluation or save: the run is complete, the sweep still ends
             raise SweepStopped(f"training of {run_dir} stopped at step {result['step']}")
     record = run_record(run_dir, seed)
     record["resumed_from_step"] = resumed_from
@@ -445,6 +447,29 @@ def work(study: optuna.Study, spec: SweepSpec, out: Path, max_trials: int | None
     """Run trials until the sweep is done (or `max_trials` of them); returns how many this worker ran."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     out = Path(out).absolute()  # trial folders are recorded in the study, read from any working folder
+    with _sigterm_stops():
+        return _work_loop(study, spec, out, max_trials, log)
+
+
+@contextlib.contextmanager
+def _sigterm_stops():
+    """SIGTERM ends the sweep as Ctrl-C does, wherever it comes: while a run trains, the trainer's own handler
+    takes it (it saves a checkpoint first); between runs, during measures or reports, it stops at once."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _work_loop(study: optuna.Study, spec: SweepSpec, out: Path, max_trials: int | None, log) -> int:
     ran = 0
     while max_trials is None or ran < max_trials:
         for number in recover_orphans(study):  # before each trial: a worker beside this one may have died
