@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 import time
 
@@ -285,3 +287,41 @@ def test_kills_while_finishing_or_starting_a_larger_build_lose_nothing_embedded(
     again = _Stopping(embedder)
     done = novelty.NoveltyIndex.load_or_build(data, embedder=again, embed_chunk=8)
     assert again.stories == 0 and len(done) == 40 and "partial" not in done.meta
+
+
+def _damage_meta(key, value):
+    def damage(folder):
+        meta = json.loads((folder / "meta.json").read_text())
+        meta[key] = value
+        (folder / "meta.json").write_text(json.dumps(meta))
+    return damage
+
+
+def _damage_array(name, change):
+    def damage(folder):
+        array = np.load(folder / name)
+        np.save(folder / name, change(array))
+    return damage
+
+
+@pytest.mark.parametrize("damage, says", [
+    (_damage_meta("stories", 10**9), "not (1000000000, 384)"), (_damage_meta("stories", "lots"), "stories: 'lots'"),
+    (_damage_meta("ngram_sizes", [99]), "ngram_sizes: [99]"), (_damage_meta("dim", -3), "dim: -3"),
+    (_damage_array("embeddings.npy", lambda a: a[:, :10]), "embeddings.npy is (40, 10)"),
+    (_damage_array("embeddings.npy", lambda a: a[:10]), "embeddings.npy is (10, 384)"),
+    (_damage_array("offsets.npy", lambda a: a + 10**15), "points outside train.txt"),
+    (_damage_array("offsets.npy", lambda a: a[:5]), "offsets.npy is (5, 2)"),
+    (_damage_array("embeddings.npy", lambda a: np.where(np.arange(len(a))[:, None] == 3, np.nan, a).astype(a.dtype)),
+     "not finite near row 0"),
+], ids=["stories-huge", "stories-text", "ngram-sizes", "dim", "columns-cut", "rows-cut", "offsets-out", "offsets-cut",
+        "nan"])
+def test_a_damaged_index_is_one_sentence_naming_it(index, tmp_path, damage, says):
+    full, stories = index
+    data = tmp_path / "data"
+    shutil.copytree(full.train_path.parent, data)
+    damage(data / "novelty-index")
+    with pytest.raises(NslmError, match="damaged") as caught:
+        loaded = novelty.NoveltyIndex.load(data)
+        loaded.embedder = full.embedder
+        loaded.nearest(stories[0])
+    assert says in str(caught.value), str(caught.value)

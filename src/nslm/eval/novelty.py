@@ -357,13 +357,15 @@ class NoveltyIndex:
         meta = read_json(folder / "meta.json")
         if not _matches(meta, fingerprint):
             return None
+        _check_header(meta, folder / "meta.json")
         try:
-            return cls(folder=folder, train_path=train, meta=meta,
+            index = cls(folder=folder, train_path=train, meta=meta,
                        embeddings=np.load(folder / "embeddings.npy", mmap_mode="r"),
                        offsets=np.load(folder / "offsets.npy", mmap_mode="r"),
-                       ngrams={k: NgramSet.load(folder, k) for k in meta.get("ngram_sizes", NGRAM_SIZES)})
+                       ngrams={k: NgramSet.load(folder, k) for k in meta["ngram_sizes"]})
         except (OSError, ValueError):  # replaced while it was opened: as if not there yet
             return None
+        return index._checked(fingerprint)
 
     @classmethod
     def _load_partial(cls, train: Path, folder: Path, fingerprint: dict | None) -> "NoveltyIndex | None":
@@ -372,19 +374,39 @@ class NoveltyIndex:
         progress = read_json(work / PROGRESS)
         if not _matches(progress, fingerprint) or not progress.get("embedded"):
             return None
-        rows = int(progress["embedded"])
+        _check_header(progress, work / PROGRESS)
+        rows = progress["embedded"]
+        if not _whole(rows) or not rows <= progress["stories"]:
+            raise NslmError(f"the novelty index's {work / PROGRESS} is damaged (embedded: {rows!r}); "
+                            f"{REBUILD}")
         meta = {**progress, "stories": rows, "limit": rows, "partial": True, "planned": progress["stories"]}
         try:
             index = cls(folder=work, train_path=train, meta=meta,
                         embeddings=np.load(work / "embeddings.npy", mmap_mode="r")[:rows],
                         offsets=np.load(work / "offsets.npy", mmap_mode="r")[:rows],
-                        ngrams={k: NgramSet.load(work, k) for k in progress.get("ngram_sizes", NGRAM_SIZES)})
+                        ngrams={k: NgramSet.load(work, k) for k in progress["ngram_sizes"]})
         except (OSError, ValueError):  # installed or replaced while it was opened
             return None
         after = read_json(work / PROGRESS) or {}
         if any(after.get(k) != progress[k] for k in ("train", "stories")):  # another build's files were opened
             return None
-        return index
+        return index._checked(fingerprint)
+
+    def _checked(self, fingerprint: dict) -> "NoveltyIndex":
+        """This index, or NslmError when its arrays do not hold what its header says (a damaged or edited
+        index would otherwise fail deep in a search, or quietly search part of the stories)."""
+        n, dim = len(self), self.meta["dim"]
+        problem = None
+        if self.embeddings.ndim != 2 or self.embeddings.shape != (n, dim):
+            problem = f"embeddings.npy is {tuple(self.embeddings.shape)}, not ({n}, {dim})"
+        elif self.offsets.ndim != 2 or self.offsets.shape != (n, 2):
+            problem = f"offsets.npy is {tuple(self.offsets.shape)}, not ({n}, 2)"
+        elif n and (int(self.offsets.min()) < 0
+                    or int((self.offsets[:, 0] + self.offsets[:, 1]).max()) > fingerprint["bytes"]):
+            problem = f"offsets.npy points outside {self.train_path.name} ({fingerprint['bytes']:,} bytes)"
+        if problem:
+            raise NslmError(f"the novelty index in {self.folder} is damaged: {problem}; {REBUILD}")
+        return self
 
     @classmethod
     def current_meta(cls, data_dir: str | Path, folder: str | Path | None = None) -> dict | None:
@@ -427,6 +449,9 @@ class NoveltyIndex:
         where = np.zeros(len(texts), dtype=np.int64)
         for start in range(0, len(self), chunk_rows):
             sims = np.asarray(self.embeddings[start : start + chunk_rows], dtype=np.float32) @ queries.T
+            if not np.isfinite(sims).all():
+                raise NslmError(f"the novelty index in {self.folder} is damaged: embeddings.npy holds values that "
+                                f"are not finite near row {start:,}; {REBUILD}")
             top = sims.argmax(axis=0)
             val = sims[top, np.arange(len(texts))]
             better = val > best
@@ -449,6 +474,27 @@ class NoveltyIndex:
 
 
 PROGRESS = "progress.json"
+REBUILD = "build it again with `nslm eval novelty --data DATA` after removing it"
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_header(meta: dict, path: Path) -> None:
+    """NslmError naming `path` and the field when an index header (or a build's progress) of this version and
+    train.txt has a field of the wrong kind."""
+    problem = None
+    if not _whole(meta.get("stories")):
+        problem = f"stories: {meta.get('stories')!r}"
+    elif not _whole(meta.get("dim")) or not meta["dim"]:
+        problem = f"dim: {meta.get('dim')!r}"
+    elif meta.get("ngram_sizes") != list(NGRAM_SIZES):
+        problem = f"ngram_sizes: {meta.get('ngram_sizes')!r}, not {list(NGRAM_SIZES)}"
+    elif meta.get("limit") is not None and not _whole(meta["limit"]):
+        problem = f"limit: {meta['limit']!r}"
+    if problem:
+        raise NslmError(f"the novelty index's {path} is damaged ({problem}); {REBUILD}")
 
 
 def _matches(meta: dict | None, fingerprint: dict | None) -> bool:
