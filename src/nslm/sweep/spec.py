@@ -34,7 +34,7 @@ from pathlib import Path
 
 from nslm.errors import NslmError
 from nslm.eval.report import EvalOptions
-from nslm.eval.steps import STEP_NAMES
+from nslm.eval.steps import STEP_NAMES, all_options
 from nslm.models import ModelConfig
 from nslm.sampling import check_seed
 from nslm.train.config import TrainConfig
@@ -363,7 +363,24 @@ def _measures(table, where: str) -> dict:
     unknown = sorted(set(table) - {"steps", "quick"} - MEASURE_FIELDS)
     if unknown:
         raise NslmError(f"{where}: unknown measures option {unknown[0]!r}; options are {', '.join(sorted(MEASURE_FIELDS))}")
+    kinds = {o.field: o.type for o in all_options()}
+    for key, value in table.items():
+        if key in ("steps", "quick") or key not in kinds:
+            continue
+        if not _measure_value_ok(key, kinds[key], value):
+            wanted = {int: "a whole number of 1 or more", float: "a number above 0", str: "a non-empty string"}
+            wanted = "a whole number of 0 or more" if key == "judge_retries" else wanted.get(kinds[key], kinds[key].__name__)
+            raise NslmError(f"{where}: measures {key} must be {wanted}, not {value!r}")
     return dict(table, steps=list(steps), quick=quick)
+
+
+def _measure_value_ok(key: str, kind: type, value) -> bool:
+    """Whether a [measures] value is what `nslm eval all`'s option of that name takes on the command line."""
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= (0 if key == "judge_retries" else 1)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return isinstance(value, kind) and (not isinstance(value, str) or bool(value.strip()))
 
 
 def _corners(spec: SweepSpec) -> list[dict]:
