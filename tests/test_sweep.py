@@ -317,3 +317,16 @@ def test_a_bad_measures_value_is_refused_when_the_spec_is_read(data_dir, tmp_pat
                       extra=f'[measures]\nsteps = ["likelihood"]\n{measures}\n')
     with pytest.raises(NslmError, match=message.replace("(", r"\(").replace("[", r"\[")):
         read_spec(spec)
+
+
+def test_a_moved_sweep_folder_opens_its_own_study(data_dir, tmp_path):
+    import shutil
+
+    from nslm.sweep.runner import open_sweep, read_sweep
+
+    spec_path = write_spec(tmp_path / "s.toml", data_dir, '[grid]\n"train.lr" = [0.001, 0.002]\n')
+    create_sweep(spec_path, read_spec(spec_path), tmp_path / "here", None, None)
+    moved = shutil.move(tmp_path / "here", tmp_path / "elsewhere")
+    assert str(moved.resolve()) in read_sweep(moved)["storage"]
+    study, spec = open_sweep(moved)
+    assert len(study.get_trials()) == 2 and spec.varied == ["train.lr"]

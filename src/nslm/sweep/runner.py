@@ -117,6 +117,10 @@ def read_sweep(out: Path) -> dict:
         raise NslmError(f"{path} is corrupt (not JSON)") from None
     if not isinstance(record, dict) or not {"spec", "storage", "study"} <= set(record):
         raise NslmError(f"{path} is corrupt: it needs spec, storage and study as nslm sweep run writes them")
+    stored = record["storage"]
+    if isinstance(stored, str) and stored.startswith("sqlite:///") and stored != default_storage(Path(out)) \
+            and not Path(stored.removeprefix("sqlite:///")).exists() and (Path(out) / DEFAULT_DB).is_file():
+        record["storage"] = default_storage(Path(out))  # the folder was moved or copied with its own study
     return record
 
 
