@@ -65,6 +65,7 @@ def _generic_rows() -> list:
 CASES = [
     # data prepare
     (["data", "prepare", "--train", "MISSING.txt", "--out", "OUT"], "does not exist"),
+    (["data", "prepare", "--train", "/dev/zero", "--out", "OUT"], "/dev/zero is not a regular file"),
     (["data", "prepare", "--train", "EMPTY.txt", "--out", "OUT"], "is empty"),
     (["data", "prepare", "--train", "BINARY.txt", "--out", "OUT"], "binary"),
     (["data", "prepare", "--train", "NOSEP.txt", "--out", "OUT"], "--split-on"),
@@ -119,6 +120,7 @@ CASES = [
     (["train", "--data", "DATA", "--out", "OUT", "--max-steps", "-1"], "max_steps"),
     (["train", "--data", "DATA", "--out", "OUT", "--config", "MISSING.toml"], "MISSING.toml"),
     (["train", "--data", "DATA", "--out", "OUT", "--config", "BINARY.txt"], "BINARY.txt"),
+    (["train", "--data", "DATA", "--out", "OUT", "--config", "CLEANED"], "is a folder, not a file"),
     (["train", "--data", "DATA", "--out", "GOOD.txt/sub"], "is a file"),
     (["train", "--resume", "MISSING"], "MISSING"),
     (["train", "--data", "DEEPMETA", "--out", "OUT"], "meta.json"),

@@ -3,3 +3,20 @@
 
 class NslmError(Exception):
     """A problem the user can fix; the CLI prints its message as one sentence and exits non-zero."""
+
+
+def what_is_there(path) -> str:
+    """How a path that is not the plain file or folder a command wanted stands: "does not exist", "is a folder,
+    not a file", "is a file, not a folder", or "is not a regular file" (a device, a pipe)."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "does not exist"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if stat.S_ISREG(mode):
+        return "is a file, not a folder"
+    return "is not a regular file"

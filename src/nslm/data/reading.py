@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from nslm.errors import NslmError
+from nslm.errors import NslmError, what_is_there
 from nslm.tokenizer.detok import EOT
 
 SPLIT_MODES = ("eot", "blank-lines", "lines")
@@ -68,7 +68,7 @@ def expand_inputs(specs: Iterable[str | os.PathLike]) -> list[Path]:
                 raise NslmError(f"the pattern {spec} matches no files")
             files += found
         else:
-            raise NslmError(f"input file {path} does not exist")
+            raise NslmError(f"input file {path} {what_is_there(path)}")
     return files
 
 

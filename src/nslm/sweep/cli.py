@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from nslm.cli import HelpFormatter, positive_int
-from nslm.errors import NslmError
+from nslm.errors import NslmError, what_is_there
 
 EXAMPLE = """examples:
   nslm sweep run studies/positional.toml --out sweeps/positional        # run (or continue) every trial
@@ -90,7 +90,7 @@ def run_worker(args) -> int:
         if "data" in spec.varied:
             raise NslmError("this sweep varies its data folder, so --data cannot replace it; give the same paths here")
         if not args.data.is_dir():
-            raise NslmError(f"data folder {args.data} does not exist; give this machine's copy of {spec.data}")
+            raise NslmError(f"data folder {args.data} {what_is_there(args.data)}; give this machine's copy of {spec.data}")
         spec.data = str(args.data.resolve())
     out = Path(out or study.user_attrs["out"])
     check_writable(out)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from nslm.device import DEVICES, DTYPES
-from nslm.errors import NslmError
+from nslm.errors import NslmError, what_is_there
 from nslm.sampling import check_seed
 from nslm.train.optim import OPTIMIZERS
 from nslm.models.config import check_field_types, check_known_fields
@@ -149,7 +149,7 @@ def read_config_file(path: str | Path) -> dict:
     """A JSON or TOML file with optional `model` and `train` tables (and/or a `preset` name)."""
     path = Path(path)
     if not path.is_file():
-        raise NslmError(f"config file {path} does not exist")
+        raise NslmError(f"config file {path} {what_is_there(path)}")
     try:
         text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
