@@ -48,6 +48,18 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+def int_up_to(high: int):
+    """argparse type for a count of 1 to `high` (a bound that keeps a typo from running for days)."""
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}, not {value:,}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
 def positive_int(text: str) -> int:
     """argparse type for counts and limits: a whole number of at least 1."""
     try:

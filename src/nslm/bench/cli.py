@@ -10,7 +10,7 @@ import threading
 import time
 
 from nslm.atomic import atomic_write_json
-from nslm.cli import HelpFormatter
+from nslm.cli import HelpFormatter, int_up_to, positive_int
 from nslm.errors import NslmError
 
 EXAMPLE = """examples:
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     t.add_argument("--steps", type=int, default=20, help="timed steps per row")
     t.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--context", type=int, default=None, help="window length (default: the preset's)")
+    t.add_argument("--context", type=positive_int, default=None, help="window length (default: the preset's)")
     t.add_argument("--device", default="auto")
     t.add_argument("--dtype", choices=("all", "fp32", "bf16"), default="all", help="which precision rows to time")
     t.add_argument("--optimizer", default=None,
@@ -48,7 +48,7 @@ def register(subparsers) -> None:
     g = sub.add_parser("generate", help="generation speed with and without the cache", formatter_class=HelpFormatter)
     g.add_argument("--preset", default="transformer-1m", help="a freshly initialised preset (ignored with --model)")
     g.add_argument("--model", default=None, help="a trained run folder or shipped model instead")
-    g.add_argument("--tokens", type=int, default=256, help="new tokens per measurement")
+    g.add_argument("--tokens", type=int_up_to(100_000), default=256, help="new tokens per measurement")
     g.add_argument("--device", default="cpu")
     g.add_argument("--prompt-set", action="store_true",
                    help="with --model: also time the evaluation prompts as `nslm eval generate` tells them (300\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nslm.cli import HelpFormatter
+from nslm.cli import HelpFormatter, int_up_to
 from nslm.errors import NslmError
 
 EXAMPLE = """examples:
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
-    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--num-samples", type=int_up_to(10_000), default=1)
     p.add_argument("--no-cache", action="store_true", help="recompute every step without the KV cache / carried state")
     p.add_argument("--unconditional", action="store_true", help="start from the end-of-story token instead of a prompt")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
