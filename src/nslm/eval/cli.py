@@ -95,7 +95,7 @@ def register(subparsers) -> None:
     for opt in _step_options("generate").values():
         _add(p, opt)
     _seed_arg(p, "story i uses seed + i")
-    p.set_defaults(func=cmd_generate)
+    p.set_defaults(func=cmd_generate, out_is_file=True)
 
     p = _sub(subs, "novelty", "nearest training story, n-gram overlap and longest common substring of generated stories",
              "nslm eval novelty --data data/ts --stories stories.jsonl")
@@ -238,11 +238,13 @@ def cmd_generate(args) -> int:
 def cmd_novelty(args) -> int:
     from nslm.eval import novelty
 
+    # the stories are read first, so a bad file is refused before an index is built or written
+    stories = genset.load_jsonl(args.stories) if args.stories else None
     index = novelty.NoveltyIndex.load_or_build(args.data, args.novelty_limit, args.index_dir)
     lines = [f"novelty index: {len(index):,} training stories in {index.folder}"]
-    if not args.stories:
+    if stories is None:
         return _emit(index.meta, args, lines)
-    r = novelty.novelty_report(index, genset.load_jsonl(args.stories), top=args.top)
+    r = novelty.novelty_report(index, stories, top=args.top)
     lines.append(_table(f"novelty of {r['stories']} stories", ["measure", "value"], [
         ["mean cosine to nearest story", f"{r['mean_max_cosine']:.3f} (median {r['median_max_cosine']:.3f})"],
         ["4-grams seen in training", fmt(r["ngram4_overlap"], "{:.1%}")],

@@ -8,9 +8,11 @@ is the one sentence that the CLI, the report and the GUI show when none of these
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from nslm.errors import NslmError
 from nslm.sample_data import shared_data_dir
@@ -97,3 +99,88 @@ def read_text(path: Path, what: str) -> str:
     except UnicodeDecodeError as exc:
         raise NslmError(f"{what} file {path} is not UTF-8 text (a byte at offset {exc.start} is not); "
                         "give the text file itself.") from exc
+
+
+# One line of an evaluation file is a sentence, a story or a HellaSwag item: far below this. A longer one
+# (a file without line breaks, binary data) is refused rather than held in memory.
+MAX_LINE_BYTES = 16 << 20
+
+
+def check_file(path: Path, what: str, hint: str) -> Path:
+    """`path` when it is a file; NslmError saying it is missing or a folder otherwise."""
+    if path.is_dir():
+        raise NslmError(f"{what} file {path} is a folder, not a file; {hint}")
+    if not path.is_file():
+        raise NslmError(f"{what} file {path} does not exist; {hint}")
+    return path
+
+
+def read_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
+    """(line number, text without its line break) of each non-blank line of a user-given evaluation file,
+    read one line at a time; NslmError naming the file and line when a line is not UTF-8 or far too long."""
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise NslmError(f"cannot read {what} file {path}: {exc.strerror or exc}") from exc
+    with f:
+        number = 0
+        while raw := f.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise NslmError(f"{what} file {path} line {number} is longer than {MAX_LINE_BYTES >> 20} MB; "
+                                "give the text file itself.")
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a byte-order mark is not part of the text
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise NslmError(f"{what} file {path} line {number} is not UTF-8 text (byte {exc.start + 1} of the "
+                                "line is not); give the text file itself.") from None
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield number, line
+
+
+def read_jsonl(path: Path, what: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a JSONL evaluation file; NslmError naming the file
+    and line for a line that is not UTF-8, not JSON, nested too deeply, or not a JSON object."""
+    for number, line in read_lines(path, what):
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise NslmError(f"{what} file {path} line {number} is not valid JSON "
+                            f"({getattr(exc, 'msg', exc)}).") from None
+        except RecursionError:
+            raise NslmError(f"{what} file {path} line {number} is not usable JSON (nested too deeply).") from None
+        if not isinstance(record, dict):
+            raise NslmError(f"{what} file {path} line {number} is not a JSON object "
+                            f"(it is {json_kind(record)}).")
+        yield number, record
+
+
+def json_kind(value) -> str:
+    """What a JSON value is, in words, for a message: 'a number', 'null', 'a list', ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def text_field(record: dict, field: str, path: Path, number: int, what: str, default: str | None = None) -> str:
+    """`record[field]` when it is text (or `default` when the field is absent and a default is given);
+    NslmError naming the file, line and field otherwise."""
+    if field not in record and default is not None:
+        return default
+    if field not in record:
+        raise NslmError(f"{what} file {path} line {number} has no '{field}' field.")
+    value = record[field]
+    if not isinstance(value, str):
+        raise NslmError(f"{what} file {path} line {number}: {field} must be text, not {json_kind(value)}.")
+    return value

@@ -14,7 +14,7 @@ from typing import Iterable
 
 from nslm.atomic import atomic_write_text
 from nslm.errors import NslmError
-from nslm.eval.datasets import bundled_data_path, default_data_path, read_text
+from nslm.eval.datasets import bundled_data_path, check_file, default_data_path, read_jsonl, read_text, text_field
 
 
 def default_prompts_path() -> Path:
@@ -78,21 +78,17 @@ def save_jsonl(records: list[dict], path: str | Path) -> None:
 
 
 def load_jsonl(path: str | Path) -> list[dict]:
-    """Read a generation set; NslmError when the file is missing or not JSONL with a 'completion'."""
-    path = Path(path)
-    if not path.is_file():
-        raise NslmError(f"story file {path} does not exist; make one with `nslm eval generate`.")
+    """Read a generation set; NslmError (naming the file and line) when the file is missing, empty, not
+    UTF-8 JSONL, or a record lacks a text 'completion' (or has a 'prompt' or 'text' that is not text)."""
+    path = check_file(Path(path), "story", "make one with `nslm eval generate`.")
     records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise NslmError(f"{path} line {n} is not JSON ({exc.msg}).") from exc
-        if not isinstance(rec, dict) or "completion" not in rec:
+    for n, rec in read_jsonl(path, "story"):
+        if "completion" not in rec:
             raise NslmError(f"{path} line {n} has no 'completion' field; make the file with `nslm eval generate`.")
-        rec.setdefault("prompt", "")
-        rec.setdefault("text", rec["prompt"] + rec["completion"])
+        rec["completion"] = text_field(rec, "completion", path, n, "story")
+        rec["prompt"] = text_field(rec, "prompt", path, n, "story", default="")
+        rec["text"] = text_field(rec, "text", path, n, "story", default=rec["prompt"] + rec["completion"])
         records.append(rec)
+    if not records:
+        raise NslmError(f"story file {path} holds no stories; make one with `nslm eval generate`.")
     return records

@@ -13,7 +13,6 @@ Matthews correlation is measured on `in_domain_dev` and `out_of_domain_dev`.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from nslm.errors import NslmError
-from nslm.eval.datasets import read_text
+from nslm.eval.datasets import check_file, read_jsonl, read_lines, text_field
 from nslm.eval.sampling import binomial_se, bootstrap_se, per_stratum_sample, sample_record, stratified_sample
 from nslm.eval.scoring import Scorer
 
@@ -42,19 +41,23 @@ def load_blimp(folder: str | Path, limit: int | None = None, seed: int = 1234) -
         raise NslmError(f"no BLiMP files (*.jsonl) in {folder}; give the BLiMP data folder with --blimp.")
     pairs = []
     for path in files:
-        lines = [line for line in read_text(path, "BLiMP").splitlines() if line.strip()]
-        for n, line in enumerate(lines):
-            try:
-                rec = json.loads(line)
-                good, bad = rec["sentence_good"], rec["sentence_bad"]
-            except (KeyError, TypeError, ValueError, RecursionError) as exc:
-                raise NslmError(f"{path} line {n + 1} lacks sentence_good/sentence_bad; "
-                                "give the BLiMP data folder with --blimp.") from exc
+        if not path.is_file():
+            raise NslmError(f"BLiMP file {path} is a folder, not a file; give the BLiMP data folder with --blimp.")
+        row = 0
+        for n, rec in read_jsonl(path, "BLiMP"):
+            if "sentence_good" not in rec or "sentence_bad" not in rec:
+                raise NslmError(f"{path} line {n} lacks sentence_good/sentence_bad; "
+                                "give the BLiMP data folder with --blimp.")
+            good, bad = (text_field(rec, key, path, n, "BLiMP") for key in ("sentence_good", "sentence_bad"))
             pairs.append({
                 "good": good, "bad": bad,
-                "uid": rec.get("UID", path.stem), "term": rec.get("linguistics_term", "?"),
-                "field": rec.get("field", "?"), "file": path.stem, "row": n,
+                "uid": text_field(rec, "UID", path, n, "BLiMP", default=path.stem),
+                "term": text_field(rec, "linguistics_term", path, n, "BLiMP", default="?"),
+                "field": text_field(rec, "field", path, n, "BLiMP", default="?"), "file": path.stem, "row": row,
             })
+            row += 1
+        if row == 0:
+            raise NslmError(f"BLiMP file {path} holds no pairs; give the BLiMP data folder with --blimp.")
     if limit is not None:
         pairs = [pairs[i] for i in per_stratum_sample([p["file"] for p in pairs], limit, seed)]
     return pairs
@@ -111,20 +114,19 @@ def evaluate_blimp(story_model, folder: str | Path, limit: int | None = None, ba
 # ---------------------------------------------------------------- CoLA
 def read_cola(path: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
     """Sentences, 0/1 labels and source codes of a CoLA raw `.tsv` (source, label, mark, sentence)."""
-    path = Path(path)
-    if not path.is_file():
-        raise NslmError(f"CoLA file {path} does not exist; give the CoLA folder with --cola.")
+    path = check_file(Path(path), "CoLA", "give the CoLA folder with --cola.")
     sentences, labels, sources = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) < 4:
-                if line.strip():
-                    raise NslmError(f"{path} line {n} does not have 4 tab-separated columns.")
-                continue
-            sources.append(parts[0])
-            labels.append(int(parts[1]))
-            sentences.append(parts[3])
+    for n, line in read_lines(path, "CoLA"):
+        parts = line.split("\t")
+        if len(parts) < 4:
+            raise NslmError(f"{path} line {n} does not have 4 tab-separated columns.")
+        if parts[1].strip() not in ("0", "1"):
+            raise NslmError(f"{path} line {n}: the label (column 2) must be 0 or 1, not {parts[1][:20]!r}.")
+        sources.append(parts[0])
+        labels.append(int(parts[1]))
+        sentences.append(parts[3])
+    if not sentences:
+        raise NslmError(f"CoLA file {path} holds no rows; give the CoLA folder with --cola.")
     return sentences, np.array(labels, dtype=np.int64), sources
 
 
@@ -243,13 +245,15 @@ def evaluate_cola(story_model, folder: str | Path, limit: int | None = None, bat
     from tqdm import tqdm
 
     folder = Path(folder)
+    if not folder.is_dir():
+        raise NslmError(f"CoLA path {folder} is not a folder; give the folder of the raw .tsv files with --cola.")
     sentences, labels, sources = read_cola(folder / "in_domain_train.tsv")
     rows = list(range(len(sentences)))
     if limit is not None and limit < len(rows):
         rows = stratified_sample(sources, limit, seed)
     train = ([sentences[i] for i in rows], labels[rows])
     devs = {"in_domain_dev": load_cola(folder / "in_domain_dev.tsv")}
-    if (folder / "out_of_domain_dev.tsv").is_file():
+    if (folder / "out_of_domain_dev.tsv").exists():  # optional, but read (and checked) when it is there
         devs["out_of_domain_dev"] = load_cola(folder / "out_of_domain_dev.tsv")
     total = len(train[0]) + sum(len(d[0]) for d in devs.values())
     with tqdm(total=total, desc="cola", unit="sent", leave=False) as bar:

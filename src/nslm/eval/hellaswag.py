@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from nslm.errors import NslmError
-from nslm.eval.datasets import read_text
+from nslm.eval.datasets import check_file, json_kind, read_jsonl
 from nslm.eval.sampling import binomial_se, sample_record, stratified_sample
 from nslm.eval.scoring import Scorer
 
@@ -49,18 +49,58 @@ def _source(rec: dict) -> str:
     if rec.get("source_id"):
         return str(rec["source_id"]).split("~")[0]
     if "val_index" in rec:
-        return "activitynet" if int(rec["val_index"]) < ACTIVITYNET_ITEMS else "wikihow"
+        return "activitynet" if rec["val_index"] < ACTIVITYNET_ITEMS else "wikihow"
     return "?"
 
 
-def _item(rec: dict) -> dict:
-    if "ctx_a" in rec and "ctx_b" in rec:  # the original format: clean it up as harness does
+def _whole_number(value) -> int | None:
+    """A JSON whole number (or digits as text, as some converted files hold), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _item(rec: dict, path: Path, n: int) -> dict:
+    """One item of a HellaSwag line, its fields checked; NslmError naming the file and line otherwise."""
+    def bad(problem: str) -> NslmError:
+        return NslmError(f"{path} line {n}: {problem}; give a HellaSwag JSONL file.")
+
+    original = "ctx_a" in rec and "ctx_b" in rec
+    for key in ("ctx_a", "ctx_b") if original else ("ctx",):
+        if not isinstance(rec[key], str):
+            raise bad(f"{key} must be text, not {json_kind(rec[key])}")
+    endings = rec["endings"]
+    if not isinstance(endings, list):
+        raise bad(f"endings must be a list of 4 texts, not {json_kind(endings)}")
+    odd = next((e for e in endings if not isinstance(e, str)), "")
+    if not isinstance(odd, str):
+        raise bad(f"endings must be a list of 4 texts, not a list holding {json_kind(odd)}")
+    if len(endings) != 4:
+        raise NslmError(f"{path} line {n} has {len(endings)} endings instead of 4.")
+    label = _whole_number(rec["label"])
+    if label is None or not 0 <= label < len(endings):
+        shown = json.dumps(rec["label"])[:20]
+        raise bad(f"label must be the number of the right ending, 0 to {len(endings) - 1}, not {shown}")
+    if "val_index" in rec:
+        index = _whole_number(rec["val_index"])
+        if index is None or index < 0:
+            raise bad(f"val_index must be a whole number, not {json.dumps(rec['val_index'])[:20]}")
+        rec["val_index"] = index
+    activity = rec.get("activity_label", "")
+    if not isinstance(activity, str):
+        raise bad(f"activity_label must be text, not {json_kind(activity)}")
+    if original:  # the original format: clean it up as harness does
         ctx = harness_preprocess(rec["ctx_a"] + " " + rec["ctx_b"].capitalize())
-        endings = [harness_preprocess(e) for e in rec["endings"]]
+        endings = [harness_preprocess(e) for e in endings]
     else:
-        ctx, endings = rec["ctx"], list(rec["endings"])
-    return {"ctx": ctx, "endings": endings, "label": int(rec["label"]),
-            "activity": rec.get("activity_label", ""), "source": _source(rec)}
+        ctx, endings = rec["ctx"], list(endings)
+    return {"ctx": ctx, "endings": endings, "label": label, "activity": activity, "source": _source(rec)}
 
 
 def load_hellaswag(path: str | Path, limit: int | None = None, seed: int = 1234) -> list[dict]:
@@ -71,18 +111,15 @@ def load_hellaswag(path: str | Path, limit: int | None = None, seed: int = 1234)
     path = Path(path)
     if path.is_dir():
         path = path / DEFAULT_FILE
-    if not path.is_file():
-        raise NslmError(f"HellaSwag file {path} does not exist; give it with --hellaswag.")
+    check_file(path, "HellaSwag", "give it with --hellaswag.")
     items = []
-    for n, line in enumerate(read_text(path, "HellaSwag").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = _item(json.loads(line))
-        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
-            raise NslmError(f"{path} line {n} lacks ctx/endings/label; give a HellaSwag JSONL file.") from exc
-        if len(item["endings"]) != 4:
-            raise NslmError(f"{path} line {n} has {len(item['endings'])} endings instead of 4.")
+    for n, rec in read_jsonl(path, "HellaSwag"):
+        missing = [k for k in ("endings", "label") if k not in rec]
+        if "ctx" not in rec and not ("ctx_a" in rec and "ctx_b" in rec):
+            missing.insert(0, "ctx")
+        if missing:
+            raise NslmError(f"{path} line {n} lacks {'/'.join(missing)}; give a HellaSwag JSONL file.")
+        item = _item(rec, path, n)
         item["row"] = len(items)
         items.append(item)
     if not items:

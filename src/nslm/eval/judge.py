@@ -10,10 +10,12 @@ crash, never a made-up score.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from nslm.errors import NslmError
 
@@ -77,6 +79,33 @@ def parse_grades(text: str) -> dict | None:
     return grades
 
 
+def check_settings(url: str | None, timeout: float | None = 60.0, retries: int | None = 3,
+                   need_url: bool = True) -> None:
+    """NslmError, before any story is graded, for a grader address that is not http(s) with a host (or is
+    missing, when `need_url`), a timeout that is not a finite positive number of seconds, or a negative
+    number of retries."""
+    if not url and need_url:
+        raise NslmError("give the grader's address with --judge-url (an OpenAI-compatible /v1 endpoint).")
+    if url:
+        _check_url(url)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not math.isfinite(timeout) or timeout <= 0):
+        raise NslmError(f"--judge-timeout must be a positive number of seconds, not {timeout}.")
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
+        raise NslmError(f"--judge-retries must be 0 or more, not {retries}.")
+
+
+def _check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        parts, host = None, None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not host:
+        raise NslmError(f"--judge-url {url} is not an http:// or https:// address with a host; give the grader's "
+                        "OpenAI-compatible endpoint, e.g. https://api.openai.com/v1.")
+
+
 @dataclass
 class Judge:
     """An OpenAI-compatible grader. `grade(beginning, completion)` returns a dict of scores, or one with
@@ -93,12 +122,11 @@ class Judge:
     client: object = field(default=None, repr=False)
 
     def __post_init__(self):
+        check_settings(self.url, self.timeout, self.retries)
         try:
             from openai import OpenAI
         except ImportError as exc:
             raise NslmError("the `openai` package is needed for LLM grading; run `pip install openai`.") from exc
-        if not self.url:
-            raise NslmError("give the grader's address with --judge-url (an OpenAI-compatible /v1 endpoint).")
         # Our own retry loop covers unparseable answers too, so the client does not retry on its own.
         self.client = OpenAI(base_url=self.url, api_key=self.api_key or "none", timeout=self.timeout, max_retries=0)
 

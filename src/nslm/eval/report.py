@@ -23,7 +23,7 @@ import torch
 from nslm.atomic import atomic_write_json, atomic_write_text
 from nslm.errors import NslmError
 from nslm.interop.foreign import foreign_name, is_foreign
-from nslm.eval import plots, render
+from nslm.eval import judge, plots, render
 from nslm.eval.human import RatingStore, default_db_path
 from nslm.eval.steps import STEP_NAMES, STEPS, StepContext, all_options, standard_errors, summarise
 import nslm
@@ -161,6 +161,7 @@ def run_all(models: list[str], data_dir: str | None, out: str | Path, opts: Eval
     if unknown:
         raise NslmError(f"unknown step {unknown[0]!r}; the steps are {', '.join(STEP_NAMES)}.")
     opts.fill_defaults()
+    check_runnable(opts)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -177,6 +178,23 @@ def run_all(models: list[str], data_dir: str | None, out: str | Path, opts: Eval
     results["seconds"] = round(time.time() - started, 1)
     write_report(results, out)
     return results
+
+
+def check_runnable(opts: EvalOptions) -> None:
+    """NslmError, before the report folder is made, when no step would run or the grader's settings are bad."""
+    if not opts.steps:
+        raise NslmError(f"every step is skipped, so there is nothing to report; leave at least one of "
+                        f"{', '.join(STEP_NAMES)} out of --skip.")
+    if "judge" in opts.steps:
+        judge.check_settings(opts.judge_url, opts.judge_timeout, opts.judge_retries, need_url=False)
+    # novelty and judge measure the generated stories; judge also needs a grader
+    idle = {"novelty"} if "generate" not in opts.steps else set()
+    if "generate" not in opts.steps or not opts.judge_url:
+        idle.add("judge")
+    if set(opts.steps) <= idle:
+        why = "the generate step is skipped" if "generate" not in opts.steps else "no grader is given (--judge-url)"
+        raise NslmError(f"nothing would be measured: {' and '.join(s for s in STEP_NAMES if s in opts.steps)} "
+                        f"cannot run because {why}; run generate too, or leave another step out of --skip.")
 
 
 def _unique_names(models: list[str]) -> list[str]:
