@@ -211,6 +211,7 @@ def test_hellaswag_labels_given_as_digits_still_load(tmp_path):
     (["--judge-timeout", "0"], ["--judge-timeout"]),
     (["--judge-timeout", "inf"], ["--judge-timeout"]),
     (["--judge-retries", "-1"], ["--judge-retries", "-1"]),
+    (["--judge-retries", "50"], ["--judge-retries", "from 0 to 10"]),
 ])
 def test_judge_refuses_bad_grader_options_up_front(tmp_path, capsys, option, words):
     stories = _lines(tmp_path / "s.jsonl", GOOD_LINE)

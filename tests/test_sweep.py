@@ -307,7 +307,7 @@ def test_a_run_that_saw_a_stop_during_its_last_evaluation_stops_the_sweep(monkey
 @pytest.mark.parametrize("measures, message", [
     ('val_max_tokens = "lots"', "measures val_max_tokens must be a whole number of 1 or more, not 'lots'"),
     ("val_max_tokens = -5", "not -5"), ("cola_limit = 0", "cola_limit must be a whole number of 1 or more"),
-    ("judge_timeout = -1.0", "judge_timeout must be a number above 0"), ("judge_retries = -1", "0 or more"),
+    ("judge_timeout = -1.0", "judge_timeout must be a number above 0"), ("judge_retries = -1", "from 0 to 10"),
     ('judge_model = ""', "a non-empty string"), ("blimp = 3", "blimp must be a non-empty string"),
 ])
 def test_a_bad_measures_value_is_refused_when_the_spec_is_read(data_dir, tmp_path, measures, message):

@@ -91,8 +91,9 @@ def check_settings(url: str | None, timeout: float | None = 60.0, retries: int |
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not math.isfinite(timeout) or timeout <= 0):
         raise NslmError(f"--judge-timeout must be a positive number of seconds, not {timeout}.")
-    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
-        raise NslmError(f"--judge-retries must be 0 or more, not {retries}.")
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10):
+        # the wait doubles with each retry, so more than 10 would keep one failing story for hours
+        raise NslmError(f"--judge-retries must be from 0 to 10, not {retries}.")
 
 
 def _check_url(url: str) -> None:

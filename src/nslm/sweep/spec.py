@@ -369,7 +369,7 @@ def _measures(table, where: str) -> dict:
             continue
         if not _measure_value_ok(key, kinds[key], value):
             wanted = {int: "a whole number of 1 or more", float: "a number above 0", str: "a non-empty string"}
-            wanted = "a whole number of 0 or more" if key == "judge_retries" else wanted.get(kinds[key], kinds[key].__name__)
+            wanted = "a whole number from 0 to 10" if key == "judge_retries" else wanted.get(kinds[key], kinds[key].__name__)
             raise NslmError(f"{where}: measures {key} must be {wanted}, not {value!r}")
     return dict(table, steps=list(steps), quick=quick)
 
@@ -377,7 +377,9 @@ def _measures(table, where: str) -> dict:
 def _measure_value_ok(key: str, kind: type, value) -> bool:
     """Whether a [measures] value is what `nslm eval all`'s option of that name takes on the command line."""
     if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= (0 if key == "judge_retries" else 1)
+        if key == "judge_retries":
+            return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
     if kind is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
     return isinstance(value, kind) and (not isinstance(value, str) or bool(value.strip()))
