@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
+import shutil
+import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from nslm.atomic import atomic_dir, atomic_write_json
+from nslm.atomic import atomic_dir, atomic_write_json, writing_in
 from nslm.data.cleaning import RULE_ADVICE, Cleaner, CleanConfig, SplitReport, finish_vocabulary, vocab_filter
 from nslm.data.reading import HUB_DATASET, expand_inputs, guess_encoding, read_file, read_hub, read_stories
 from nslm.data.tokens import DEV, SPLITS, DataFolder, build_meta, write_meta, write_tokens
@@ -259,19 +262,42 @@ def _progress(stories: Iterable[str], desc: str, enabled: bool) -> Iterable[str]
 
 
 def tokenize_folder(folder: str | Path, tokenizer=None, *, extra_meta: dict | None = None,
-                    progress: bool = False) -> dict:
+                    progress: bool = False, save_tokenizer: bool = False) -> dict:
     """Write train.bin, valid.bin (and dev.bin where `folder` has a dev.txt) and meta.json for the cleaned
-    stories in `folder`; returns the meta."""
+    stories in `folder` (and, with `save_tokenizer`, the tokenizer's files beside them); returns the meta.
+
+    Every input is checked before anything is written (each story file present and holding stories), and
+    the files are made in a temporary folder inside `folder` and moved into place only once all are written
+    (meta.json last, an older one removed first), so an error leaves `folder` as it was."""
     folder = Path(folder)
     if tokenizer is None:
         tokenizer = Tokenizer.load(folder / "tokenizer.json")
-    splits = {}
     present = [s for s in (*SPLITS, DEV) if s in SPLITS or (folder / f"{s}.txt").is_file()]
     for split in present:
-        splits[split] = write_tokens(tokenizer, read_cleaned(folder / f"{split}.txt"), folder / f"{split}.bin",
-                                     progress=progress)
-    meta = build_meta(tokenizer, splits, extra_meta)
-    write_meta(folder, meta)
+        path = folder / f"{split}.txt"
+        if next(iter(read_cleaned(path)), None) is None:
+            advice = ("remove it (the folder then has no dev split) or" if split == DEV
+                      else "make the folder again with nslm data clean, or")
+            raise NslmError(f"{path} holds no stories; {advice} give it stories before tokenizing")
+    with writing_in(folder):
+        tmp = Path(tempfile.mkdtemp(prefix=".tokenize.", suffix=".tmp", dir=folder))
+        try:
+            if save_tokenizer:  # the header's hash must name the tokenizer.json that sits beside the ids
+                tokenizer.save(tmp)
+            splits = {split: write_tokens(tokenizer, read_cleaned(folder / f"{split}.txt"), tmp / f"{split}.bin",
+                                          progress=progress)
+                      for split in present}
+            for split, info in splits.items():
+                if split != "train" and info["tokens"] < 2:  # an evaluation window needs 2 tokens
+                    raise NslmError(f"{folder / (split + '.txt')} encodes to {info['tokens']} token(s), fewer than the "
+                                    "2 an evaluation needs; give it more stories")
+            meta = build_meta(tokenizer, splits, extra_meta)
+            write_meta(tmp, meta)
+            (folder / "meta.json").unlink(missing_ok=True)  # never a header beside token files it does not describe
+            for made in sorted(tmp.iterdir(), key=lambda f: f.name == "meta.json"):
+                os.replace(made, folder / made.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return meta
 
 

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from nslm.atomic import atomic_dir, complete_dir, recover_dir, remove_stray_temporaries
 from nslm.errors import NslmError
+from nslm.train.optim import Combined, Muon
 from nslm.weights import WEIGHTS_FILE, load_weights, read_safetensors, state_tensors
 
 
@@ -114,6 +115,102 @@ def read_state(path: Path) -> dict:
     return state
 
 
+def _numbered_parameters(optimizer) -> list[tuple[torch.nn.Parameter, torch.optim.Optimizer, dict]]:
+    """(parameter, the optimizer that updates it, its group) in the numbering of the optimizer's state dict:
+    torch numbers parameters group by group from 0, and a Combined runs on from one part to the next."""
+    parts = optimizer.parts if isinstance(optimizer, Combined) else [optimizer]
+    return [(p, part, group) for part in parts for group in part.param_groups for p in group["params"]]
+
+
+def _state_names(part: torch.optim.Optimizer, group: dict) -> set[str] | None:
+    """The names of the state each parameter of `part` holds once it has been stepped (None: not known)."""
+    if isinstance(part, torch.optim.AdamW):
+        return {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if group.get("amsgrad") else set())
+    if isinstance(part, Muon):
+        return {"momentum_buffer"}
+    return None
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "[" + ", ".join(str(n) for n in t.shape) + "]"
+
+
+def check_training_state(path: Path, tensors: dict[str, torch.Tensor], state: dict, model: torch.nn.Module,
+                         optimizer) -> None:
+    """Refuse (NslmError naming `path` and the tensor) a state.safetensors that would not resume exactly: an
+    optimizer tensor that belongs to no parameter of this model, has another shape than its parameter, holds
+    NaN or infinite values, or is missing after the first step; a missing or malformed CPU RNG state."""
+    def damaged(detail: str) -> NslmError:
+        return NslmError(f"{path} is damaged: {detail}; the run cannot be resumed")
+
+    if not tensors:
+        raise damaged("it holds no tensors (neither the optimizer state nor the random-generator state)")
+    numbered = _numbered_parameters(optimizer)
+    names = {id(p): name for name, p in model.named_parameters()}
+    scalars = state.get("optimizer", {}).get("scalars", {})
+    found: dict[int, set[str]] = {}
+    rng_reference = torch.get_rng_state()
+    for key, value in tensors.items():
+        kind, _, rest = key.partition(".")
+        if kind == "opt":
+            pid_text, _, name = rest.partition(".")
+            if not (pid_text.isdigit() and name):
+                raise damaged(f"tensor {key} is not named opt.<parameter number>.<name>")
+            pid = int(pid_text)
+            if pid >= len(numbered):
+                raise damaged(f"tensor {key} belongs to parameter {pid}, but this model's optimizer has "
+                              f"{len(numbered)} parameters (0 to {len(numbered) - 1})")
+            param = numbered[pid][0]
+            what = f"parameter {pid} ({names.get(id(param), '?')})"
+            if name == "step":
+                if value.dim() != 0 or (not value.is_floating_point() and value.dtype not in (torch.int32, torch.int64)):
+                    raise damaged(f"tensor {key} must be a single number, not of shape {_shape(value)} ({value.dtype})")
+                if not (math.isfinite(float(value)) and float(value) >= 0):
+                    raise damaged(f"tensor {key} must be a step count >= 0, not {float(value)}")
+            else:
+                if tuple(value.shape) != tuple(param.shape):
+                    raise damaged(f"tensor {key} has shape {_shape(value)}, but {what} has shape {_shape(param)}")
+                if not value.is_floating_point():
+                    raise damaged(f"tensor {key} holds {value.dtype}, not floating-point numbers")
+                if not bool(torch.isfinite(value).all()):
+                    raise damaged(f"tensor {key} holds NaN or infinite values")
+            found.setdefault(pid, set()).add(name)
+        elif kind == "rng":
+            if rest.startswith("cpu_rank"):
+                if value.dtype != torch.uint8 or tuple(value.shape) != tuple(rng_reference.shape):
+                    raise damaged(f"tensor {key} must be a CPU random-generator state of {rng_reference.numel()} "
+                                  f"bytes (uint8), not {value.numel()} {value.dtype} values")
+                try:
+                    torch.Generator().set_state(value)
+                except RuntimeError:
+                    raise damaged(f"tensor {key} is not a valid CPU random-generator state") from None
+            elif rest.startswith("cuda_rank"):
+                if value.dtype != torch.uint8 or value.dim() != 1:
+                    raise damaged(f"tensor {key} must be a CUDA random-generator state (bytes), "
+                                  f"not of shape {_shape(value)} ({value.dtype})")
+            else:
+                raise damaged(f"tensor {key} is not a random-generator state of this nslm (rng.cpu_rank<N> or "
+                              "rng.cuda_rank<N>)")
+        else:
+            raise damaged(f"tensor {key} is neither optimizer state (opt.*) nor a random-generator state (rng.*)")
+    if "rng.cpu_rank0" not in tensors:
+        raise damaged("the tensor rng.cpu_rank0 (the random-generator state) is missing, so the run would not "
+                      "continue as it would have without the stop")
+    for key in scalars:  # older torch keeps AdamW's step as a number in state.json
+        pid_text, _, name = str(key).partition(".")
+        if pid_text.isdigit():
+            found.setdefault(int(pid_text), set()).add(name)
+    if state.get("step", 0) > 0:  # after the first step every parameter has its optimizer state
+        for pid, (param, part, group) in enumerate(numbered):
+            expected = _state_names(part, group)
+            if expected is None:
+                continue
+            missing = sorted(expected - found.get(pid, set()))
+            if missing:
+                raise damaged(f"the optimizer state of parameter {pid} ({names.get(id(param), '?')}) is missing "
+                              f"(no tensor opt.{pid}.{missing[0]}) although the checkpoint is of step {state['step']}")
+
+
 def load_last(run_dir: Path, model: torch.nn.Module, optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
     """Restore model and optimizer from `run_dir/last/` (or the complete copy a crash left beside it);
     returns (state.json, RNG tensors)."""
@@ -123,6 +220,7 @@ def load_last(run_dir: Path, model: torch.nn.Module, optimizer) -> tuple[dict, d
     state = read_state(last / "state.json")
     load_weights(model, last / WEIGHTS_FILE)
     tensors = read_safetensors(last / "state.safetensors", "training state")
+    check_training_state(last / "state.safetensors", tensors, state, model, optimizer)
     optimizer_from_files(optimizer, tensors, state.pop("optimizer"))
     rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
     return state, rng

@@ -193,7 +193,11 @@ class Trainer:
             torch.set_rng_state(rng[key])
         cuda_key = f"cuda_rank{self.dist.rank}"
         if self.device.type == "cuda" and cuda_key in rng:
-            torch.cuda.set_rng_state(rng[cuda_key], self.device)
+            try:
+                torch.cuda.set_rng_state(rng[cuda_key], self.device)
+            except RuntimeError:
+                raise NslmError(f"{self.run_dir / 'last' / 'state.safetensors'} is damaged: tensor rng.{cuda_key} "
+                                "is not a CUDA random-generator state; the run cannot be resumed") from None
         if self.dist.main:
             self._trim_metrics(self.step)
 

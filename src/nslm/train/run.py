@@ -17,6 +17,7 @@ from nslm.errors import NslmError
 from nslm.models import ModelConfig, build_model, load_preset, preset_train_defaults
 from nslm.models.config import gigabytes, physical_memory
 from nslm.tokenizer.core import tokenizer_file_sha256
+from nslm.train.checkpoint import has_checkpoint
 from nslm.train.config import TrainConfig, apply_overrides, read_config_file
 from nslm.train.loop import Trainer
 
@@ -24,11 +25,17 @@ DEFAULT_PRESET = "transformer-1m"
 
 
 def _checked_data(data_dir: str | Path) -> DataFolder:
-    """The data folder, with its tokenizer and both token files checked before any run folder is made."""
+    """The data folder, with its tokenizer and every token file checked before any run folder is made: sizes
+    against meta.json, every id inside the vocabulary, and at least 2 tokens in each split that is evaluated."""
     folder = DataFolder(data_dir)
     folder.check_tokenizer_file()
     for split in folder.splits:
-        folder.split(split)
+        tokens = len(folder.split(split))
+        if split != "train" and tokens < 2:  # training evaluates on valid (and dev): a window needs 2 tokens
+            name = "validation" if split == "valid" else split
+            raise NslmError(f"the {name} split of the data folder {folder.path} has {tokens} "
+                            f"token{'s' if tokens != 1 else ''}, fewer than the 2 an evaluation needs; prepare "
+                            f"the data with more {name} stories")
     return folder
 
 
@@ -116,6 +123,10 @@ def checked_train_config(train: dict, mcfg: ModelConfig) -> TrainConfig:
 def _create_run_folder(run_dir: Path, run_config: dict) -> None:
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         if (run_dir / "config.json").exists():
+            if not has_checkpoint(run_dir):
+                raise NslmError(f"{run_dir} already holds a run that has no checkpoint to resume from (it failed or "
+                                "stopped before its first one, or is starting now); choose another --out, or "
+                                "delete that folder once no nslm train uses it")
             raise NslmError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
         raise NslmError(f"{run_dir} exists and is not empty; choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
