@@ -15,6 +15,7 @@ from nslm.data.prepare import (DEFAULT_DEV_SHARE, DEFAULT_VALID_SHARE, NothingLe
 from nslm.data.report import print_clean_report
 from nslm.data.tokens import DataFolder, folder_for_tokenizer
 from nslm.errors import NslmError
+from nslm.outputs import check_replaceable
 from nslm.tokenizer import Tokenizer
 from nslm.tokenizer.report import comparison_table, efficiency_report
 
@@ -200,6 +201,10 @@ def run_clean(args) -> int:
     out = args.out
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise NslmError(f"output folder {out} already exists; pass --overwrite or choose another --out")
+    inputs = [] if args.source == "hf" else [*(args.train or []), *(args.valid or [])]
+    check_replaceable(out, "--out", "an earlier cleaned folder (one with train.txt and valid.txt)",
+                      lambda folder: (folder / "train.txt").is_file() and (folder / "valid.txt").is_file(),
+                      sources=[p for p in inputs if Path(p).exists()])
     config = config_from_args(args)
     with _table_when_nothing_left(args.quiet), atomic_dir(out, replace=True) as tmp:
         report = clean_to_folder(tmp, args.train, args.valid, config=config, valid_share=args.valid_share,
@@ -222,9 +227,9 @@ def run_tokenize(args) -> int:
             raise NslmError(f"{folder} has no {split}.txt; make it with nslm data clean")
     source = args.tokenizer or folder / "tokenizer.json"
     tokenizer = Tokenizer.load(source)
-    if args.tokenizer is not None:
-        tokenizer.save(folder)  # the header's hash must name the tokenizer.json that sits beside the ids
-    meta = tokenize_folder(folder, tokenizer, progress=True)
+    # with --tokenizer, its files are copied in beside the ids (the header's hash names them); every input is
+    # checked and every file written aside first, so a refusal leaves the folder as it was
+    meta = tokenize_folder(folder, tokenizer, progress=True, save_tokenizer=args.tokenizer is not None)
     written = ", ".join(f"{s}.bin ({meta[s]['tokens']:,} tokens)" for s in DataFolder(folder).splits)
     print(f"wrote {folder}: {written} and meta.json ({meta['dtype']})")
     return 0

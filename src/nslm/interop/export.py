@@ -14,12 +14,13 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizerFile
 from tokenizers.processors import TemplateProcessing
 
-from nslm.atomic import atomic_dir
+from nslm.atomic import atomic_dir, read_json
 from nslm.errors import NslmError
 from nslm.generate.api import StoryModel, load, resolve
 from nslm.interop import layouts
 from nslm.interop.foreign import import_transformers, is_foreign
 from nslm.interop.gguf_export import write_gguf
+from nslm.outputs import check_replaceable
 from nslm.tokenizer.detok import EOT
 from nslm.train.metrics import read_metrics
 
@@ -42,10 +43,29 @@ def export(run: str, out: str | Path, fmt: str = "hf", overwrite: bool = False) 
     out = Path(out)
     if out.exists() and not overwrite:
         raise NslmError(f"{out} already exists; choose another path or pass --overwrite")
+    if fmt == "gguf" and out.is_dir():
+        raise NslmError(f"{out} is a folder; a GGUF export is one file: give its name, e.g. model.gguf")
+    if out.exists():
+        check_replaceable(out, "OUT", "an earlier GGUF file" if fmt == "gguf" else "an earlier export (a folder "
+                          "with a transformers config.json)", _is_gguf if fmt == "gguf" else _is_hf_folder,
+                          sources=[] if is_foreign(run) else [resolve(run)])
     story_model, layout = load_exportable(run)
     if fmt == "gguf":
         return write_gguf(story_model, layout, out, overwrite)
     return write_hf(story_model, layout, run, out, overwrite)
+
+
+def _is_gguf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return path.is_file() and f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
+def _is_hf_folder(path: Path) -> bool:
+    config = read_json(path / "config.json") if path.is_dir() else None
+    return isinstance(config, dict) and isinstance(config.get("model_type"), str)
 
 
 def hf_model_of(story_model: StoryModel, layout: str):
