@@ -40,24 +40,53 @@ def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """`auto` picks CUDA, then MPS, then CPU; an explicit device that is absent is an error."""
+    """`auto` picks CUDA, then MPS, then CPU; `cuda:N` is GPU N; an explicit device that is absent, or a name
+    that is no device, is an NslmError naming the value."""
+    if not isinstance(name, str):
+        raise NslmError(f"--device {name!r} is not a device: use {DEVICE_CHOICES}")
+    name = name.strip()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
             raise NslmError("--device cuda was asked for but this PyTorch sees no CUDA GPU; use --device cpu")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if name == "mps" and not _mps_available():
-        raise NslmError("--device mps was asked for but MPS is not available; use --device cpu")
-    return torch.device(name)
+    kind, colon, index = name.partition(":")
+    if kind == "cuda" and colon:
+        if not (index.isascii() and index.isdigit()):
+            raise NslmError(f"--device {name} is not a device: GPU numbers are whole numbers, as in cuda:0")
+        if not torch.cuda.is_available():
+            raise NslmError(f"--device {name}: this machine has no CUDA GPU (or this PyTorch was built without "
+                            "CUDA); use --device cpu")
+        count = torch.cuda.device_count()
+        if int(index) >= count:
+            raise NslmError(f"--device {name}: this machine has {count} CUDA GPU{'s' if count != 1 else ''} "
+                            f"(cuda:0 to cuda:{count - 1})")
+        return torch.device("cuda", int(index))
+    if name == "mps":
+        if not _mps_available():
+            raise NslmError("--device mps was asked for but MPS is not available; use --device cpu")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise NslmError(f"--device {name or repr(name)} is not a device: use {DEVICE_CHOICES}")
 
 
 def as_device(device: str | torch.device | None) -> torch.device:
-    """A torch.device from None (auto), a name that `pick_device` knows, or a torch.device / "cuda:1" as is."""
-    if device is None or (isinstance(device, str) and device in DEVICES):
-        return pick_device(device or "auto")
-    return torch.device(device)
+    """A torch.device from None (auto), a name that `pick_device` knows (auto, cpu, cuda, cuda:N, mps), or a
+    torch.device, checked the same way (an absent GPU is an NslmError, not a failure later)."""
+    if device is None:
+        return pick_device("auto")
+    if isinstance(device, torch.device):
+        if device.type not in ("cpu", "cuda", "mps"):
+            return device
+        indexed = device.type == "cuda" and device.index is not None
+        return pick_device(f"cuda:{device.index}" if indexed else device.type)
+    return pick_device(device)
 
 
 def pick_autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,22 +257,194 @@ def import_transformers(needed_by: str):
     return transformers
 
 
+# config.json settings that are sizes or counts: each, when given, is a whole number of at least 1
+HF_SIZES = ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "num_key_value_heads",
+            "intermediate_size", "max_position_embeddings", "head_dim", "n_positions", "n_embd", "n_head", "n_layer",
+            "n_inner", "n_ctx", "num_layers", "n_layers", "d_model", "ffn_dim")
+HF_LAYER_COUNTS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth", "model.ckpt")
+
+
+def _hf_weight_files(folder: Path, spec: str) -> list[Path]:
+    """The safetensors files of a transformers folder (one, or the shards its index names); pickles refused."""
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if single.is_file():
+        return [single]
+    if index.is_file():
+        try:
+            names = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            raise NslmError(f"{spec}: {index.name} is corrupt (it needs a weight_map of tensor -> file)") from None
+        if not names or not all(isinstance(n, str) and n and Path(n).name == n for n in names):
+            raise NslmError(f"{spec}: {index.name} names no weight files, or files outside the folder")
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise NslmError(f"{spec}: weight shard {missing[0]} named by {index.name} is missing")
+        return [folder / n for n in names]
+    pickled = [n for n in PICKLED_WEIGHTS if (folder / n).is_file()]
+    if pickled or any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
+        found = pickled[0] if pickled else sorted(p.name for p in (*folder.glob("*.bin"), *folder.glob("*.pt")))[0]
+        raise NslmError(f"{spec}: the weights are {found}, a pickle (torch.save) file, which nslm never loads because "
+                        "it can run code; only safetensors weights (model.safetensors) are read")
+    raise NslmError(f"{spec} has no model.safetensors; it is not a transformers model folder with safetensors weights")
+
+
+def _hf_header(files: list[Path], spec: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype) of every tensor in the weight files, from their headers alone."""
+    from nslm.weights import WEIGHT_DTYPES, read_header
+
+    header = {}
+    for path in files:
+        try:
+            part = read_header(path)
+        except NslmError as exc:
+            raise NslmError(f"{spec}: {exc}") from None
+        for name, (shape, dtype) in part.items():
+            if dtype not in WEIGHT_DTYPES:
+                raise NslmError(f"{spec}: {path.name} holds {name} as {dtype}; nslm reads float32, float16 and "
+                                "bfloat16 weights only (integer or 8-bit weights would give garbage text)")
+        header |= part
+    if not header:
+        raise NslmError(f"{spec}: the weights file holds no tensors")
+    return header
+
+
+def _hf_config(transformers, folder: Path, spec: str, n_tensors: int):
+    """config.json, checked: an object naming a model_type, sizes that are positive whole numbers, no more
+    layers than the weights have tensors; then transformers' own config of it."""
+    path = folder / "config.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NslmError(f"{spec} has no config.json; it is not a transformers model folder") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise NslmError(f"{spec}: config.json is not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("model_type"), str):
+        raise NslmError(f"{spec}: config.json is not a transformers config (it needs a \"model_type\")")
+    for key in HF_SIZES:
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise NslmError(f"{spec}: config.json's {key} must be a positive whole number, not {value!r}")
+    for key in HF_LAYER_COUNTS:
+        if isinstance(raw.get(key), int) and raw[key] > n_tensors:
+            raise NslmError(f"{spec}: config.json's {key} is {raw[key]:,} but the weights hold only {n_tensors:,} "
+                            "tensors; the config and the weights do not belong together")
+    try:
+        return transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:  # transformers and huggingface_hub raise many types for a bad setting
+        raise NslmError(f"{spec}: config.json is not a valid {raw['model_type']} config ({_first_line(exc)})") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_hf_fits(transformers, cfg, header: dict, spec: str) -> None:
+    """Build the config's model on the meta device (no memory) and compare it with the weights' headers: the
+    config may not claim more parameters than the file holds, nor a tensor of another shape; a model too large
+    for this machine's memory in float32 is refused before anything is allocated."""
+    try:
+        with torch.device("meta"):
+            meta = transformers.AutoModelForCausalLM.from_config(cfg)
+    except Exception as exc:
+        raise NslmError(f"{spec}: config.json's model_type {cfg.model_type!r} is not a causal language model "
+                        f"that transformers can build ({_first_line(exc)})") from None
+    expected = {name: tuple(t.shape) for name, t in meta.state_dict().items()}
+    needed = sum(p.numel() for p in meta.parameters())  # tied weights once
+    cls = type(meta).__name__
+    found = sum(math.prod(shape) for shape, _ in header.values())
+    prefix = getattr(meta, "base_model_prefix", "") or ""
+
+    def model_name(name: str) -> str | None:  # the model's name of a file tensor (with or without the prefix)
+        stripped = name[len(prefix) + 1 :] if prefix and name.startswith(prefix + ".") else None
+        return next((c for c in (name, f"{prefix}.{name}", stripped) if c in expected), None)
+
+    if not any(model_name(name) for name in header):
+        raise NslmError(f"{spec}: the weights hold no tensor of the {cls} that config.json's model_type "
+                        f"{cfg.model_type!r} builds (they hold e.g. {sorted(header)[0]}), so it would be random; "
+                        "only causal language models whose weights all load are read")
+    if needed > found:
+        raise NslmError(f"{spec}: config.json describes a {cls} of {needed:,} parameters but the weights hold only "
+                        f"{found:,}; the config and the weights do not belong together")
+    for name, (shape, _) in header.items():
+        own = model_name(name)
+        if own is not None and shape != expected[own]:
+            raise NslmError(f"{spec}: the weights' {name} has shape {list(shape)} but config.json's {cls} needs "
+                            f"{list(expected[own])}; the config and the weights do not belong together")
+    memory = _physical_memory()
+    if memory is not None and 4 * found > memory:
+        raise NslmError(f"{spec}: its {found:,} weights need {4 * found / 2**30:,.1f} GiB in float32, more than this "
+                        f"machine's {memory / 2**30:,.1f} GiB of memory")
+
+
+def _check_hf_loaded(hf_model, info: dict, spec: str) -> None:
+    """Every weight of the model came from the file, fits, and is a finite number."""
+    cls = type(hf_model).__name__
+    for key, what in (("missing_keys", "lacks"), ("mismatched_keys", "has another shape of"),
+                      ("unexpected_keys", "holds tensors this model has no place for, such as")):
+        keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in (info.get(key) or ()))
+        if keys:
+            raise NslmError(f"{spec}: the weights {what} {keys[0]} ({len(keys)} in all), so a {cls} built from "
+                            "config.json would be partly random; only causal language models whose weights all "
+                            "load are read")
+    if info.get("error_msgs"):
+        first = _first_line(Exception(info["error_msgs"][0]))
+        raise NslmError(f"{spec}: the weights do not load into a {cls} ({first})")
+    for name, tensor in hf_model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise NslmError(f"{spec}: the weights hold NaN or infinite values in {name}; they are damaged "
+                            "(a run that diverged?)")
+
+
 def load_hf(target: str) -> ForeignModel:
-    """A transformers causal LM folder (or hub id) with its tokenizer, in float32."""
+    """A transformers causal LM folder (or hub id) with its tokenizer, in float32. A local folder is checked
+    before anything is built: safetensors weights only (never a pickle), a config.json of sane sizes, and a
+    model no larger than what the weights' headers hold; after loading, every weight must have come from the
+    file and be finite."""
     transformers = import_transformers("hf: models")
     folder = Path(target)
     local = folder.is_dir()
+    spec = f"hf:{target}"
     if not local and (folder.exists() or target.startswith((".", "/", "~")) or target.count("/") > 1):
         raise NslmError(f"{target} is not a folder with a transformers model (config.json and weights)")
+    logging = transformers.utils.logging
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # nslm says in one line what is wrong; transformers' warnings are noise here
     try:
-        tok = transformers.AutoTokenizer.from_pretrained(target, local_files_only=local)
-        hf_model = transformers.AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32,
-                                                                     local_files_only=local)
-    except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NslmError(f"could not load transformers model {target} ({first})") from None
+        cfg = None
+        if local:
+            header = _hf_header(_hf_weight_files(folder, spec), spec)
+            cfg = _hf_config(transformers, folder, spec, len(header))
+            _check_hf_fits(transformers, cfg, header, spec)
+        try:
+            tok = transformers.AutoTokenizer.from_pretrained(target, local_files_only=local)
+        except Exception as exc:  # the tokenizers library raises its own exception types
+            raise NslmError(f"{spec}: its tokenizer does not load ({_first_line(exc)})") from None
+        try:
+            extra = {"config": cfg} if cfg is not None else {}
+            hf_model, info = transformers.AutoModelForCausalLM.from_pretrained(
+                target, dtype=torch.float32, local_files_only=local, use_safetensors=True, output_loading_info=True,
+                **extra)
+        except NslmError:
+            raise
+        except Exception as exc:
+            raise NslmError(f"could not load transformers model {target} ({_first_line(exc)})") from None
+        _check_hf_loaded(hf_model, info, spec)
+    finally:
+        logging.set_verbosity(verbosity)
     cfg = hf_model.config
     context = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 2048
+    if not isinstance(context, int) or isinstance(context, bool) or context < 1:
+        raise NslmError(f"{spec}: its context length (max_position_embeddings) must be a positive whole number, "
+                        f"not {context!r}")
     tok_file = folder / "tokenizer.json"
     sha = hashlib.sha256(tok_file.read_bytes()).hexdigest() if local and tok_file.is_file() else None
     config = {"model": {"arch": cfg.model_type, "context_length": int(context), "vocab_size": int(cfg.vocab_size),

@@ -81,7 +81,7 @@ def read_header(path: str | Path) -> Llama2cHeader | None:
 
 
 def read_checkpoint(path: str | Path) -> tuple[Llama2cHeader, dict[str, np.ndarray]]:
-    """The header and the float32 tensors (copies) of a llama2.c version-0 checkpoint."""
+    """The header and the float32 tensors (copies) of a llama2.c version-0 checkpoint; every weight must be finite."""
     path = Path(path)
     if not path.is_file():
         raise NslmError(f"llama2.c checkpoint {path} does not exist")
@@ -102,6 +102,9 @@ def read_checkpoint(path: str | Path) -> tuple[Llama2cHeader, dict[str, np.ndarr
         n = int(np.prod(shape))
         tensors[name] = floats[at : at + n].reshape(shape).astype(np.float32)
         at += n
+        if not np.isfinite(tensors[name]).all():
+            raise NslmError(f"{path} holds NaN or infinite values in {name}; these weights are damaged "
+                            "(a run that diverged?), load another checkpoint")
     return header, tensors
 
 
