@@ -26,6 +26,7 @@ from nslm.errors import NslmError
 from nslm.interop import layouts, llama2c_format
 from nslm.models import ModelConfig
 from nslm.models.transformer import Transformer
+from nslm.weights import WEIGHT_DTYPES, read_header
 
 PREFIXES = ("hf:", "llama2c:")
 
@@ -291,8 +292,6 @@ def _hf_weight_files(folder: Path, spec: str) -> list[Path]:
 
 def _hf_header(files: list[Path], spec: str) -> dict[str, tuple[tuple[int, ...], str]]:
     """Name -> (shape, dtype) of every tensor in the weight files, from their headers alone."""
-    from nslm.weights import WEIGHT_DTYPES, read_header
-
     header = {}
     for path in files:
         try:
