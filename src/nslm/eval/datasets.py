@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from nslm.errors import NslmError
+from nslm.errors import NslmError, what_is_there
 from nslm.sample_data import shared_data_dir
 
 
@@ -107,11 +107,9 @@ MAX_LINE_BYTES = 16 << 20
 
 
 def check_file(path: Path, what: str, hint: str) -> Path:
-    """`path` when it is a file; NslmError saying it is missing or a folder otherwise."""
-    if path.is_dir():
-        raise NslmError(f"{what} file {path} is a folder, not a file; {hint}")
+    """`path` when it is a file; NslmError saying what is there instead (nothing, a folder, a device)."""
     if not path.is_file():
-        raise NslmError(f"{what} file {path} does not exist; {hint}")
+        raise NslmError(f"{what} file {path} {what_is_there(path)}; {hint}")
     return path
 
 

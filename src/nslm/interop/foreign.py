@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from nslm.errors import NslmError
 from nslm.interop import layouts, llama2c_format
 from nslm.models import ModelConfig
+from nslm.models.config import physical_memory
 from nslm.models.transformer import Transformer
 from nslm.weights import WEIGHT_DTYPES, read_header
 
@@ -339,13 +339,6 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
-def _physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _check_hf_fits(transformers, cfg, header: dict, spec: str) -> None:
     """Build the config's model on the meta device (no memory) and compare it with the weights' headers: the
     config may not claim more parameters than the file holds, nor a tensor of another shape; a model too large
@@ -378,7 +371,7 @@ def _check_hf_fits(transformers, cfg, header: dict, spec: str) -> None:
         if own is not None and shape != expected[own]:
             raise NslmError(f"{spec}: the weights' {name} has shape {list(shape)} but config.json's {cls} needs "
                             f"{list(expected[own])}; the config and the weights do not belong together")
-    memory = _physical_memory()
+    memory = physical_memory()
     if memory is not None and 4 * found > memory:
         raise NslmError(f"{spec}: its {found:,} weights need {4 * found / 2**30:,.1f} GiB in float32, more than this "
                         f"machine's {memory / 2**30:,.1f} GiB of memory")
