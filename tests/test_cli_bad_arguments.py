@@ -210,6 +210,9 @@ CASES = [
     (["bench", "novelty", "--data", "CLEANED", "--stories", "0"], "--stories"),
     (["bench", "novelty", "--data", "CLEANED", "--queries", "-1"], "--queries"),
     (["bench", "novelty", "--data", "CLEANED", "--repeats", "0"], "--repeats"),
+    (["bench", "novelty", "--data", "CLEANED", "--stories", "2000000"], "at most 20,000"),
+    (["bench", "novelty", "--data", "CLEANED", "--index-stories", "2100000"], "at most 50,000"),
+    (["bench", "novelty", "--data", "CLEANED", "--max-tokens", "1e6"], "--max-tokens"),
 ]
 
 

@@ -61,15 +61,19 @@ def register(subparsers) -> None:
                        "(64 per call in file order), and print stories/s and GFLOP/s; with --neighbours, also "
                        "how often cheaper embeddings find the same nearest training story.")
     n.add_argument("--data", default="data/tinystories", help="a prepared data folder (its train.txt)")
-    n.add_argument("--stories", type=int, default=512, help="training stories embedded for the speed rows")
-    n.add_argument("--repeats", type=int, default=2, help="timings of each path, alternating (the best is shown)")
+    # bounded: each path embeds --stories --repeats times at about 10-25 stories/s on a 2-core CPU
+    n.add_argument("--stories", type=int_up_to(20_000), default=512, help="training stories embedded for the speed rows")
+    n.add_argument("--repeats", type=int_up_to(10), default=2,
+                   help="timings of each path, alternating (the best is shown)")
     n.add_argument("--neighbours", action="store_true",
                    help="also compare nearest training stories: full length against shorter inputs, float16\n"
                         "and word TF-IDF, over an index of --index-stories and --queries generated stories")
-    n.add_argument("--index-stories", type=int, default=2000, help="training stories in the compared indexes")
-    n.add_argument("--queries", type=int, default=200, help="stories told by --model (seeds 0, 1, ...)")
+    n.add_argument("--index-stories", type=int_up_to(50_000), default=2000,
+                   help="training stories in the compared indexes")
+    n.add_argument("--queries", type=int_up_to(10_000), default=200, help="stories told by --model (seeds 0, 1, ...)")
     n.add_argument("--model", default="tinystories-transformer-1m", help="the model that tells the queries")
-    n.add_argument("--max-tokens", type=int, default=300, help="new tokens per query story (temperature 0.8)")
+    n.add_argument("--max-tokens", type=int_up_to(100_000), default=300,
+                   help="new tokens per query story (temperature 0.8)")
     _json_arg(n)
     n.set_defaults(func=bench_novelty)
 

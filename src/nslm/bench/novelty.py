@@ -51,18 +51,11 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
-def _check(args) -> None:
-    for name in ("stories", "index_stories", "queries", "max_tokens", "repeats"):
-        if getattr(args, name) < 1:
-            raise NslmError(f"--{name.replace('_', '-')} must be positive")
-
-
 def _read(train, limit: int) -> list[str]:
     return [text for _, _, text in iter_stories(train, limit)]
 
 
 def run(args: argparse.Namespace) -> int:
-    _check(args)
     train = Path(args.data) / "train.txt"
     if not train.is_file():
         raise NslmError(f"{args.data} has no train.txt; give --data a folder that `nslm data prepare` made.")
