@@ -20,3 +20,16 @@ def what_is_there(path) -> str:
     if stat.S_ISREG(mode):
         return "is a file, not a folder"
     return "is not a regular file"
+
+
+def parse_json(text: str, place: str):
+    """`text` parsed as JSON; NslmError "<place> is not valid JSON (why)" when it is not, or is nested too
+    deeply to read (Python's parser recurses). `place` names the file, and the line where there is one."""
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise NslmError(f"{place} is not valid JSON ({getattr(exc, 'msg', exc)})") from None
+    except RecursionError:
+        raise NslmError(f"{place} is not usable JSON (nested too deeply)") from None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from nslm.errors import NslmError, what_is_there
+from nslm.errors import NslmError, parse_json, what_is_there
 from nslm.tokenizer.detok import EOT
 
 SPLIT_MODES = ("eot", "blank-lines", "lines")
@@ -268,16 +268,6 @@ def _story_of(record, path: Path, where: str) -> str:
     raise NslmError(f"{path} {where} has no 'story' or 'text' field")
 
 
-def _parse_json(text: str, path: Path, where: str):
-    # a document that is not JSON refuses the whole file, wherever it sits, like any other JSON error
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise NslmError(f"{path} {where}is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
-    except RecursionError:
-        raise NslmError(f"{path} {where}is not usable JSON (nested too deeply)") from None
-
-
 def _read_jsonl(path: Path) -> Iterator[str | Oversized]:
     line = _Story()
     number = 1
@@ -294,7 +284,7 @@ def _jsonl_record(line: str | Oversized, path: Path, number: int) -> Iterator[st
     if isinstance(line, Oversized):
         yield line
     elif line:
-        record = _parse_json(line, path, f"line {number} ")
+        record = parse_json(line, f"{path} line {number}")  # a bad line refuses the whole file
         yield _checked(_story_of(record, path, f"line {number}").strip(), f"{path} line {number}")
 
 
@@ -310,7 +300,7 @@ def _read_json(path: Path) -> Iterator[str | Oversized]:
     if path.stat().st_size > MAX_JSON_BYTES:
         raise NslmError(f"{path} is a single JSON document of over {MAX_JSON_BYTES >> 20} MB, too large to parse "
                         "whole; give it as JSONL (one story object per line)")
-    data = _parse_json(path.read_text(encoding="utf-8", errors="replace"), path, "")
+    data = parse_json(path.read_text(encoding="utf-8", errors="replace"), str(path))
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if not lists:

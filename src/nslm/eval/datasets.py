@@ -8,13 +8,12 @@ is the one sentence that the CLI, the report and the GUI show when none of these
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from nslm.errors import NslmError, what_is_there
+from nslm.errors import NslmError, parse_json, what_is_there
 from nslm.sample_data import shared_data_dir
 
 
@@ -143,13 +142,7 @@ def read_jsonl(path: Path, what: str) -> Iterator[tuple[int, dict]]:
     """(line number, object) of each non-blank line of a JSONL evaluation file; NslmError naming the file
     and line for a line that is not UTF-8, not JSON, nested too deeply, or not a JSON object."""
     for number, line in read_lines(path, what):
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise NslmError(f"{what} file {path} line {number} is not valid JSON "
-                            f"({getattr(exc, 'msg', exc)}).") from None
-        except RecursionError:
-            raise NslmError(f"{what} file {path} line {number} is not usable JSON (nested too deeply).") from None
+        record = parse_json(line, f"{what} file {path} line {number}")
         if not isinstance(record, dict):
             raise NslmError(f"{what} file {path} line {number} is not a JSON object "
                             f"(it is {json_kind(record)}).")
