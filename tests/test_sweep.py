@@ -4,9 +4,11 @@ on one SQLite study split the trials; a TPE search stops at its trial count and 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -287,6 +289,7 @@ def test_sigterm_outside_training_ends_the_sweep_as_ctrl_c_does(monkeypatch, tmp
 
     monkeypatch.setattr(runner, "run_trial", trial_that_gets_sigterm)
     monkeypatch.setattr(runner, "recover_orphans", lambda study: [])
+    monkeypatch.setattr(runner, "sweep_trials", lambda study: [])
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
         runner.work(None, None, tmp_path, max_trials=5, log=lambda line: None)
@@ -331,3 +334,67 @@ def test_a_moved_sweep_folder_opens_its_own_study(data_dir, tmp_path):
     assert str(moved.resolve()) in read_sweep(moved)["storage"]
     study, spec = open_sweep(moved)
     assert len(study.get_trials()) == 2 and spec.varied == ["train.lr"]
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(data_dir, tmp_path_factory) -> Path:
+    """A finished grid of two trials of a few steps each, to copy and damage."""
+    root = tmp_path_factory.mktemp("finished-sweep")
+    spec = write_spec(root / "s.toml", data_dir, '[grid]\n"train.lr" = [0.001, 0.002]\n', steps=4)
+    assert main(["sweep", "run", str(spec), "--out", str(root / "sweep")]) == 0
+    return root / "sweep"
+
+
+def own_copy(sweep: Path, to: Path) -> Path:
+    """A copy of a sweep folder that keeps its study in its own study.sqlite (not the original's), no report."""
+    import shutil
+
+    copy = Path(shutil.copytree(sweep, to))
+    shutil.rmtree(copy / "report", ignore_errors=True)
+    record = json.loads((copy / "sweep.json").read_text())
+    (copy / "sweep.json").write_text(json.dumps({**record, "storage": f"sqlite:///{copy / 'study.sqlite'}"}))
+    return copy
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("UPDATE trial_user_attributes SET value_json = '{broken' WHERE key = 'runs'", "is damaged and cannot be read (JSONDecodeError"),
+    ("UPDATE trial_params SET param_value = 'nan'", "is damaged and cannot be read (ValueError"),
+    ("UPDATE trial_params SET distribution_json = '{bad'", "is damaged and cannot be read (JSONDecodeError"),
+    ("UPDATE trial_values SET value = NULL", "is damaged and cannot be read (AssertionError)"),
+    ("UPDATE study_user_attributes SET value_json = '{x' WHERE key = 'spec'", "study.sqlite is damaged and cannot be read"),
+    ("UPDATE study_user_attributes SET value_json = '[1]' WHERE key = 'spec'", "its recorded spec is not a table"),
+    ("DELETE FROM trial_user_attributes WHERE key = 'runs'", "trial 0 records no runs"),
+    ("UPDATE trial_user_attributes SET value_json = '[1, 2]' WHERE key = 'runs'", "trial 0 records no runs"),
+    ("UPDATE trial_user_attributes SET value_json = json_set(value_json, '$[0].select_bpb', 'low') WHERE key = 'runs'",
+     "trial 0 records a run whose select_bpb is 'low'"),
+    ("UPDATE trial_user_attributes SET value_json = json_remove(value_json, '$[0].params') WHERE key = 'runs'",
+     "trial 0 records a run whose params is None"),
+    ("UPDATE trial_user_attributes SET value_json = '\"x\"' WHERE key = 'seconds'", "trial 0 records 'x' seconds"),
+])
+def test_a_damaged_study_database_is_one_line_naming_it(finished_sweep, tmp_path, capsys, damage, message):
+    """`sweep report`, `sweep worker` and the GUI's progress read the study: a damaged one is one sentence each,
+    exit 2, and nothing is written."""
+    import sqlite3
+
+    from nslm.errors import NslmError
+    from nslm.gui.sweeps_tab import progress_markdown
+
+    sweep = own_copy(finished_sweep, tmp_path / "sweep")
+    with contextlib.closing(sqlite3.connect(sweep / "study.sqlite")) as db, db:
+        assert db.execute(damage).rowcount > 0
+    for argv in (["sweep", "report", str(sweep)], ["sweep", "worker", str(sweep)]):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+    assert not (sweep / "report").exists()
+    with pytest.raises(NslmError, match=re.escape(message)):
+        progress_markdown(sweep)
+
+
+def test_a_study_file_that_is_not_a_database_is_one_line(finished_sweep, tmp_path, capsys):
+    sweep = own_copy(finished_sweep, tmp_path / "sweep")
+    (sweep / "study.sqlite").write_bytes(bytes(range(256)) * 20)
+    assert main(["sweep", "report", str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open the study storage" in err and "not a database" in err and err.count("\n") == 1, err

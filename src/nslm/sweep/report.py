@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from nslm.atomic import atomic_dir
 from nslm.errors import NslmError
 from nslm.eval.report import jsonable
+from nslm.sweep.runner import sweep_trials
 from nslm.sweep.spec import SweepSpec
 
 RUN_COLUMNS = ("trial", "seed", "params_total", "params_non_embedding", "tokens", "elapsed_s", "compute_flops",
@@ -34,8 +35,9 @@ NOT_IN_TABLES = ("curve", "folder", "selected_by", "data_meta", "train_curve")
 def collect(study: optuna.Study, spec: SweepSpec) -> dict:
     """{"runs": one dict per trial and seed, "trials": one per finished trial, "failed": [...]} from the study."""
     runs, trials, failed = [], [], []
-    retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
-    for t in study.get_trials(deepcopy=False):
+    every = sweep_trials(study)
+    retried = {t.user_attrs.get("retry_of") for t in every}
+    for t in every:
         settings = t.user_attrs.get("settings", {})
         if t.state == TrialState.FAIL and t.number not in retried:
             failed.append({"trial": t.number, **settings, "error": t.user_attrs.get("error", "")})
@@ -270,7 +272,7 @@ def _json(data: dict) -> str:
 
 def _markdown(title: str, spec: SweepSpec, data: dict, tables: dict, drawn: list, study: optuna.Study) -> str:
     split = _split_name(data)
-    states = [t.state for t in study.get_trials(deepcopy=False)]
+    states = [t.state for t in sweep_trials(study)]
     held = ", ".join(f"{k}={v}" for k, v in spec.fixed.items()) or "the preset's settings"
     budget = ", ".join(f"{v} {k}" for k, v in spec.budget.items())
     parts = [f"# Sweep {title}\n",

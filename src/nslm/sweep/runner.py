@@ -169,12 +169,14 @@ def _create_or_join(url: str, name: str, spec: SweepSpec, out: Path) -> optuna.S
 def load_study(storage, name: str | None, spec: SweepSpec | None = None) -> optuna.Study:
     """The study `name` in `storage` (a URL or an opened storage); with no name, the storage's only study.
     With the `spec`, the study samples new search trials with its TPE sampler."""
+    url = storage if isinstance(storage, str) else None
     if isinstance(storage, str):
         path = storage[len("sqlite:///"):] if storage.startswith("sqlite:///") else None
         if path is not None and not Path(path).is_file():  # opening would create an empty one
             raise NslmError(f"there is no study storage at {path}; start the sweep with nslm sweep run SPEC --out DIR")
         storage = open_storage(storage)
-    names = [s.study_name for s in storage.get_all_studies()]
+    with _reading(f"the study storage {url}" if url else "the study storage"):
+        names = [s.study_name for s in storage.get_all_studies()]
     if name is None:
         if len(names) != 1:
             raise NslmError(f"the storage holds {len(names)} studies ({', '.join(names) or 'none'}); name one with --study")
@@ -182,17 +184,80 @@ def load_study(storage, name: str | None, spec: SweepSpec | None = None) -> optu
     if name not in names:
         raise NslmError(f"the storage holds no study {name!r}; its studies: {', '.join(names) or 'none'}")
     sampler = sampler_for(spec) if spec is not None else None
-    return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    with _reading(f"study {name!r} in {url}" if url else f"study {name!r}"):
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
 
 
 def study_spec(study: optuna.Study) -> SweepSpec:
     """The spec a study was created with (workers on other machines read it from the storage)."""
     for _ in range(100):  # the creator records it just after the grid is enqueued
-        spec = study.user_attrs.get("spec")
+        with _reading(f"study {study.study_name!r}"):
+            spec = study.user_attrs.get("spec")
         if spec:
+            if not isinstance(spec, dict):
+                raise NslmError(f"study {study.study_name!r} is damaged: its recorded spec is not a table")
             return SweepSpec.from_dict(spec)
         time.sleep(0.1)
     raise NslmError(f"study {study.study_name!r} was not made by nslm sweep run (it records no spec)")
+
+
+@contextlib.contextmanager
+def _reading(what: str) -> Iterator[None]:
+    """What Optuna raises while it reads a damaged database (text that is not JSON, a value of the wrong type
+    in a column, a missing table: JSONDecodeError, ValueError, AssertionError, SQLAlchemy's errors...) as one
+    NslmError naming `what` it read."""
+    try:
+        yield
+    except NslmError:
+        raise
+    except Exception as exc:  # every one means "cannot be read", as in open_storage
+        first = (str(exc).splitlines() or [""])[0][:200]
+        detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        raise NslmError(f"{what} is damaged and cannot be read ({detail})") from None
+
+
+# what a finished trial's "runs" record must hold for progress and reports: each run's field and its kind
+_NUMBER = (int, float)
+RUN_FIELDS = {"seed": int, "folder": str, "selected_by": str, "params": dict, "kept": dict, "curve": list,
+              "tokens": _NUMBER, "elapsed_s": _NUMBER, "flops_per_token": _NUMBER, "select_bpb": _NUMBER}
+
+
+def sweep_trials(study: optuna.Study) -> list:
+    """The study's trials, read once, each finished one's records checked (settings, runs, a finite value):
+    an NslmError naming the study and trial instead of a traceback from a damaged database."""
+    with _reading(f"study {study.study_name!r}"):
+        trials = study.get_trials(deepcopy=False)
+        attrs = [t.user_attrs for t in trials]
+    for t, a in zip(trials, attrs):
+        if t.state != TrialState.COMPLETE:
+            continue
+        problem = _record_problem(t.value, a)
+        if problem:
+            raise NslmError(f"study {study.study_name!r} is damaged: trial {t.number} {problem}")
+    return trials
+
+
+def _finite(value) -> bool:
+    return isinstance(value, _NUMBER) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+
+
+def _record_problem(value, attrs: dict) -> str | None:
+    if not _finite(value):
+        return f"has the value {value!r}, not a finite number"
+    if not isinstance(attrs.get("settings"), dict):
+        return "records no settings"
+    runs = attrs.get("runs")
+    if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
+        return "records no runs"
+    for run in runs:
+        for field, kind in RUN_FIELDS.items():
+            if not isinstance(run.get(field), kind) or (kind is _NUMBER and not _finite(run[field])):
+                return f"records a run whose {field} is {run.get(field)!r}"
+        if not all(_finite(run["params"].get(k)) for k in ("total", "non_embedding")):
+            return "records a run without its parameter counts"
+    if "seconds" in attrs and not _finite(attrs["seconds"]):
+        return f"records {attrs['seconds']!r} seconds"
+    return None
 
 
 # ---------------------------------------------------------------- trials
@@ -400,7 +465,7 @@ def run_trial(study: optuna.Study, spec: SweepSpec, out: Path) -> optuna.trial.F
 
 def progress(study: optuna.Study, spec: SweepSpec) -> dict:
     """Where a sweep stands: trials done of all, running, failed, the best so far and the time left."""
-    trials = study.get_trials(deepcopy=False)
+    trials = sweep_trials(study)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     running = [t for t in trials if t.state == TrialState.RUNNING]
@@ -451,6 +516,7 @@ def work(study: optuna.Study, spec: SweepSpec, out: Path, max_trials: int | None
     """Run trials until the sweep is done (or `max_trials` of them); returns how many this worker ran."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     out = Path(out).absolute()  # trial folders are recorded in the study, read from any working folder
+    sweep_trials(study)  # a damaged study is refused before a trial starts
     with _sigterm_stops():
         return _work_loop(study, spec, out, max_trials, log)
 
