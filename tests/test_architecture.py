@@ -24,7 +24,7 @@ FORBIDDEN = [
     *((area, "sweep") for area in ("data", "tokenizer", "models", "train", "generate", "eval", "interop", "bench")),
 ]
 # The modules below every area import none of the areas; the weight files know the model configs only.
-BASE = ("errors", "atomic", "device", "sampling")
+BASE = ("errors", "atomic", "device", "sampling", "hub")
 AREAS = ("data", "tokenizer", "models", "train", "generate", "eval", "interop", "gui", "bench", "sweep")
 ABOVE_MODELS = ("data", "tokenizer", "train", "generate", "eval", "interop", "gui", "bench", "sweep")
 # Own modules are imported at module level; a function-local import is kept only in the command-line

@@ -110,6 +110,7 @@ def test_hub_download_through_huggingface_hub(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
     monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
+    monkeypatch.setattr("nslm.hub.host_resolves", lambda: True)
     assert list(read_hub("valid")) == STORIES
     assert calls == [("roneneldan/TinyStories", "TinyStories-valid.txt", "dataset")]
 
@@ -132,11 +133,37 @@ def test_hub_failure_is_one_sentence(monkeypatch, tmp_path, capsys):
 
     monkeypatch.setitem(sys.modules, "datasets", None)
     monkeypatch.setattr("huggingface_hub.hf_hub_download", offline)
+    monkeypatch.setattr("nslm.hub.host_resolves", lambda: True)  # reachable, and the download fails
     code = main(["data", "prepare", "--source", "hf", "--out", str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "could not download roneneldan/TinyStories" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_offline_the_hub_is_not_retried_and_the_cache_is_used(monkeypatch, tmp_path, capsys):
+    """When the hub's host does not resolve, hf_hub_download is asked for the cached file only (no retries,
+    no retry lines); a file not in the cache is one sentence saying so."""
+    local = tmp_path / "cached-valid.txt"
+    local.write_text("".join(f"{s}\n{EOT}\n" for s in STORIES))
+    asked = []
+
+    def cache_only(repo_id, filename, repo_type, local_files_only=False):
+        asked.append(local_files_only)
+        if filename == "TinyStories-valid.txt":
+            return str(local)
+        from huggingface_hub.errors import LocalEntryNotFoundError
+        raise LocalEntryNotFoundError("not in the cache")
+
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", cache_only)
+    monkeypatch.setattr("socket.getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(OSError("no DNS")))
+    assert list(read_hub("valid")) == STORIES
+    code = main(["data", "prepare", "--source", "hf", "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(asked) >= 2 and all(asked) and err.count("\n") == 1, err
+    assert "its host name does not resolve" in err and "TinyStories-train.txt" in err and "Retrying" not in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_prepare_from_hub_mocked(monkeypatch, tmp_path, story_files):
@@ -145,6 +172,7 @@ def test_prepare_from_hub_mocked(monkeypatch, tmp_path, story_files):
     monkeypatch.setitem(sys.modules, "datasets", None)
     monkeypatch.setattr("huggingface_hub.hf_hub_download",
                         lambda repo_id, filename, repo_type: str(files[filename]))
+    monkeypatch.setattr("nslm.hub.host_resolves", lambda: True)
     out = tmp_path / "hub"
     assert main(["data", "prepare", "--source", "hf", "--out", str(out), "--vocab-size", "300",
                  "--max-stories", "200", "--quiet"]) == 0

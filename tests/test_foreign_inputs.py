@@ -195,3 +195,23 @@ def test_bad_device_values_are_one_line_in_every_command(tiny_run, no_cuda, caps
                                   (bench_train, "nope", "is not a device"), (bench_gen, "tpu", "is not a device"),
                                   (gen, "tpu", "is not a device")]:
         refused_in_one_line(capsys, [*args, "--device", value], f"--device {value}", fragment)
+
+
+def test_offline_a_hub_id_is_looked_up_in_the_cache_only(monkeypatch, capsys):
+    """Where the hub's host does not resolve, `hf:ORG/NAME` asks transformers for cached files only (one line at
+    once, not five retries with a line each); a resolving host lets it download."""
+    import transformers
+
+    asked = []
+
+    def from_pretrained(target, local_files_only=False, **kwargs):
+        asked.append(local_files_only)
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    monkeypatch.setattr("nslm.hub.host_resolves", lambda: False)
+    refused_in_one_line(capsys, ["generate", "--model", "hf:someone/tiny-model", "Once"], "hf:someone/tiny-model",
+                        "tokenizer does not load")
+    monkeypatch.setattr("nslm.hub.host_resolves", lambda: True)
+    refused_in_one_line(capsys, ["generate", "--model", "hf:someone/tiny-model", "Once"], "hf:someone/tiny-model")
+    assert asked == [True, False]

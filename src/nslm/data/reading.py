@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from nslm import hub
 from nslm.errors import NslmError, parse_json, what_is_there
 from nslm.tokenizer.detok import EOT
 
@@ -353,9 +354,7 @@ def read_hub(split: str, dataset: str = HUB_DATASET, on_oversized: OnOversized |
                 elif story:
                     yield story
             return
-        from huggingface_hub import hf_hub_download
-
-        local = hf_hub_download(repo_id=dataset, filename=HUB_FILES[split], repo_type="dataset")
+        local = _hub_download(dataset, HUB_FILES[split])
     except NslmError:
         raise
     except Exception as exc:  # network, auth and hub errors come in many types
@@ -363,3 +362,20 @@ def read_hub(split: str, dataset: str = HUB_DATASET, on_oversized: OnOversized |
                         f"{str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}; "
                         "give local files with --train/--valid instead") from exc
     yield from read_file(Path(local), "eot", on_oversized)
+
+
+
+def _hub_download(dataset: str, filename: str) -> str:
+    """The local path of a dataset file, downloaded with hf_hub_download into the hub's cache; offline, only
+    the cache is tried, at once."""
+    from huggingface_hub import hf_hub_download
+
+    with hub.quiet():
+        if hub.host_resolves():
+            return hf_hub_download(repo_id=dataset, filename=filename, repo_type="dataset")
+        try:
+            return hf_hub_download(repo_id=dataset, filename=filename, repo_type="dataset", local_files_only=True)
+        except Exception:  # not in the cache: the hub library's many error types all mean that here
+            raise NslmError(f"cannot reach the Hugging Face hub for {dataset} ({filename}): its host name does not "
+                            "resolve (offline?), and the file is not in the local hub cache; "
+                            "give local files with --train/--valid instead") from None

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 
+from nslm import hub
 from nslm.errors import NslmError
 from nslm.interop import layouts, llama2c_format
 from nslm.models import ModelConfig
@@ -407,6 +408,8 @@ def load_hf(target: str) -> ForeignModel:
     spec = f"hf:{target}"
     if not local and (folder.exists() or target.startswith((".", "/", "~")) or target.count("/") > 1):
         raise NslmError(f"{target} is not a folder with a transformers model (config.json and weights)")
+    # offline, a hub id is looked up in the local cache only, at once, instead of after retries
+    cache_only = local or not hub.host_resolves()
     logging = transformers.utils.logging
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # nslm says in one line what is wrong; transformers' warnings are noise here
@@ -417,14 +420,16 @@ def load_hf(target: str) -> ForeignModel:
             cfg = _hf_config(transformers, folder, spec, len(header))
             _check_hf_fits(transformers, cfg, header, spec)
         try:
-            tok = transformers.AutoTokenizer.from_pretrained(target, local_files_only=local)
+            with hub.quiet():
+                tok = transformers.AutoTokenizer.from_pretrained(target, local_files_only=cache_only)
         except Exception as exc:  # the tokenizers library raises its own exception types
             raise NslmError(f"{spec}: its tokenizer does not load ({_first_line(exc)})") from None
         try:
             extra = {"config": cfg} if cfg is not None else {}
-            hf_model, info = transformers.AutoModelForCausalLM.from_pretrained(
-                target, dtype=torch.float32, local_files_only=local, use_safetensors=True, output_loading_info=True,
-                **extra)
+            with hub.quiet():
+                hf_model, info = transformers.AutoModelForCausalLM.from_pretrained(
+                    target, dtype=torch.float32, local_files_only=cache_only, use_safetensors=True,
+                    output_loading_info=True, **extra)
         except NslmError:
             raise
         except Exception as exc:
