@@ -325,3 +325,17 @@ def test_a_damaged_index_is_one_sentence_naming_it(index, tmp_path, damage, says
         loaded.embedder = full.embedder
         loaded.nearest(stories[0])
     assert says in str(caught.value), str(caught.value)
+
+
+def test_an_index_folder_that_cannot_be_written_is_refused_before_the_embedder_loads(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.txt").write_text("".join(f"{s}\n<|endoftext|>\n" for s in synthetic_stories(3)), encoding="utf-8")
+    (tmp_path / "a-file").write_text("not a folder")
+
+    def no_loading():
+        raise AssertionError("the embedder was loaded before the index folder was checked")
+
+    monkeypatch.setattr(novelty, "load_embedder", no_loading)
+    with pytest.raises(NslmError, match="cannot write --index-dir .*a-file/index: .*a-file is a file"):
+        novelty.NoveltyIndex.build(data, folder=tmp_path / "a-file" / "index")

@@ -27,6 +27,7 @@ import numpy as np
 
 from nslm.atomic import atomic_dir, atomic_write_json, complete_dir, install_dir, read_json, recover_dir
 from nslm.errors import NslmError
+from nslm.outputs import check_output_location
 from nslm.eval.sampling import mean_se
 from nslm.tokenizer import EOT
 
@@ -249,6 +250,7 @@ class NoveltyIndex:
         n = sum(1 for _ in iter_stories(train, limit))
         if n == 0:
             raise NslmError(f"{train} holds no stories.")
+        check_output_location(folder, "--index-dir")  # before the embedder loads (seconds, and its progress bar)
         embedder = embedder or load_embedder()
         want = {"format": "nslm-novelty-index", "version": INDEX_VERSION, "embed_model": EMBED_MODEL,
                 "dim": cls.embedding_dimension(embedder), "stories": n, "limit": limit, "train": train_fingerprint(train),
