@@ -1,7 +1,7 @@
 """The README's 10-minute CPU figure: training loss against tokens and against wall time, and the validation
 bits per byte each run ended with, for the runs `studies/cpu10.sh` made.
 
-    python studies/cpu10_plot.py RUN_FOLDER... [--out docs/img/cpu-10-minutes.png] [--keep docs/study/cpu10]
+    python studies/cpu10_plot.py RUN_FOLDER... [--out docs/img/cpu-10-minutes.png] [--keep docs/study/cpu10] [--title T]
 
 Each run's metrics.jsonl and config.json are copied to KEEP/NAME/ (so the plot can be redrawn without the runs);
 given no run folders, the plot is redrawn from KEEP. Prints one Markdown table row per run.
@@ -25,7 +25,8 @@ def label(config: dict) -> str:
     text = f"{t.get('optimizer', 'adamw')}, batch {t['batch_size']}, lr {t['lr']:g}"
     if t.get("adamw_lr_ratio", 1) != 1:
         text += f" (AdamW part x{t['adamw_lr_ratio']:g})"
-    return text + (f", cooldown {t['cooldown']:g}" if t.get("cooldown") is not None else ", cosine")
+    text += f", cooldown {t['cooldown']:g}" if t.get("cooldown") is not None else ", cosine"
+    return text + (f" to {t['min_lr_ratio']:g}" if t.get("min_lr_ratio", 0.1) != 0.1 else "")
 
 
 def smooth(values: list[float], k: int = 5) -> list[float]:
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("runs", nargs="*", type=Path)
     ap.add_argument("--out", type=Path, default=Path("docs/img/cpu-10-minutes.png"))
     ap.add_argument("--keep", type=Path, default=Path("docs/study/cpu10"))
+    ap.add_argument("--title", default="transformer-1m from scratch on the 2-core CPU, 10 minutes")
     args = ap.parse_args()
     for run in args.runs:
         (args.keep / run.name).mkdir(parents=True, exist_ok=True)
@@ -71,7 +73,7 @@ def main() -> None:
     for ax in (by_tokens, by_time):
         ax.grid(alpha=0.3)
     by_tokens.legend(fontsize=8)
-    fig.suptitle("transformer-1m from scratch on the 2-core CPU, 10 minutes")
+    fig.suptitle(args.title)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out)

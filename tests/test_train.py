@@ -275,7 +275,7 @@ def test_batch_size_follows_the_device_unless_a_setting_or_the_preset_gives_it(d
         config = resolve_run_config(data_dir, preset, overrides=list(overrides), train_options={"device": "cpu"})
         return config["train"]["batch_size"]
 
-    assert batch("transformer-1m") == DEFAULT_BATCH_SIZE["cpu"] == 8  # written into config.json as a number
+    assert batch("transformer-1m") == DEFAULT_BATCH_SIZE["cpu"] == 16  # written into config.json as a number
     assert batch("transformer-1m", "train.batch_size=3") == 3
     assert batch("transformer-1m-long") == 32  # the shipped model's recipe keeps its batch on any device
     assert TrainConfig().for_device(torch.device("cuda")).batch_size == DEFAULT_BATCH_SIZE["cuda"] == 32

@@ -17,9 +17,10 @@ from nslm.train.optim import OPTIMIZERS
 from nslm.models.config import check_field_types, check_known_fields
 
 
-# train.batch_size when unset, by device type. On the 2-core CPU the 1M Transformer trains at about the same
-# tokens/s from 4 to 32 windows a step, and at equal tokens smaller steps learn more (README "Training").
-DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 32, "mps": 32}
+# train.batch_size when unset, by device type. On a 2-core CPU the 1M Transformer trains at about the same
+# tokens/s from 4 to 32 windows a step; at the 3.7M tokens of a 10-minute run 16 windows learned most per token
+# (8 lead up to about 1M tokens, 32 trail throughout: README "Training").
+DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 32, "mps": 32}
 
 
 @dataclass
