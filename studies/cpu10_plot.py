@@ -29,6 +29,13 @@ def label(config: dict) -> str:
     return text + (f" to {t['min_lr_ratio']:g}" if t.get("min_lr_ratio", 0.1) != 0.1 else "")
 
 
+class _Nowhere:
+    """Stands in for the wall-time panel when it is left out: every drawing call does nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
 def smooth(values: list[float], k: int = 5) -> list[float]:
     return [sum(values[max(0, i - k + 1): i + 1]) / len(values[max(0, i - k + 1): i + 1]) for i in range(len(values))]
 
@@ -39,13 +46,19 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("docs/img/cpu-10-minutes.png"))
     ap.add_argument("--keep", type=Path, default=Path("docs/study/cpu10"))
     ap.add_argument("--title", default="transformer-1m from scratch on the 2-core CPU, 10 minutes")
+    ap.add_argument("--tokens-only", action="store_true",
+                    help="leave out the wall-time panel (runs that shared the machine: their times mean nothing)")
     args = ap.parse_args()
     for run in args.runs:
         (args.keep / run.name).mkdir(parents=True, exist_ok=True)
         for name in ("metrics.jsonl", "config.json", "status.json"):
             shutil.copyfile(run / name, args.keep / run.name / name)
     folders = sorted(p for p in args.keep.iterdir() if (p / "metrics.jsonl").is_file())
-    fig, (by_tokens, by_time) = plt.subplots(1, 2, figsize=(11, 4), dpi=100, sharey=True)
+    if args.tokens_only:
+        fig, by_tokens = plt.subplots(1, 1, figsize=(7, 4.5), dpi=100)
+        by_time = _Nowhere()
+    else:
+        fig, (by_tokens, by_time) = plt.subplots(1, 2, figsize=(11, 4), dpi=100, sharey=True)
     print("| run | recipe | steps | tokens | tokens/s | wall time | validation bits per byte (last evaluation) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for index, folder in enumerate(folders):
@@ -60,8 +73,9 @@ def main() -> None:
         by_time.plot([r["elapsed_s"] / 60 for r in evals], [r["val_loss"] for r in evals], "o", ms=4, color=line.get_color())
         last = evals[-1]
         bpb_axis_note = f"{last['val_bpb']:.3f} bpb"
-        by_time.annotate(bpb_axis_note, (last["elapsed_s"] / 60, last["val_loss"]), fontsize=8, color=line.get_color(),
-                         xytext=(4, 8 - 9 * index), textcoords="offset points")  # apart when they end close
+        ax, x = (by_tokens, last["tokens"] / 1e6) if args.tokens_only else (by_time, last["elapsed_s"] / 60)
+        ax.annotate(bpb_axis_note, (x, last["val_loss"]), fontsize=8, color=line.get_color(),
+                    xytext=(4, 8 - 9 * index), textcoords="offset points")  # apart when they end close
         rate = last["tokens"] / last["elapsed_s"]
         print(f"| {folder.name} | {label(config)} | {last['step']:,} | {last['tokens'] / 1e6:.2f}M | {rate:,.0f} | "
               f"{last['elapsed_s'] / 60:.1f} min | **{last['val_bpb']:.3f}** |")
