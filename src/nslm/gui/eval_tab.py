@@ -79,12 +79,13 @@ def index_markdown(ctx: Context) -> str:
         return "No data folder: start the app with `nslm gui --data DIR` to build a novelty index."
     coverage, total = index_coverage(ctx.data_dir), train_stories(ctx.data_dir)
     if coverage is None:
-        about = f" (about {duration(build_seconds(total))} for {total:,} stories)" if total else ""
+        about = f" (about {duration(build_seconds(total, ctx.data_dir))} for {total:,} stories)" if total else ""
         return f"No novelty index for `{ctx.data_dir}` yet. *Build the novelty index*{about}."
     embedded, stories = coverage
     if embedded < stories:
         return (f"The novelty index of `{ctx.data_dir}` covers the first **{embedded:,} of {stories:,}** training "
-                f"stories (a partial index). Building it whole takes about {duration(build_seconds(stories))}.")
+                f"stories (a partial index). Building the rest takes about "
+                f"{duration(build_seconds(stories - embedded, ctx.data_dir))}.")
     return f"The novelty index of `{ctx.data_dir}` covers all **{stories:,}** training stories."
 
 

@@ -18,9 +18,11 @@ from nslm.eval.steps import STEP_NAMES as STEPS
 from nslm.gui.processes import DetachedJobs
 
 INDEX_JOB = "novelty-index"
-# Embedding speed of all-MiniLM-L6-v2 on the 2-core CPU, length-sorted (NoveltyIndex.build): 12.0 stories/s
-# idle; an app in use beside it takes some of that.
+# Embedding speed of all-MiniLM-L6-v2 on 2-core CPUs, length-sorted (NoveltyIndex.build), until this machine's
+# own build of the index has measured it: about 10 stories/s on the Zen 1 machine with an app in use beside it
+# (12.0 idle) and 20.8 idle on the Zen 3 one (README "Benchmarks"). Estimates take the slower.
 EMBED_STORIES_PER_S = 10.0
+EMBED_STORIES_PER_S_FAST = 20.8
 QUICK_STORIES = 1000  # what `nslm eval all --quick` embeds (EvalOptions.apply_quick)
 # Everything but the index in a quick evaluation of a 1M model ("a few minutes on a 2-core CPU").
 QUICK_OTHER_S = 180
@@ -61,8 +63,26 @@ def index_coverage(data_dir: Path | None) -> tuple[int, int] | None:
     return int(meta.get("stories", 0)), int(meta.get("ngram_stories") or meta.get("stories", 0))
 
 
-def build_seconds(stories: int) -> float:
-    return stories / EMBED_STORIES_PER_S
+def measured_rate(data_dir: Path | None) -> float | None:
+    """Stories/s that this machine's build of the data folder's index measured (its saved progress, or the
+    finished index's record), or None before it has embedded anything."""
+    if data_dir is None:
+        return None
+    folder = NoveltyIndex.default_folder(data_dir)
+    for record, done in ((read_json(NoveltyIndex.partial_folder(folder) / "progress.json"), "embedded"),
+                         (read_json(folder / "meta.json"), "stories")):
+        if not isinstance(record, dict):
+            continue
+        stories, seconds = record.get(done), record.get("seconds", record.get("build_seconds"))
+        if isinstance(stories, int) and isinstance(seconds, (int, float)) and stories > 0 and seconds >= 5:
+            return stories / seconds
+    return None
+
+
+def build_seconds(stories: int, data_dir: Path | None = None) -> float:
+    """Seconds to embed `stories`: at the rate this machine measured for the data folder, else the slower
+    2-core figure."""
+    return stories / (measured_rate(data_dir) or EMBED_STORIES_PER_S)
 
 
 def estimate_seconds(data_dir: Path | None, quick: bool) -> float | None:
@@ -73,7 +93,7 @@ def estimate_seconds(data_dir: Path | None, quick: bool) -> float | None:
         return QUICK_OTHER_S if quick else None
     covered = (index_coverage(data_dir) or (0, 0))[0]
     wanted = min(QUICK_STORIES, total) if quick else total
-    return build_seconds(max(0, wanted - covered)) + (QUICK_OTHER_S if quick else 0)
+    return build_seconds(max(0, wanted - covered), data_dir) + (QUICK_OTHER_S if quick else 0)
 
 
 class EvaluationJobs:
@@ -154,8 +174,15 @@ class EvaluationJobs:
             return f"novelty index: not started now ({exc})"
         stories = train_stories(data_dir)
         done = coverage[0] if coverage is not None else 0  # a stopped build's stories: it goes on from there
-        minutes = max(1, round(build_seconds(max(0, (stories or 0) - done)) / 60))
-        about = f", about {minutes} minute{'s' if minutes > 1 else ''} on a 2-core CPU" if stories else ""
+        left = max(0, (stories or 0) - done)
+        if measured_rate(data_dir):
+            minutes = max(1, round(build_seconds(left, data_dir) / 60))
+            about = f", about {minutes} minute{'s' if minutes > 1 else ''} here"
+        else:
+            fast, slow = (max(1, round(left / rate / 60)) for rate in (EMBED_STORIES_PER_S_FAST, EMBED_STORIES_PER_S))
+            span = f"{fast}-{slow} minutes" if fast < slow else f"{slow} minute{'s' if slow > 1 else ''}"
+            about = f", about {span} on a 2-core CPU"
+        about = about if stories else ""
         going_on = f"going on from the {done:,} stories embedded before, " if done else ""
         return (f"novelty index: building it for {data_dir} in the background{about}; {going_on}the closest "
                 "training story shows from its first stories on, among those embedded so far")
