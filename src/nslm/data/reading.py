@@ -364,7 +364,6 @@ def read_hub(split: str, dataset: str = HUB_DATASET, on_oversized: OnOversized |
     yield from read_file(Path(local), "eot", on_oversized)
 
 
-
 def _hub_download(dataset: str, filename: str) -> str:
     """The local path of a dataset file, downloaded with hf_hub_download into the hub's cache; offline, only
     the cache is tried, at once."""

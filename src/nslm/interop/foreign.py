@@ -413,30 +413,29 @@ def load_hf(target: str) -> ForeignModel:
     logging = transformers.utils.logging
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # nslm says in one line what is wrong; transformers' warnings are noise here
-    try:
-        cfg = None
-        if local:
-            header = _hf_header(_hf_weight_files(folder, spec), spec)
-            cfg = _hf_config(transformers, folder, spec, len(header))
-            _check_hf_fits(transformers, cfg, header, spec)
+    with hub.quiet():  # and the hub library's retry lines
         try:
-            with hub.quiet():
+            cfg = None
+            if local:
+                header = _hf_header(_hf_weight_files(folder, spec), spec)
+                cfg = _hf_config(transformers, folder, spec, len(header))
+                _check_hf_fits(transformers, cfg, header, spec)
+            try:
                 tok = transformers.AutoTokenizer.from_pretrained(target, local_files_only=cache_only)
-        except Exception as exc:  # the tokenizers library raises its own exception types
-            raise NslmError(f"{spec}: its tokenizer does not load ({_first_line(exc)})") from None
-        try:
-            extra = {"config": cfg} if cfg is not None else {}
-            with hub.quiet():
+            except Exception as exc:  # the tokenizers library raises its own exception types
+                raise NslmError(f"{spec}: its tokenizer does not load ({_first_line(exc)})") from None
+            try:
+                extra = {"config": cfg} if cfg is not None else {}
                 hf_model, info = transformers.AutoModelForCausalLM.from_pretrained(
                     target, dtype=torch.float32, local_files_only=cache_only, use_safetensors=True,
                     output_loading_info=True, **extra)
-        except NslmError:
-            raise
-        except Exception as exc:
-            raise NslmError(f"could not load transformers model {target} ({_first_line(exc)})") from None
-        _check_hf_loaded(hf_model, info, spec)
-    finally:
-        logging.set_verbosity(verbosity)
+            except NslmError:
+                raise
+            except Exception as exc:
+                raise NslmError(f"could not load transformers model {target} ({_first_line(exc)})") from None
+            _check_hf_loaded(hf_model, info, spec)
+        finally:
+            logging.set_verbosity(verbosity)
     cfg = hf_model.config
     context = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 2048
     if not isinstance(context, int) or isinstance(context, bool) or context < 1:

@@ -32,10 +32,10 @@ RUN_COLUMNS = ("trial", "seed", "params_total", "params_non_embedding", "tokens"
 NOT_IN_TABLES = ("curve", "folder", "selected_by", "data_meta", "train_curve")
 
 
-def collect(study: optuna.Study, spec: SweepSpec) -> dict:
-    """{"runs": one dict per trial and seed, "trials": one per finished trial, "failed": [...]} from the study."""
+def collect(every: list, spec: SweepSpec) -> dict:
+    """{"runs": one dict per trial and seed, "trials": one per finished trial, "failed": [...]} from the study's
+    trials (`sweep_trials`)."""
     runs, trials, failed = [], [], []
-    every = sweep_trials(study)
     retried = {t.user_attrs.get("retry_of") for t in every}
     for t in every:
         settings = t.user_attrs.get("settings", {})
@@ -242,7 +242,8 @@ def _split_name(data: dict) -> str:
 # ---------------------------------------------------------------- the report
 def write_report(study: optuna.Study, spec: SweepSpec, out: str | Path, title: str = "sweep") -> dict:
     """Collect the study's results and write the report folder `out` (replaced as a whole)."""
-    data = collect(study, spec)
+    every = sweep_trials(study)
+    data = collect(every, spec)
     if not data["trials"]:
         raise NslmError("the sweep has no finished trial yet; run nslm sweep run or worker first")
     varied = spec.varied
@@ -260,7 +261,7 @@ def write_report(study: optuna.Study, spec: SweepSpec, out: str | Path, title: s
                   "effects": (data["effects"], effect_cols), "pareto": (data["pareto"], pareto_cols)}
         for name, (rows, cols) in tables.items():
             (tmp / f"{name}.csv").write_text(to_csv(rows, cols), encoding="utf-8")
-        (tmp / "report.md").write_text(_markdown(title, spec, data, tables, drawn, study), encoding="utf-8")
+        (tmp / "report.md").write_text(_markdown(title, spec, data, tables, drawn, every), encoding="utf-8")
         data["plots"] = [name for name, _ in drawn]
         (tmp / "results.json").write_text(_json(data), encoding="utf-8")
     return data
@@ -270,9 +271,9 @@ def _json(data: dict) -> str:
     return json.dumps(jsonable(data), indent=2) + "\n"
 
 
-def _markdown(title: str, spec: SweepSpec, data: dict, tables: dict, drawn: list, study: optuna.Study) -> str:
+def _markdown(title: str, spec: SweepSpec, data: dict, tables: dict, drawn: list, every: list) -> str:
     split = _split_name(data)
-    states = [t.state for t in sweep_trials(study)]
+    states = [t.state for t in every]
     held = ", ".join(f"{k}={v}" for k, v in spec.fixed.items()) or "the preset's settings"
     budget = ", ".join(f"{v} {k}" for k, v in spec.budget.items())
     parts = [f"# Sweep {title}\n",

@@ -227,11 +227,8 @@ def sweep_trials(study: optuna.Study) -> list:
     an NslmError naming the study and trial instead of a traceback from a damaged database."""
     with _reading(f"study {study.study_name!r}"):
         trials = study.get_trials(deepcopy=False)
-        attrs = [t.user_attrs for t in trials]
-    for t, a in zip(trials, attrs):
-        if t.state != TrialState.COMPLETE:
-            continue
-        problem = _record_problem(t.value, a)
+    for t in trials:
+        problem = _record_problem(t.value, t.user_attrs) if t.state == TrialState.COMPLETE else None
         if problem:
             raise NslmError(f"study {study.study_name!r} is damaged: trial {t.number} {problem}")
     return trials
