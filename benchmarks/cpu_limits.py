@@ -1,7 +1,7 @@
 """How far the CPU lets a training step go: the matrix products of transformer-1m's step through PyTorch's BLAS
-beside NumPy's, and nslm's training step (the preset's optimizer, 8 windows a step) in one process of all
-threads beside one single-thread process per core run side by side (data parallelism's best case: no gradient
-exchange). Figures, not a test; run it on an idle machine.
+beside NumPy's, the square one on a single thread (how much the second core adds), and nslm's training step
+(the preset's optimizer, 8 windows a step) in one process of all threads beside one single-thread process per
+core run side by side (data parallelism's best case: no gradient exchange). Figures, not a test; run it on an idle machine.
 
     python benchmarks/cpu_limits.py [--repeats 3]
 """
@@ -79,6 +79,11 @@ def main() -> None:
         flops = 2 * m * k * n
         ours, theirs = (flops / best_seconds(f, args.repeats) / 1e9 for f in (lambda: a @ b, lambda: an @ bn))
         print(f"| {m} x {k} by {k} x {n} | {ours:.1f} | {theirs:.1f} |")
+    square = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    torch.set_num_threads(1)
+    single = 2 * 1024**3 / best_seconds(lambda: square[0] @ square[1], args.repeats) / 1e9
+    torch.set_num_threads(cores)
+    print(f"1024 x 1024 by 1024 x 1024 on one thread (PyTorch): {single:.1f} GFLOP/s")
     one = step_rate(cores, 8)
     worker = [sys.executable, __file__, "--worker", "1", "8"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
