@@ -56,8 +56,12 @@ def test_bench_train_json_is_the_last_line_with_the_speedup(capsys, tmp_path):
     assert figures["tokens_per_s"] == figures["tokens_per_s_by_row"][f"nslm {figures['dtype']}"]
     assert (figures["batch_size"], figures["context"]) == (2, 8)
     assert figures["optimizer"] == "muon"  # the preset's, as nslm train uses it
-    assert main([*tiny, "--json", "--optimizer", "adamw"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["optimizer"] == "adamw"
+    assert main([*tiny, "--json", "--optimizer", "adamw", "--batch-threads", "1"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (figures["optimizer"], figures["batch_threads"]) == ("adamw", 1)
+    # nslm's windows shared out over threads as nslm train does (the tiny batch of 2: at most 2)
+    assert main([*tiny, "--json", "--batch-threads", "2"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["batch_threads"] == 2
 
 
 def test_bench_generate_json_is_the_last_line_with_both_rates(capsys):

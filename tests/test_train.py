@@ -97,10 +97,13 @@ def test_checkpoints_are_safetensors_and_json_only(finished_run):
         assert path.suffix not in (".pt", ".pth", ".pkl", ".bin"), path
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_resume_continues_exactly(tmp_path, data_dir, tiny, optimizer):
+# dropout (its masks drawn from the restored generator) trains on one thread; without, the windows are shared
+# out over two threads (nslm.train.step)
+@pytest.mark.parametrize("optimizer,shards", [("adamw", "model.dropout=0.1"), ("muon", "model.dropout=0.1"),
+                                              ("muon", "train.batch_threads=2")])
+def test_resume_continues_exactly(tmp_path, data_dir, tiny, optimizer, shards):
     common = ["--preset", "transformer-1m", "--data", str(data_dir), "--max-steps", "8",
-              *tiny("train.eval_interval=3", "model.dropout=0.1", f"train.optimizer={optimizer}")]
+              *tiny("train.eval_interval=3", f"train.optimizer={optimizer}", shards)]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     assert train(*common, "--out", str(whole)) == 0
     assert train(*common, "--out", str(parts), "--set", "train.stop_after_steps=4") == 0
@@ -282,6 +285,41 @@ def test_batch_size_follows_the_device_unless_a_setting_or_the_preset_gives_it(d
     assert TrainConfig(batch_size=5).for_device(torch.device("cuda")).batch_size == 5
     with pytest.raises(NslmError, match="train.batch_size must be a positive whole number"):
         TrainConfig(batch_size=0).validate()
+
+
+def test_batch_threads_follow_the_cores_on_a_cpu_only(data_dir, monkeypatch):
+    from nslm.train.run import resolve_run_config
+
+    def shards(*overrides):
+        config = resolve_run_config(data_dir, "transformer-1m", overrides=list(overrides), train_options={"device": "cpu"})
+        return config["train"]["batch_threads"]
+
+    assert shards("train.threads=2") == 2  # written into config.json, so a resume shards the same way
+    assert shards("train.threads=3", "train.batch_size=2") == 2  # at most one per window
+    assert shards("train.batch_threads=1") == 1
+    assert shards("train.threads=2", "train.compile=true") == 1
+    assert TrainConfig(batch_threads=4).for_device(torch.device("cuda")).batch_threads == 1
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun each process is already a core
+    assert TrainConfig(threads=2).for_device(torch.device("cpu")).batch_threads == 1
+    with pytest.raises(NslmError, match="train.batch_threads must be a positive whole number"):
+        TrainConfig(batch_threads=0).validate()
+    assert TrainConfig().for_device(torch.device("cpu"), dropout=0.1).batch_threads == 1  # its masks would not repeat
+    with pytest.raises(NslmError, match="train.batch_threads 2 needs model.dropout 0"):
+        TrainConfig(batch_threads=2).for_device(torch.device("cpu"), dropout=0.1)
+
+
+def test_windows_shared_out_over_threads_train_as_one_thread_does(tmp_path, data_dir, tiny):
+    """The speed lever changes the order of additions only: the same losses to rounding."""
+    losses = []
+    for shards in (1, 2):
+        run = tmp_path / f"s{shards}"
+        assert train("--preset", "transformer-1m", "--data", str(data_dir), "--out", str(run), "--max-steps", "6",
+                     *tiny("train.eval_interval=6", f"train.batch_threads={shards}")) == 0
+        losses.append([m["train_loss"] for m in metrics(run) if m["event"] == "train"]
+                      + [m["val_loss"] for m in metrics(run) if m["event"] == "eval"])
+    assert len(losses[0]) == 7
+    for a, b in zip(*losses):
+        assert abs(a - b) < 1e-4
 
 
 def test_the_transformer_preset_trains_with_muon_and_the_long_one_with_adamw(data_dir):

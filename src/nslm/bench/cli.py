@@ -41,6 +41,9 @@ def register(subparsers) -> None:
     t.add_argument("--dtype", choices=("all", "fp32", "bf16"), default="all", help="which precision rows to time")
     t.add_argument("--optimizer", default=None,
                    help="nslm's optimizer, adamw or muon (default: the preset's, as nslm train uses it)")
+    t.add_argument("--batch-threads", type=int_up_to(256), default=None, metavar="N",
+                   help="threads that each run a share of nslm's windows (default: as nslm train picks them\n"
+                        "here, one per PyTorch thread on a CPU; 1: one pass on all threads, as before)")
     t.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile both models first (MODE: default, reduce-overhead, max-autotune)")
     _json_arg(t)
@@ -128,15 +131,20 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_training(model, optimizer_step, batches, device, autocast_dtype, warmup: int) -> float:
-    """Seconds per step over `batches` after `warmup` untimed steps; `optimizer_step()` updates the weights."""
+def time_training(model, optimizer_step, batches, device, autocast_dtype, warmup: int, batch_step=None) -> float:
+    """Seconds per step over `batches` after `warmup` untimed steps; `optimizer_step()` updates the weights.
+    `batch_step(x, y)` runs the forward and backward pass where given (nslm's: `nslm.train.step.BatchStep`),
+    else the plain `model(x, y)` then `loss.backward()`."""
     from nslm.device import autocast  # torch: imported when a benchmark runs, not for `nslm --help`
 
     def step(x, y):
-        with autocast(device, autocast_dtype):
-            out = model(x, y)
-        loss = out[1] if isinstance(out, tuple) else out
-        loss.backward()
+        if batch_step is not None:
+            batch_step(x, y)
+        else:
+            with autocast(device, autocast_dtype):
+                out = model(x, y)
+            loss = out[1] if isinstance(out, tuple) else out
+            loss.backward()
         optimizer_step()
 
     for x, y in batches[:warmup]:
@@ -154,10 +162,11 @@ def bench_train(args: argparse.Namespace) -> int:
     import torch
 
     from nslm.bench.reference import stock_model
-    from nslm.device import bf16_native, pick_autocast_dtype, pick_device
+    from nslm.device import autocast, bf16_native, pick_autocast_dtype, pick_device
     from nslm.models import build_model, load_preset, preset_train_defaults
     from nslm.train.config import TrainConfig
     from nslm.train.optim import make_optimizer
+    from nslm.train.step import BatchStep
 
     if args.compile is not None and args.compile not in COMPILE_MODES:
         raise NslmError("--compile takes default, reduce-overhead or max-autotune(-no-cudagraphs), "
@@ -168,12 +177,15 @@ def bench_train(args: argparse.Namespace) -> int:
     # nslm's rows update the weights as `nslm train` would with this preset: its optimizer (Muon costs more
     # per step than AdamW) and gradient clipping; the plain loop uses torch's AdamW
     tcfg = TrainConfig.from_dict({**preset_train_defaults(args.preset),
-                                  **({"optimizer": args.optimizer} if args.optimizer else {})})
+                                  **({"optimizer": args.optimizer} if args.optimizer else {}),
+                                  "batch_size": args.batch_size, "compile": bool(args.compile),
+                                  "batch_threads": args.batch_threads})
     if args.context:
         cfg.context_length = args.context
         cfg.validate()
     device = pick_device(args.device)
     T, B = cfg.context_length, args.batch_size
+    shards = tcfg.for_device(device, cfg.dropout).batch_threads
     gen = torch.Generator().manual_seed(0)
     data = torch.randint(0, cfg.vocab_size, (args.warmup + args.steps, B, T + 1), generator=gen)
     batches = [(d[:, :-1].to(device), d[:, 1:].to(device)) for d in data]
@@ -186,7 +198,8 @@ def bench_train(args: argparse.Namespace) -> int:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     where = device_name if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"{args.preset} on {device} ({where}), batch {B} x context {T}, nslm's optimizer {tcfg.optimizer}"
-          f"{', torch.compile ' + args.compile if args.compile else ''}; "
+          f"{', torch.compile ' + args.compile if args.compile else ''}, "
+          f"nslm's windows in {shards} thread{'s' if shards > 1 else ''} a step; "
           f"bf16 {'native' if native else 'not native (emulated, rows skipped)'} on this hardware")
     peak = peak_flops(device_name)
     rows = []
@@ -197,6 +210,7 @@ def bench_train(args: argparse.Namespace) -> int:
             if (skip_bf16 and dtype is not None) or args.dtype not in ("all", dtype_name):
                 continue
             torch.manual_seed(0)
+            batch_step = None
             if label == "nslm":
                 model = build_model(cfg).to(device)
                 opt = make_optimizer(model, tcfg, device)
@@ -214,7 +228,13 @@ def bench_train(args: argparse.Namespace) -> int:
                     opt.zero_grad(set_to_none=True)
             if args.compile:
                 model = torch.compile(model, mode=None if args.compile == "default" else args.compile)
-            seconds = time_training(model, update, batches, device, dtype, args.warmup)
+            if label == "nslm":  # as `nslm train` runs a micro-batch here: its windows shared out over threads
+                batch_step = BatchStep(model, shards, lambda dtype=dtype: autocast(device, dtype))
+            try:
+                seconds = time_training(model, update, batches, device, dtype, args.warmup, batch_step)
+            finally:
+                if batch_step is not None:
+                    batch_step.close()
             tok_s = B * T / seconds
             rates[label, dtype_name] = tok_s
             flops = tok_s * flops_per_token
@@ -236,7 +256,7 @@ def bench_train(args: argparse.Namespace) -> int:
                           "device_name": device_name,
                           "batch_size": B, "context": T, "dtype": default, "reference_dtype": ref_dtype,
                           "optimizer": tcfg.optimizer,
-                          "compile": args.compile, "tokens_per_s": tok_s,
+                          "compile": args.compile, "batch_threads": shards, "tokens_per_s": tok_s,
                           "reference_tokens_per_s": reference, "speedup": round(tok_s / reference, 3),
                           "mfu": round(rates["nslm", default] * flops_per_token / peak, 4) if peak else None,
                           "tokens_per_s_by_row": {f"{label} {d}": round(v, 1) for (label, d), v in rates.items()}})

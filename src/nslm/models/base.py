@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nslm.models.loss import head_cross_entropy
+
 
 class TiedLM(nn.Module):
     """Base class: subclasses define `tok_emb`, `features(idx, cache)` and `new_cache(batch_size)`; the
@@ -25,9 +27,14 @@ class TiedLM(nn.Module):
         """A few words for tables, e.g. 'transformer 4L d128 rope'."""
         return f"{cfg.arch} {cfg.n_layer}L d{cfg.d_model}"
 
-    def forward(self, idx, targets=None, cache=None):
-        """Logits [B, T, V] and the mean cross-entropy against `targets` (or None)."""
-        logits = F.linear(self.features(idx, cache), self.tok_emb.weight)  # tied output head
+    def forward(self, idx, targets=None, cache=None, return_logits: bool = True):
+        """Logits [B, T, V] and the mean cross-entropy against `targets` (or None). With targets and
+        return_logits=False (what training asks for), the logits are None and the loss is computed chunk by
+        chunk without them (`nslm.models.loss`)."""
+        h = self.features(idx, cache)
+        if targets is not None and not return_logits:
+            return None, head_cross_entropy(h, self.tok_emb.weight, targets)
+        logits = F.linear(h, self.tok_emb.weight)  # tied output head
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))

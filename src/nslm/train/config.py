@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from nslm.device import DEVICES, DTYPES
 from nslm.errors import NslmError, what_is_there
 from nslm.sampling import check_seed
 from nslm.train.optim import OPTIMIZERS
+from nslm.train.step import default_batch_threads
 from nslm.models.config import check_field_types, check_known_fields
 
 
@@ -57,6 +59,9 @@ class TrainConfig:
     dtype: str = "auto"
     compile: bool | None = None  # torch.compile the model; None: on for a Transformer on a CUDA GPU, where it pays
     threads: int = 0  # CPU threads for PyTorch; 0 keeps PyTorch's default (all cores)
+    # on a CPU: threads that each run a share of a micro-batch's windows on one PyTorch thread (nslm.train.step);
+    # None: one per PyTorch thread; always 1 on a GPU, under DDP and with compile
+    batch_threads: int | None = None
     deterministic: bool = False
 
     @classmethod
@@ -68,13 +73,25 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def for_device(self, device: torch.device) -> "TrainConfig":
+    def for_device(self, device: torch.device, dropout: float = 0.0) -> "TrainConfig":
         """This config with the batch size resolved: train.batch_size where set, else DEFAULT_BATCH_SIZE's
         entry for the device type (a CPU gains from more, smaller steps at the same tokens/s; a GPU needs
-        many windows a step to be busy)."""
-        if self.batch_size is not None:
-            return self
-        return dataclasses.replace(self, batch_size=DEFAULT_BATCH_SIZE.get(device.type, DEFAULT_BATCH_SIZE["cuda"]))
+        many windows a step to be busy); and train.batch_threads: 1 off the CPU, under DDP (each process is
+        already a core), with compile and with dropout (whose masks would not repeat), else as set or one per
+        PyTorch thread."""
+        batch = self.batch_size
+        if batch is None:
+            batch = DEFAULT_BATCH_SIZE.get(device.type, DEFAULT_BATCH_SIZE["cuda"])
+        shards = self.batch_threads
+        if shards is not None and shards > 1 and dropout > 0:
+            raise NslmError(f"train.batch_threads {shards} needs model.dropout 0: dropout's masks come from one "
+                            "random generator, which threads would draw from in a different order each run; "
+                            "set train.batch_threads=1")
+        if device.type != "cpu" or int(os.environ.get("WORLD_SIZE", "1")) > 1 or self.compile or dropout > 0:
+            shards = 1
+        elif shards is None:
+            shards = default_batch_threads(batch, self.threads or torch.get_num_threads())
+        return dataclasses.replace(self, batch_size=batch, batch_threads=shards)
 
     def resolved_limits(self) -> tuple[int | None, int | None, float | None]:
         """(max_steps, max_tokens, max_minutes) with the default step limit when none is set."""
@@ -92,10 +109,12 @@ class TrainConfig:
 
         for name in ("grad_accum", "eval_interval", "log_interval", "eval_tokens"):
             positive_int(name)
-        for name in ("batch_size", "max_steps", "max_tokens", "stop_after_steps"):
+        for name in ("batch_size", "batch_threads", "max_steps", "max_tokens", "stop_after_steps"):
             positive_int(name, allow_none=True)
         for name in ("warmup_steps", "sample_tokens", "threads"):
             positive_int(name, allow_zero=True)
+        if self.batch_threads is not None and self.batch_threads > 256:
+            raise NslmError(f"train.batch_threads must be at most 256 (one per core is the point), not {self.batch_threads}")
         check_seed(self.seed, "train.seed")
         if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
             raise NslmError(f"train.lr must be a positive learning rate below 1, not {self.lr!r}")

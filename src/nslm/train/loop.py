@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -25,6 +24,7 @@ from nslm.data.tokens import DataFolder
 from nslm.device import autocast, pick_autocast_dtype, pick_device, process_rank
 from nslm.errors import NslmError
 from nslm.models import ModelConfig, build_model
+from nslm.models.loss import head_cross_entropy
 from nslm.sampling import generate_ids
 from nslm.tokenizer import Tokenizer
 from nslm.train import checkpoint
@@ -35,6 +35,7 @@ from nslm.weights import save_weights, weights_sha256
 from nslm.train.metrics import read_metrics
 from nslm.train.optim import make_optimizer, set_lr
 from nslm.train.runlock import hold_run
+from nslm.train.step import BatchStep
 
 
 # ---------------------------------------------------------------- schedule
@@ -123,7 +124,7 @@ class Trainer:
         self.meta = run_config["data"]
         self.dist = Dist()
         self.device = pick_device(self.tcfg.device, self.dist.local_rank)
-        self.tcfg = self.tcfg.for_device(self.device)
+        self.tcfg = self.tcfg.for_device(self.device, self.mcfg.dropout)
         self.dist.start(self.device)
         self.amp_dtype = pick_autocast_dtype(self.tcfg.dtype, self.device)
         self.stop_signal: str | None = None
@@ -138,6 +139,7 @@ class Trainer:
         self.first_batch_sha: str | None = None
         self.last_lr = 0.0
         self.model = self.net = self.optimizer = self.tokenizer = None
+        self.batch_step: BatchStep | None = None
         self.train_tokens = self.valid_tokens = None
         self.selected_by = "valid"
         self.windows: dict[str, tuple] = {}  # split -> (inputs, targets, estimated, TokenSplit)
@@ -168,6 +170,7 @@ class Trainer:
         if self.dist.active:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.net, device_ids=ids)
+        self.batch_step = BatchStep(self.net, self.tcfg.batch_threads, self.autocast)
         # validation is always measured and reported; a dev split, where there is one, picks the checkpoint
         for name in dict.fromkeys(("valid", self.selected_by)):
             split = data.split(name)
@@ -258,10 +261,9 @@ class Trainer:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             last = micro == self.tcfg.grad_accum - 1
             sync = nullcontext() if (last or not self.dist.active) else self.net.no_sync()
-            with sync, self.autocast():
-                _, loss = self.net(x, y)
-            (loss / self.tcfg.grad_accum).backward()
-            total += loss.detach().float()
+            with sync:
+                loss = self.batch_step(x, y, scale=1 / self.tcfg.grad_accum)
+            total += loss.float()
         if self.tcfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
         self.optimizer.step()
@@ -281,14 +283,18 @@ class Trainer:
         for i in range(0, len(xs), batch_size):
             x = xs[i : i + batch_size].to(self.device)
             y = ys[i : i + batch_size].to(self.device)
-            with self.autocast():
-                logits, _ = self.model(x)
-            nats += F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
+            nats += sum(self.batch_step.map(self._nats, x, y))
             count += int((y != -100).sum())
         loss = nats / max(count, 1)
         # bits per byte: nats per token times tokens per byte of the whole split, in bits
         bpb = loss * len(split) / math.log(2) / split.bytes if split.bytes else None
         return loss, bpb, count
+
+    def _nats(self, _shard: int, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Summed cross-entropy over the scored tokens of (x, y): the head's loss in row chunks, never the
+        whole [windows, T, vocabulary] logits (run in the shards' threads: grad mode and precision set here)."""
+        with torch.no_grad(), self.autocast():
+            return head_cross_entropy(self.model.features(x), self.model.tok_emb.weight, y, reduction="sum").item()
 
     def evaluate(self) -> dict:
         """Validation loss, perplexity and bits per byte (and the dev split's, where the data has one, which
@@ -396,6 +402,8 @@ class Trainer:
                 self.status("failed", message="training failed; see the error printed by nslm train")
             raise
         finally:
+            if self.batch_step is not None:
+                self.batch_step.close()
             if bar is not None:
                 bar.close()
             self._restore_signals(handlers)

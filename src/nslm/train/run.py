@@ -111,7 +111,7 @@ def checked_train_config(train: dict, mcfg: ModelConfig) -> TrainConfig:
     optimizer state and activations cannot fit in that device's memory is refused (as is an absent GPU)."""
     tcfg = TrainConfig.from_dict(train)
     device = pick_device(tcfg.device)
-    tcfg = tcfg.for_device(device)
+    tcfg = tcfg.for_device(device, mcfg.dropout)
     need, have = mcfg.training_memory(tcfg.batch_size), device_memory(device)
     if have and need > have:
         raise NslmError(f"training this model at train.batch_size {tcfg.batch_size} needs about {gigabytes(need)} "
