@@ -2,8 +2,10 @@
 # The README's 10-minute CPU figure (Training): transformer-1m from scratch for 10 minutes of wall time, with
 # the recipe nslm used first (AdamW, 32 windows a step, learning rate 3e-3), with the next one (Muon at 1e-2 for
 # every part, 8 windows a step, cosine decay), with the one after (as muon, the AdamW part at 3 x 1e-2; 8 windows)
-# and with the defaults now (the same at 16 windows a step), one after the other on an otherwise idle machine,
-# then the plot and table.
+# and with the defaults now (the same at 16 windows a step, shared out over one thread per core, the head's loss
+# in row chunks), one after the other on an otherwise idle machine, then the plot and table. Every row runs the
+# step of the nslm it is run with: the README's `batch8` figure (0.957) came from one pass on two threads, before
+# the shards and the chunks; `--set train.batch_threads=1` drops the shards, not the chunks.
 #     bash studies/cpu10.sh [DATA_FOLDER]      (default data/tinystories, what `make run` prepares)
 # Run folders land in cpu10/; a run that finished is kept, so a second call only redoes what is missing.
 set -eu

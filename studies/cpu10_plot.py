@@ -26,7 +26,9 @@ def label(config: dict) -> str:
     if t.get("adamw_lr_ratio", 1) != 1:
         text += f" (AdamW part x{t['adamw_lr_ratio']:g})"
     text += f", cooldown {t['cooldown']:g}" if t.get("cooldown") is not None else ", cosine"
-    return text + (f" to {t['min_lr_ratio']:g}" if t.get("min_lr_ratio", 0.1) != 0.1 else "")
+    text += f" to {t['min_lr_ratio']:g}" if t.get("min_lr_ratio", 0.1) != 0.1 else ""
+    # runs from before the windows were shared out over threads (and the chunked loss) have no batch_threads
+    return text + (f", windows in {t['batch_threads']} threads" if t.get("batch_threads", 1) > 1 else "")
 
 
 class _Nowhere:
