@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import torch
 
 # (rows, inner, columns) of the step's products at 8 windows of 256 tokens: head, qkv, down projection's

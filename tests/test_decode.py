@@ -14,7 +14,7 @@ import torch
 import nslm
 from nslm.errors import NslmError
 from nslm.models import ModelConfig, build_model
-from nslm.models.decode import NumpyDecoder, NumpyRNNDecoder, c_library, gelu
+from nslm.models.decode import NumpyDecoder, NumpyRNNDecoder, c_library
 from nslm.sampling import generate_batch_ids, generate_ids, numpy_decoder
 
 LAYOUTS = list(itertools.product(("learned", "sinusoidal", "rope"), ("rmsnorm", "layernorm"), ("gelu", "swiglu"), (False, True)))

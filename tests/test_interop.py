@@ -24,7 +24,6 @@ from nslm.eval.likelihood import evaluate_likelihood
 from nslm.eval.scoring import Scorer
 from nslm.sampling import generate_ids
 from nslm.interop import layouts, llama2c_format
-from nslm.interop.export import export
 from nslm.models import ModelConfig
 from nslm.sample_data import shared_data_dir
 

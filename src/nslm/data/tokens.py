@@ -244,7 +244,7 @@ def _read_header(folder: Path) -> dict:
         raise NslmError(f"{folder} is not a data folder (no meta.json); make one with nslm data prepare")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply for the parser
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply for the parser
         raise NslmError(f"{path} is not valid JSON; remake the folder with nslm data prepare") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise NslmError(f"{path} is not an nslm token header (format is not {FORMAT!r})")
