@@ -64,10 +64,13 @@ def test_chunked_loss_under_bf16_autocast_stays_close():
     torch.testing.assert_close(got[2], want[2], rtol=5e-2, atol=5e-3)
 
 
-@pytest.fixture
-def tiny():
-    cfg = ModelConfig(arch="transformer", vocab_size=61, context_length=16, d_model=32, n_layer=2, n_head=2,
-                      d_ff=48, mlp="swiglu", pos_encoding="rope", norm="rmsnorm")
+@pytest.fixture(params=["transformer", "lstm"])
+def tiny(request):
+    if request.param == "transformer":
+        cfg = ModelConfig(arch="transformer", vocab_size=61, context_length=16, d_model=32, n_layer=2, n_head=2,
+                          d_ff=48, mlp="swiglu", pos_encoding="rope", norm="rmsnorm")
+    else:  # a recurrent model with a projection back to the embedding width, as lstm-1m has
+        cfg = ModelConfig(arch="lstm", vocab_size=61, context_length=16, d_model=32, n_layer=2, rnn_hidden=40)
     torch.manual_seed(0)
     model = build_model(cfg)
     gen = torch.Generator().manual_seed(3)
