@@ -113,6 +113,11 @@ def process_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def world_size() -> int:
+    """Processes in this run under torchrun (WORLD_SIZE), 1 when run alone."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def is_main_process() -> bool:
     """Rank 0: the one process that writes the run folder and prints."""
     return process_rank() == 0

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from nslm.device import DEVICES, DTYPES
+from nslm.device import DEVICES, DTYPES, world_size
 from nslm.errors import NslmError, what_is_there
 from nslm.sampling import check_seed
 from nslm.train.optim import OPTIMIZERS
@@ -87,7 +86,7 @@ class TrainConfig:
             raise NslmError(f"train.batch_threads {shards} needs model.dropout 0: dropout's masks come from one "
                             "random generator, which threads would draw from in a different order each run; "
                             "set train.batch_threads=1")
-        if device.type != "cpu" or int(os.environ.get("WORLD_SIZE", "1")) > 1 or self.compile or dropout > 0:
+        if device.type != "cpu" or world_size() > 1 or self.compile or dropout > 0:
             shards = 1
         elif shards is None:
             shards = default_batch_threads(batch, self.threads or torch.get_num_threads())

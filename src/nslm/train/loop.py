@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from nslm.atomic import atomic_write_json, atomic_write_text
 from nslm.data.tokens import DataFolder
-from nslm.device import autocast, pick_autocast_dtype, pick_device, process_rank
+from nslm.device import autocast, pick_autocast_dtype, pick_device, process_rank, world_size
 from nslm.errors import NslmError
 from nslm.models import ModelConfig, build_model
-from nslm.models.loss import head_cross_entropy
+from nslm.models.loss import IGNORE, head_cross_entropy
 from nslm.sampling import generate_ids
 from nslm.tokenizer import Tokenizer
 from nslm.train import checkpoint
@@ -66,7 +66,7 @@ class Dist:
     """Rank, world size and helpers; a single process is rank 0 of 1."""
 
     def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.world = world_size()
         self.rank = process_rank()
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.active = False
@@ -284,7 +284,7 @@ class Trainer:
             x = xs[i : i + batch_size].to(self.device)
             y = ys[i : i + batch_size].to(self.device)
             nats += sum(self.batch_step.map(self._nats, x, y))
-            count += int((y != -100).sum())
+            count += int((y != IGNORE).sum())
         loss = nats / max(count, 1)
         # bits per byte: nats per token times tokens per byte of the whole split, in bits
         bpb = loss * len(split) / math.log(2) / split.bytes if split.bytes else None

@@ -47,8 +47,7 @@ class BatchStep:
                 _, loss = self.model(x, y, return_logits=False)
             (loss * scale).backward()
             return loss.detach()
-        weights = [part.size(0) / x.size(0) for part in self._split(x)]
-        results = self.map(lambda i, xs, ys: self._shard(xs, ys, weights[i] * scale), x, y)
+        results = self.map(lambda _, xs, ys: self._shard(xs, ys, xs.size(0) / x.size(0), scale), x, y)
         for i, p in enumerate(self.params):
             grad = None
             for _, grads in results:  # in shard order, so the sum is the same every time
@@ -56,9 +55,9 @@ class BatchStep:
                     grad = grads[i] if grad is None else grad + grads[i]
             if grad is not None:
                 p.grad = grad if p.grad is None else p.grad + grad
-        loss = results[0][0] * weights[0]
-        for (part_loss, _), w in zip(results[1:], weights[1:]):
-            loss = loss + part_loss * w
+        loss = results[0][0]
+        for part_loss, _ in results[1:]:
+            loss = loss + part_loss
         return loss
 
     def _split(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -78,11 +77,12 @@ class BatchStep:
         finally:
             torch.set_num_threads(threads)
 
-    def _shard(self, x, y, weight):
+    def _shard(self, x, y, share: float, scale: float):
+        """(this shard's loss x its share of the windows, the gradients of that x scale)."""
         with self.autocast():
             _, loss = self.model(x, y, return_logits=False)
-        grads = torch.autograd.grad(loss * weight, self.params, allow_unused=True)
-        return loss.detach(), grads
+        grads = torch.autograd.grad(loss * (share * scale), self.params, allow_unused=True)
+        return loss.detach() * share, grads
 
     def close(self) -> None:
         if self.pool is not None:
